@@ -1,0 +1,44 @@
+// The squash op library: every schema of the product lives here, so callers see one contract.
+// Implementations register per family (formats_cpu.cpp, gemm_cpu.cpp, ... and cuda/*.cpp).
+// Semantics of each op are documented in python/squash_ops/ops/*.py and docs/FORMATS.md.
+#include <Python.h>
+#include <torch/library.h>
+
+TORCH_LIBRARY(squash, m) {
+  // ---- weight formats (docs/FORMATS.md) ----
+  m.def("quantize_int8_weight(Tensor weight) -> (Tensor qweight, Tensor scales)");
+  m.def("dequantize_int8_weight(Tensor qweight, Tensor scales) -> Tensor");
+  m.def("quantize_int4_weight(Tensor weight, int group_size, bool symmetric) -> (Tensor qweight, Tensor scales, Tensor zeros)");
+  m.def("dequantize_int4_weight(Tensor qweight, Tensor scales, Tensor? zeros, int group_size) -> Tensor");
+  m.def("pack_int4(Tensor values) -> Tensor");
+  m.def("unpack_int4(Tensor packed) -> Tensor");
+
+  // ---- weight-only GEMM: x [..., K] fp16/bf16, weight [N, K] quantized ----
+  m.def("w8a16_gemm(Tensor x, Tensor qweight, Tensor scales, Tensor? bias=None) -> Tensor");
+  m.def("w4a16_gemm(Tensor x, Tensor qweight, Tensor scales, Tensor? zeros, int group_size, Tensor? bias=None) -> Tensor");
+
+  // ---- int8 activations and W8A8 ----
+  m.def("quantize_activation_int8(Tensor x, Tensor? scale=None) -> (Tensor q, Tensor scales)");
+  m.def("w8a8_gemm(Tensor x_q, Tensor x_scales, Tensor qweight, Tensor w_scales, Tensor? bias, ScalarType out_dtype) -> Tensor");
+
+  // ---- norms: weight=None is the gamma-migrated form (bias then holds beta/gamma) ----
+  m.def("layer_norm(Tensor x, Tensor? weight, Tensor? bias, float eps) -> Tensor");
+  m.def("add_layer_norm(Tensor x, Tensor residual, Tensor? weight, Tensor? bias, float eps) -> (Tensor out, Tensor residual_out)");
+  m.def("layer_norm_quant(Tensor x, Tensor? weight, Tensor? bias, float eps, Tensor? scale=None) -> (Tensor q, Tensor scales)");
+  m.def("add_layer_norm_quant(Tensor x, Tensor residual, Tensor? weight, Tensor? bias, float eps, Tensor? scale=None) -> (Tensor q, Tensor scales, Tensor residual_out)");
+  m.def("rms_norm(Tensor x, Tensor? weight, float eps) -> Tensor");
+  m.def("add_rms_norm(Tensor x, Tensor residual, Tensor? weight, float eps) -> (Tensor out, Tensor residual_out)");
+  m.def("rms_norm_quant(Tensor x, Tensor? weight, float eps, Tensor? scale=None) -> (Tensor q, Tensor scales)");
+  m.def("add_rms_norm_quant(Tensor x, Tensor residual, Tensor? weight, float eps, Tensor? scale=None) -> (Tensor q, Tensor scales, Tensor residual_out)");
+
+  // ---- attention, FlashAttention layout [batch, seq, heads, head_dim] ----
+  m.def("attention(Tensor q, Tensor k, Tensor v, float? softmax_scale=None, bool causal=False) -> (Tensor out, Tensor lse)");
+  m.def("attention_varlen(Tensor q, Tensor k, Tensor v, Tensor cu_seqlens_q, Tensor cu_seqlens_k, int max_seqlen_q, int max_seqlen_k, float? softmax_scale=None, bool causal=False) -> (Tensor out, Tensor lse)");
+  m.def("attention_decode(Tensor q, Tensor k_cache, Tensor v_cache, Tensor cache_seqlens, float? softmax_scale=None, bool causal=True) -> (Tensor out, Tensor lse)");
+}
+
+// `import squash_ops._C` loads this shared object, which runs the registrations above.
+extern "C" PyObject* PyInit__C() {
+  static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", "squash_ops native ops (torch.ops.squash)", -1, nullptr};
+  return PyModule_Create(&module);
+}

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh machine: installs only what is missing (torch pinned by
+# constraints.txt, build and test tools, the CUTLASS headers), then builds the extension in place.
+# Offline machines (the lent GPU) take missing packages from wheels carried in .whl/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+
+need() {  # need <import-name> <pip requirement>
+  if ! $PY -c "import $1" 2>/dev/null; then
+    echo "setup: installing $2"
+    if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1 &&
+       $PY -m pip install -q --no-index --find-links .whl -c constraints.txt "$2" 2>/dev/null; then
+      return
+    fi
+    $PY -m pip install -q -c constraints.txt "$2"
+  fi
+}
+
+need torch "torch==2.13.0"
+need scikit_build_core "scikit-build-core>=0.10"
+need ninja ninja
+need pytest pytest
+need hypothesis hypothesis
+need cutlass_library "nvidia-cutlass==4.2.0.0"
+# CMake >= 3.26 (CUDA arch "90a", C++17 CUDA); the system's 3.25 is too old, pip's is fine.
+if ! $PY - <<'PY' 2>/dev/null
+import re, shutil, subprocess, sys
+exe = shutil.which("cmake")
+v = re.search(r"(\d+)\.(\d+)", subprocess.run([exe, "--version"], capture_output=True, text=True).stdout)
+sys.exit(0 if v and (int(v[1]), int(v[2])) >= (3, 26) else 1)
+PY
+then
+  echo "setup: installing cmake>=3.26"
+  $PY -m pip install -q -c constraints.txt "cmake>=3.26"
+fi
+
+$PY scripts/fetch_cutlass.py
+
+export CMAKE_BUILD_PARALLEL_LEVEL=${MAX_JOBS:-$(nproc)}
+$PY -m pip install -q --no-build-isolation --no-deps -c constraints.txt -e .
+$PY -c "import squash_ops, torch; print('setup: squash_ops ready (torch', torch.__version__ + ', CUDA kernels:', squash_ops.cuda_available(), ')')"

@@ -1,0 +1,16 @@
+"""Helpers shared by the test files: error metrics and tolerances from TARGETS.md."""
+
+import torch
+
+# Quantized GEMM vs dequantize-then-matmul in fp32: relative mean error bounds (TARGETS.md).
+GEMM_REL_MEAN_ERR = {torch.float16: 1e-3, torch.bfloat16: 4e-3}
+
+
+def rel_mean_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """Marlin's metric: mean|out - ref| / mean|ref|, computed in float64."""
+    out, ref = out.double(), ref.double()
+    return ((out - ref).abs().mean() / ref.abs().mean().clamp_min(1e-30)).item()
+
+
+def max_abs_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return (out.double() - ref.double()).abs().max().item()
