@@ -6,14 +6,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 
-need() {  # need <import-name> <pip requirement>
-  if ! $PY -c "import $1" 2>/dev/null; then
-    echo "setup: installing $2"
+need() {  # need <import-name> <pip requirement> [pip flags...]
+  local mod=$1 req=$2
+  shift 2
+  if ! $PY -c "import $mod" 2>/dev/null; then
+    echo "setup: installing $req"
     if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1 &&
-       $PY -m pip install -q --no-index --find-links .whl -c constraints.txt "$2" 2>/dev/null; then
+       $PY -m pip install -q --no-index --find-links .whl -c constraints.txt "$@" "$req" 2>/dev/null; then
       return
     fi
-    $PY -m pip install -q -c constraints.txt "$2"
+    $PY -m pip install -q -c constraints.txt "$@" "$req"
   fi
 }
 
@@ -22,7 +24,8 @@ need scikit_build_core "scikit-build-core>=0.10"
 need ninja ninja
 need pytest pytest
 need hypothesis hypothesis
-need cutlass_library "nvidia-cutlass==4.2.0.0"
+# Only the headers are used: --no-deps skips its Python tooling (cuda-python, scipy, ...).
+need cutlass_library "nvidia-cutlass==4.2.0.0" --no-deps
 # CMake >= 3.26 (CUDA arch "90a", C++17 CUDA); the system's 3.25 is too old, pip's is fine.
 if ! $PY - <<'PY' 2>/dev/null
 import re, shutil, subprocess, sys
