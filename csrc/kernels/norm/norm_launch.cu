@@ -49,7 +49,6 @@ bool params_ok(const NormParams& p) {
   if (p.q != nullptr && p.scales == nullptr) return false;
   if (p.q == nullptr && p.static_scale != nullptr) return false;
   if ((p.residual == nullptr) != (p.residual_out == nullptr)) return false;
-  if (!(p.eps >= 0.f)) return false;
   return true;
 }
 
@@ -59,7 +58,7 @@ cudaError_t norm_select_config(const NormParams& p, const NormConfig* force, Nor
   if (!params_ok(p) || config == nullptr) return cudaErrorInvalidValue;
   int vec = pick_vec(p);
   if (force != nullptr && force->vec != 0) {
-    if (force->vec > vec || (force->vec & (force->vec - 1)) != 0 || force->vec < 1)
+    if (force->vec < 1 || force->vec > vec || (force->vec & (force->vec - 1)) != 0)
       return cudaErrorInvalidConfiguration;
     vec = force->vec;
   }
