@@ -517,7 +517,7 @@ int run_bench(const std::vector<DType>& dtypes, bool quick, bool sweep) {
   CK(cudaMalloc(&B.res, big));
   CK(cudaMalloc(&B.w, 16384 * 4));
   CK(cudaMalloc(&B.b, 16384 * 4));
-  CK(cudaMalloc(&B.q, max_elems));
+  CK(cudaMalloc(&B.q, big));  // int8: as many elements as the 16-bit buffers
   CK(cudaMalloc(&B.scales, 65536 * 4));
 
   const double copy = copy_bandwidth_gbps(B.x, B.out, size_t(1) << 30);
