@@ -45,6 +45,8 @@ inline void make_fallback_config(NormConfig& c) {
 //     with nv independent 16-byte loads in flight (x and residual both);
 //  2. else the largest nv whose block can hold the row (16384 bf16: nv 8, 256 threads);
 //  3. else the L2 re-read fallback (rows beyond the register budget: > 16384 for 16-bit types).
+// Untested alternative to compare in the sweep: fewer registers per thread (nv 8 takes 127)
+// with more threads per row, e.g. 8192 bf16 as nv 4 x 256 threads.
 inline NormConfig choose_norm_config(int64_t hidden, int vec) {
   NormConfig c;
   c.vec = vec;

@@ -16,6 +16,8 @@
 //    block (small hidden: one warp per row, 4 rows per block, pure shuffle reductions).
 //    Configs by hidden (bf16/fp16, 16-byte vectors): <= 1024: nv 1, <= 128 threads per row;
 //    2048: nv 2, 128 threads; 4096: nv 4, 128; 8192: nv 8, 128; 16384: nv 8, 256 threads.
+//    ptxas (sm_90a, bf16): nv 1/2/4/8 use 40/53/71/127 registers, no spills; so nv 8 keeps
+//    2 (16384) or 4 (8192) blocks per SM, i.e. 64 KB of x loads in flight per SM.
 //  * Fallback kernel (longer rows): one row per 512-thread block, looping over the row: pass 1
 //    reads x (+residual, writes residual_out), pass 2 (LN) the variance, pass 3 (dynamic quant)
 //    the absmax, pass 4 writes; passes 2..4 re-read h with ld.global.cg (the block's row, 32..256
