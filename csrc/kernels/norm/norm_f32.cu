@@ -1,0 +1,7 @@
+// Explicit instantiation of the norm kernels for x.dtype = float, weight/bias = float.
+#include "norm_dispatch.h"
+#include "norm_kernel.cuh"
+
+namespace squash::norm {
+template cudaError_t norm_launch_typed<float, float>(const NormParams&, const NormConfig&, cudaStream_t);
+}  // namespace squash::norm
