@@ -11,10 +11,17 @@ from .ops import *  # noqa: F401,F403
 from .ops import __all__ as _ops_all
 
 __version__ = "0.1.0"
-__all__ = list(_ops_all) + ["cuda_available"]
+__all__ = list(_ops_all) + ["cuda_available", "has_cuda_kernel"]
+
+
+def has_cuda_kernel(op: str) -> bool:
+    """True when ``torch.ops.squash.<op>`` has a CUDA implementation in this build."""
+    return bool(torch._C._dispatch_has_kernel_for_dispatch_key(f"squash::{op}", "CUDA"))
 
 
 def cuda_available() -> bool:
-    """True when the extension was built with its CUDA kernels and a GPU is visible."""
-    has_kernels = torch._C._dispatch_has_kernel_for_dispatch_key("squash::w8a16_gemm", "CUDA")
-    return bool(has_kernels) and torch.cuda.is_available()
+    """True when a GPU is visible and the extension was built with CUDA kernels (any op)."""
+    if not torch.cuda.is_available():
+        return False
+    registered = torch._C._dispatch_get_registrations_for_dispatch_key("CUDA")
+    return any(name.startswith("squash::") for name in registered)
