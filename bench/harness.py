@@ -295,6 +295,7 @@ class Context:
     # dry run: a virtual clock advanced by roofline estimates
     virtual_s: float = 0.0
     est_copy_gbps: float = 2500.0
+    last_error: str | None = None    # the reason of the latest failed measure()
     _budget_noted: bool = False
 
     @property
@@ -368,7 +369,8 @@ class Context:
             seconds, reps = self.timer(call)
         except Exception as e:  # noqa: BLE001  (any failure of one impl must not stop the run)
             del call
-            self.skip(impl, case, f"{type(e).__name__}: {e}")
+            self.last_error = f"{type(e).__name__}: {e}"
+            self.skip(impl, case, self.last_error)
             if is_squash(impl):
                 self.squash_errors += 1
             self._check_device()
