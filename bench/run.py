@@ -1,0 +1,165 @@
+"""Runs the benchmark suites and writes the results file (format: bench/results/README.md).
+
+    python3 -m bench.run                          # all suites on the GPU, < 4 min on an H100
+    python3 -m bench.run --suites w4a16,norm --quick
+    python3 -m bench.run --device cpu --quick     # smoke test here: tiny shapes, CPU timers
+    python3 -m bench.run --dry-run                # list every case with an H100 roofline time guess
+
+Every suite gets a share of --budget-s (BUDGET_WEIGHT; unused time carries over to later
+suites); past its share a suite stops and logs what it left out. The results file is rewritten
+after every suite, so a run killed by a timeout keeps what it measured. Exit status: 0 when the
+run finished and every squash impl it tried ran; 1 when a squash impl failed, the CUDA context
+was lost, or nothing was recorded; 2 on bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import os
+import signal
+import sys
+import traceback
+from pathlib import Path
+
+import torch
+
+from . import harness
+from .harness import Context, DeviceLost, Timer, log
+from .suites import ORDER, load
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python3 -m bench.run", description=__doc__.split("\n\n")[0])
+    p.add_argument("--suites", default=",".join(ORDER), help=f"comma-separated subset of {','.join(ORDER)}")
+    p.add_argument("--quick", action="store_true", help="fewer shapes per suite")
+    p.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
+                   help="cpu: smoke test with tiny shapes (not a benchmark)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="execute nothing: list the cases with a roofline time estimate for an H100")
+    p.add_argument("--out", help="results file (default: bench/results/<date>_<gpu>.json on cuda, "
+                                 "out/bench_<device>.json otherwise)")
+    p.add_argument("--budget-s", type=float, default=210.0,
+                   help="time for all selected suites together (default 210)")
+    p.add_argument("--no-squash", action="store_true", help="do not import squash_ops (peers only)")
+    args = p.parse_args(argv)
+    args.suites = [s.strip() for s in args.suites.split(",") if s.strip()]
+    unknown = [s for s in args.suites if s not in ORDER]
+    if unknown:
+        p.error(f"unknown suite(s) {unknown}; known: {', '.join(ORDER)}")
+    return args
+
+
+def import_squash() -> None:
+    """Imports squash_ops if it can; the peers are measured either way."""
+    try:
+        import squash_ops  # noqa: F401
+        log(f"squash_ops {getattr(squash_ops, '__version__', '?')} from {os.path.dirname(squash_ops.__file__)}")
+    except Exception as e:  # noqa: BLE001
+        log(f"NOTE squash_ops not importable ({type(e).__name__}: {e}); measuring the peers only")
+
+
+def default_out(device: str) -> Path:
+    root = Path(__file__).resolve().parents[1]
+    if device == "cuda":
+        name = harness.gpu_slug(torch.cuda.get_device_name(torch.cuda.current_device()))
+        return root / "bench" / "results" / f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d}_{name}.json"
+    return root / "out" / f"bench_{device}.json"
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    device = "meta" if args.dry_run else args.device
+    if device == "cuda" and not torch.cuda.is_available():
+        log("bench.run: no CUDA device here; use --device cpu for the smoke test or --dry-run")
+        return 2
+    if not args.no_squash:
+        import_squash()
+    torch.manual_seed(0)
+    ctx = Context(device=device, quick=args.quick, timer=Timer(device))
+    if device == "meta":
+        meta = {"device": "dry run (nothing executed; median_us = H100 roofline guess)", "torch": torch.__version__,
+                "cuda": torch.version.cuda or "none", "commit": harness.git_commit(),
+                "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    else:
+        meta = harness.make_meta(device, smoke=device == "cpu")
+    out = Path(args.out) if args.out else default_out(device)
+    if out.exists() and not out.is_file():
+        log(f"bench.run: --out {out} exists and is not a regular file")
+        return 2
+    log(f"bench.run: device {meta['device']} | torch {meta['torch']} | cuda {meta['cuda']} | commit {meta['commit']}"
+        f" | suites {','.join(args.suites)}{' (quick)' if args.quick else ''} | budget {args.budget_s:.0f} s"
+        f" | out {out}")
+
+    # `timeout` sends SIGTERM first: stop like Ctrl-C, so the summary and the file still come out.
+    old_handler = signal.signal(signal.SIGTERM, _interrupt)
+    t_start = ctx.now()
+    try:
+        with torch.inference_mode():
+            timings, fatal, interrupted = run_suites(ctx, args.suites, args.budget_s, out, meta)
+    finally:
+        signal.signal(signal.SIGTERM, old_handler)
+
+    log("")
+    log(harness.summary(ctx.records) if ctx.records else "no records")
+    log("== suites ==")
+    for name, secs, n, status in timings:
+        log(f"  {name:<11} {status:<5} {secs:7.1f} s {n:5d} records")
+    est = " (dry-run estimate for an H100)" if device == "meta" else ""
+    log(f"  total {ctx.now() - t_start:.1f} s{est}, {len(ctx.records)} records, {ctx.skips} skips, "
+        f"{ctx.squash_errors} squash failures -> {out}")
+    problems = _write(out, meta, ctx)
+    for p in problems[:20]:
+        log(f"FORMAT {p}")
+    if len(problems) > 20:
+        log(f"FORMAT ... {len(problems) - 20} more problems")
+    errors = sum(1 for t in timings if t[3] != "ok")
+    if fatal or interrupted or errors or problems or ctx.squash_errors or not ctx.records:
+        return 1
+    return 0
+
+
+def run_suites(ctx: Context, suites: list[str], budget_s: float, out: Path, meta: dict):
+    """Runs the suites in order; returns ([(suite, seconds, records, status)], fatal, interrupted)."""
+    weights = {s: load(s).BUDGET_WEIGHT for s in suites}
+    total_w = sum(weights.values())
+    t_start, spent_w = ctx.now(), 0.0
+    timings, fatal = [], None
+    for name in suites:
+        spent_w += weights[name]
+        # Deadline = the suite's cumulative share: time a suite leaves unused carries over.
+        ctx.begin_suite(t_start + budget_s * spent_w / total_w)
+        t0, n0 = ctx.now(), len(ctx.records)
+        log(f"=== suite {name} (until +{ctx.deadline - t_start:.0f} s) ===")
+        status = "ok"
+        try:
+            load(name).run(ctx)
+        except DeviceLost as e:
+            fatal, status = str(e), "FATAL"
+            log(f"FATAL {name}: {fatal}")
+        except KeyboardInterrupt as e:
+            log(f"INTERRUPTED ({e}) during suite {name}: writing what was measured")
+            timings.append((name, ctx.now() - t0, len(ctx.records) - n0, "INTERRUPTED"))
+            return timings, fatal, True
+        except Exception as e:  # noqa: BLE001  (a broken suite must not stop the others)
+            status = "ERROR"
+            log(f"ERROR suite {name} stopped: {type(e).__name__}: {e}")
+            traceback.print_exc(file=sys.stdout)
+        timings.append((name, ctx.now() - t0, len(ctx.records) - n0, status))
+        _write(out, meta, ctx)
+        if fatal:
+            break
+    return timings, fatal, False
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _write(out: Path, meta: dict, ctx: Context) -> list[str]:
+    """(Re)writes the results file; returns its format problems (reported once, at the end)."""
+    return harness.write_results(out, meta, ctx.records)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""W8A16: int8 per-channel weight-only GEMM vs cuBLAS (dense) and torch's _weight_int8pack_mm."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..harness import Context, dtype_name, rand, rotating
+from ._common import DTYPES, SlowGuard
+from .w4a16 import config
+
+BUDGET_WEIGHT = 25
+SUITE = "w8a16"
+
+
+def run(ctx: Context) -> None:
+    shapes, ms, dtypes = config(ctx)
+    squash = ctx.has_squash("w8a16_gemm")
+    for dn in dtypes:
+        for K, N in shapes:
+            if ctx.out_of_time():
+                return
+            run_shape(ctx, DTYPES[dn], K, N, ms, squash)
+            ctx.free()
+
+
+def run_shape(ctx: Context, dt: torch.dtype, K: int, N: int, ms: list[int], squash: bool) -> None:
+    es, dn = dt.itemsize, dtype_name(dt)
+    dense = rotating(ctx, lambda: rand(ctx, (N, K), dt), N * K * es)
+    # int8pack takes scales in the activation dtype; squash's canonical scales are f32 [N].
+    i8 = rotating(ctx, lambda: (rand(ctx, (N, K), torch.int8),
+                                torch.rand(N, device=ctx.device, dtype=dt) * 1e-2 + 1e-3), N * K)
+    if squash:
+        sq = [(q, s.float()) for q, s in i8]
+    guard = SlowGuard(ctx)
+    for M in ms:
+        case = f"M={M} N={N} K={K} {dn}"
+        params = {"M": M, "N": N, "K": K, "dtype": dn}
+        x = rand(ctx, (M, K), dt)
+        act = M * K * es + M * N * es
+        flops = 2 * M * N * K
+
+        if not guard.blocked("cublas", case):
+            guard.update("cublas", ctx.measure(
+                SUITE, case, "cublas", params, lambda: lambda i: F.linear(x, dense[i % len(dense)]),
+                flops=flops, nbytes=N * K * es + act))
+        if not guard.blocked("int8pack", case):
+            guard.update("int8pack", ctx.measure(
+                SUITE, case, "int8pack", params,
+                lambda: lambda i: torch.ops.aten._weight_int8pack_mm(x, i8[i % len(i8)][0], i8[i % len(i8)][1]),
+                flops=flops, nbytes=N * K + N * es + act))
+        if squash and not guard.blocked("squash", case):
+            op = torch.ops.squash.w8a16_gemm
+            guard.update("squash", ctx.measure(
+                SUITE, case, "squash", params,
+                lambda: lambda i: op(x, sq[i % len(sq)][0], sq[i % len(sq)][1], None),
+                flops=flops, nbytes=N * K + N * 4 + act))
