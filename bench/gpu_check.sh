@@ -129,6 +129,26 @@ stage_bench() {
   "$PY" -m bench.run --budget-s "$budget" --out "$OUT/$STEM.json" ${BENCH_ARGS:-}
 }
 
+stage_cpp() {
+  # The torch-free microbenchmarks of bench/cpp, linked against the kernel library the build
+  # just made: each runs its own self-check (--check, vs a host float64 reference), that check
+  # under compute-sanitizer memcheck, then its quick timing table.
+  set -o pipefail
+  local lib rc=0 src exe
+  lib=$(ls build/*/libsquash_kernels.a 2>/dev/null | head -n 1)
+  [ -n "$lib" ] || { echo "no libsquash_kernels.a under build/"; return 1; }
+  for src in bench/cpp/*_bench.cu; do
+    exe=build/$(basename "$src" .cu)
+    echo "--- $src"
+    nvcc -O3 -std=c++17 --expt-relaxed-constexpr --use_fast_math -gencode=arch=compute_90a,code=sm_90a \
+      -Icsrc/kernels "$src" "$lib" -o "$exe" || { rc=1; continue; }
+    "$exe" --check 2>&1 | tail -n 3 || rc=1
+    "$(san_bin)" --tool memcheck --error-exitcode 1 "$exe" --check 2>&1 | tail -n 2 || rc=1
+    "$exe" --quick 2>&1 | tail -n 60 || rc=1
+  done
+  return $rc
+}
+
 san_bin() {
   command -v compute-sanitizer 2>/dev/null ||
     ls /usr/local/cuda/bin/compute-sanitizer /usr/local/cuda/compute-sanitizer/compute-sanitizer 2>/dev/null | head -n 1
@@ -155,7 +175,7 @@ san_summary() {  # the sanitizer's report lines and pytest's result line, into t
   truncate -s '<15M' "$f"
 }
 
-export -f stage_env stage_wheels stage_build stage_tests stage_bench san_bin sanitize stage_memcheck stage_racecheck
+export -f stage_env stage_wheels stage_build stage_tests stage_cpp stage_bench san_bin sanitize stage_memcheck stage_racecheck
 
 # ---- run -------------------------------------------------------------------------------------
 
@@ -180,6 +200,7 @@ fi
 BENCH_CAP=240  # bench.run gets --budget-s (limit - 30) = 210 s: its default, < 4 min in all
 stage build 240 $((60 + BENCH_CAP)) "" stage_build
 stage tests 180 "$BENCH_CAP" "" stage_tests
+stage cpp 120 "$BENCH_CAP" "" stage_cpp
 stage bench "$BENCH_CAP" 0 "" stage_bench
 # pytest exit 5 = no GPU test selected: nothing to sanitize, reported as ok(rc 5).
 stage memcheck 150 45 "5" stage_memcheck
