@@ -1,0 +1,115 @@
+// Which kernel runs a weight-only GEMM, as pure functions of the problem (FA3 tile_size.h style).
+// Torch-free and CUDA-free: the binding, the C++ benchmark and the kernels all read the same
+// tables, so a config forced by a benchmark is exactly what the heuristic could pick.
+//
+// NOT YET MEASURED: every branch below states what we expect and why; the numbers come from the
+// lead's first H100 run (bench/cpp/gemv_bench.cu sweeps every config and split count).
+#pragma once
+
+namespace squash::gemm {
+
+// GEMV configs (CUDA-core kernel, csrc/kernels/gemm/woq_gemv.cuh). A block is kGemvWarps warps;
+// each warp owns rows_per_warp output channels and walks K with all 32 lanes; each lane issues
+// loads16 16-byte weight loads per row per K chunk (fewer bytes per load when K forces narrower
+// loads, with proportionally more loads so the chunk's bytes in flight stay the same).
+// max_m: the kernel holds max_m activation rows in shared memory and registers (rows past M are
+// zero and cost wasted FMAs, so the smallest config that covers M is the right one).
+enum class GemvConfig : int { kM1 = 0, kM2, kM4, kM8, kM16, kCount };
+
+struct GemvConfigInfo {
+  const char* name;
+  int max_m;
+  int rows_per_warp;
+  int loads16;  // 16-byte weight loads per lane per row per K chunk
+};
+
+constexpr int kGemvWarps = 4;
+
+// Why these shapes: x sits in shared memory as fp32, and each x value read from shared memory is
+// reused by rows_per_warp rows, so shared-memory traffic per weight byte is
+// 4 B * (8 / bits) * max_m / rows_per_warp; at M=1 int4 with 2 rows per warp that is ~40% of the
+// H100's shared-memory bandwidth at full HBM speed (1 row per warp would be ~80%, too close).
+// Accumulators are 2 * rows_per_warp * max_m fp32 registers (per-group partial + total), which
+// caps rows_per_warp at 2 for max_m >= 8; loads16 * max_m is capped by the shared-memory chunk
+// (max_m * K_chunk * 4 bytes <= 64 KB).
+constexpr GemvConfigInfo kGemvConfigs[] = {
+    {"gemv_m1", 1, 2, 2},
+    {"gemv_m2", 2, 2, 2},
+    {"gemv_m4", 4, 4, 1},
+    {"gemv_m8", 8, 2, 1},
+    {"gemv_m16", 16, 2, 1},
+};
+static_assert(sizeof(kGemvConfigs) / sizeof(kGemvConfigs[0]) == static_cast<int>(GemvConfig::kCount),
+              "one GemvConfigInfo per GemvConfig");
+
+constexpr const GemvConfigInfo& gemv_config_info(GemvConfig c) {
+  return kGemvConfigs[static_cast<int>(c)];
+}
+
+// K elements per chunk: the lanes of a warp cover 32 lanes * loads16 * 16 bytes of a row.
+constexpr int gemv_k_chunk(GemvConfig c, int bits) {
+  return 32 * gemv_config_info(c).loads16 * 16 * (8 / bits);
+}
+
+constexpr int gemv_rows_per_block(GemvConfig c) {
+  return kGemvWarps * gemv_config_info(c).rows_per_warp;
+}
+
+// Largest M the GEMV path serves; beyond it, dequantize + cuBLAS.
+constexpr int kGemvMaxM = 16;
+
+// The smallest config whose max_m covers M (M in 1..kGemvMaxM).
+constexpr GemvConfig gemv_config_for_m(int M) {
+  // Expected: M=1 and M=2 stream the weights at close to HBM speed (dequant + FMA fit in the
+  // issue budget: ~3-4 instructions per int4 weight at 26 weights/clk/SM). From M=4 the FMAs
+  // (M per weight) dominate and the kernel turns compute-bound on the CUDA cores: int4 M=16
+  // reaches only ~25-30% of HBM speed, still ~1x cuBLAS fp16 and well above dequant+cuBLAS
+  // (which reads 1.25x the fp16 weight bytes before cuBLAS even starts).
+  return M <= 1 ? GemvConfig::kM1
+       : M <= 2 ? GemvConfig::kM2
+       : M <= 4 ? GemvConfig::kM4
+       : M <= 8 ? GemvConfig::kM8
+                : GemvConfig::kM16;
+}
+
+// Split-K factor: only when the N tiles alone cannot fill the GPU. Deterministic split-K writes
+// fp32 partials and a second tiny kernel sums them in a fixed order (adds bias, converts), so it
+// costs one extra launch (~2-3 us without CUDA graphs): never used for the Llama shapes, where
+// N >= 4096 gives >= 512 blocks of 4 warps (~16 warps per SM on 132 SMs, ~30 KB of weight loads in
+// flight per SM, above the ~20 KB Little's law asks for at ~3 TB/s and ~1 us latency).
+// Expected to matter for narrow layers (k/v projections with N = 1024 under GQA).
+constexpr int gemv_splits(GemvConfig c, int N, int K, int bits, int sm_count) {
+  const int rows = gemv_rows_per_block(c);
+  const int blocks = (N + rows - 1) / rows;
+  const int chunks = (K + gemv_k_chunk(c, bits) - 1) / gemv_k_chunk(c, bits);
+  const int target = 2 * (sm_count > 0 ? sm_count : 132);  // >= 2 blocks (8 warps) per SM
+  if (blocks >= target) return 1;
+  int s = (target + blocks - 1) / blocks;
+  if (s > chunks) s = chunks;
+  if (s > 8) s = 8;  // more partials than that cost more traffic than the parallelism gains
+  return s < 1 ? 1 : s;
+}
+
+enum class WoqPath : int { kGemv = 0, kDequantMatmul = 1 };
+
+struct WoqPlan {
+  WoqPath path;
+  GemvConfig config;  // when path == kGemv
+  int splits;         // when path == kGemv
+};
+
+// M, N, K: the GEMM; bits: 4 or 8; sm_count/arch (e.g. 132/90, 108/80) of the device;
+// gemv_ok: woq_gemv_supported() for these pointers and shapes.
+constexpr WoqPlan choose_woq_plan(int M, int N, int K, int bits, int sm_count, int arch,
+                                  bool gemv_ok) {
+  (void)arch;  // same choice on sm_80 and sm_90 until measurements say otherwise
+  // M > 16: the weight bytes are amortized over enough rows that cuBLAS on dequantized weights
+  // (one extra pass writing N*K*2 bytes) is the better CUDA-core-free option until a tensor-core
+  // mixed-input kernel lands; TARGETS asks "never below 1.0x cublas" there, which this cannot
+  // reach (expected ~0.6-0.9x at M=32..128) - a known gap.
+  if (!gemv_ok || M < 1 || M > kGemvMaxM) return {WoqPath::kDequantMatmul, GemvConfig::kM1, 1};
+  const GemvConfig c = gemv_config_for_m(M);
+  return {WoqPath::kGemv, c, gemv_splits(c, N, K, bits, sm_count)};
+}
+
+}  // namespace squash::gemm
