@@ -14,7 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "gemm/heuristics.h"
+#include "heuristics.h"  // same directory: also found from the binding (-Icsrc)
 
 namespace squash::gemm {
 
