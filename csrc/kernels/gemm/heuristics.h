@@ -46,7 +46,8 @@ constexpr const GemvConfigInfo& gemv_config_info(GemvConfig c) {
   return kGemvConfigs[static_cast<int>(c)];
 }
 
-// K elements per chunk: the lanes of a warp cover 32 lanes * loads16 * 16 bytes of a row.
+// K elements per chunk of the wide (16-byte load) path: 32 lanes * loads16 * 16 bytes of a row.
+// (The narrow fallback for K % 32 != 0 uses smaller chunks; the split heuristic ignores that.)
 constexpr int gemv_k_chunk(GemvConfig c, int bits) {
   return 32 * gemv_config_info(c).loads16 * 16 * (8 / bits);
 }

@@ -38,7 +38,12 @@ struct GemvTraits {
   static constexpr int kElemsPerWord = 32 / BITS;      // 8 (int4) or 4 (int8)
   static constexpr int kMT = gemv_config_info(CFG).max_m;
   static constexpr int kR = gemv_config_info(CFG).rows_per_warp;
-  static constexpr int kSteps = gemv_config_info(CFG).loads16 * 16 / kVec;  // loads/lane/row/chunk
+  // Loads per lane per row per chunk: the wide path issues loads16 16-byte loads; the narrow
+  // fallback (K not a multiple of 32 / 16) issues twice as many narrower loads, not the full
+  // 16/kVec times as many: the per-load scale/zero registers would otherwise push the int4
+  // fallback past 200 registers (it is a rare path: odd K, per-channel scales only).
+  static constexpr int kSteps = kVec == 16 ? gemv_config_info(CFG).loads16
+                                           : 2 * gemv_config_info(CFG).loads16;
   static constexpr int kKC = 32 * E * kSteps;          // K elements per chunk
   static constexpr int kThreads = kGemvWarps * 32;
   static constexpr int kRowsPerBlock = kGemvWarps * kR;
@@ -51,7 +56,7 @@ struct GemvTraits {
   static_assert(E == 8 || E == 16 || E == 32, "8, 16 or 32 weights per load");
   static_assert(kVec == 4 || kVec == 8 || kVec == 16, "4-, 8- or 16-byte loads");
   static_assert(kSteps >= 1, "at least one load per chunk");
-  static_assert(kKC == gemv_k_chunk(CFG, BITS), "chunk size agrees with heuristics.h");
+  static_assert(kVec != 16 || kKC == gemv_k_chunk(CFG, BITS), "chunk size agrees with heuristics.h");
   static_assert((kXC & (kXC - 1)) == 0 && kXC % 8 == 0, "swizzle works within 8-float4 blocks");
   static_assert(kP >= 2 && kP <= 8, "swizzle mask covers 2..8 float4 per lane");
   static_assert(kSmemBytes <= 64 * 1024, "x chunk fits the shared-memory budget");
