@@ -21,6 +21,8 @@
 #include <thread>
 #include <vector>
 
+#define SQUASH_HOST_EMULATION 1  // kernels: use the host mma_16816 below
+
 #undef __global__
 #undef __device__
 #undef __forceinline__
@@ -40,6 +42,11 @@ inline thread_local dim3 tl_grid_dim{1, 1, 1};
 inline thread_local std::barrier<>* tl_block_barrier = nullptr;
 inline thread_local std::barrier<>* tl_warp_barrier = nullptr;
 inline thread_local float* tl_warp_exchange = nullptr;  // 32 floats of this thread's warp
+struct MmaExchange {
+  uint32_t a[32][4];
+  uint32_t b[32][2];
+};
+inline thread_local MmaExchange* tl_mma_exchange = nullptr;  // this thread's warp
 alignas(16) inline unsigned char dynamic_smem[256 * 1024];
 }  // namespace emu
 
@@ -100,6 +107,7 @@ inline void launch(dim3 grid, dim3 block, const std::function<void()>& body) {
         std::barrier<> block_bar(nthreads);
         std::vector<std::unique_ptr<std::barrier<>>> warp_bars;
         std::vector<float> exchange(nwarps * 32);
+        std::vector<MmaExchange> mma_exchange(nwarps);
         for (unsigned w = 0; w < nwarps; ++w)
           warp_bars.emplace_back(std::make_unique<std::barrier<>>(
               static_cast<std::ptrdiff_t>(nthreads - 32 * w < 32 ? nthreads - 32 * w : 32)));
@@ -114,6 +122,7 @@ inline void launch(dim3 grid, dim3 block, const std::function<void()>& body) {
             tl_block_barrier = &block_bar;
             tl_warp_barrier = warp_bars[t / 32].get();
             tl_warp_exchange = exchange.data() + 32 * (t / 32);
+            tl_mma_exchange = &mma_exchange[t / 32];
             body();
           });
         }
@@ -122,3 +131,55 @@ inline void launch(dim3 grid, dim3 block, const std::function<void()>& body) {
 }
 
 }  // namespace emu
+
+// mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}: each lane deposits its fragments, then
+// computes its own 4 outputs from the whole warp's, per the PTX ISA fragment layouts (g = lane/4,
+// t = lane%4; a0: (g, 2t..2t+1), a1: (g+8, 2t..), a2: (g, 2t+8..), a3: (g+8, 2t+8..);
+// b0: (k 2t..2t+1, n g), b1: (k 2t+8.., n g); d0,d1: (g, 2t..2t+1), d2,d3: (g+8, 2t..)).
+// Low 16 bits of a register = the lower column / k index. Products summed in double.
+namespace squash::gemm {
+template <typename T>
+inline float emu_unpack(uint32_t bits, int half) {
+  const uint16_t h = static_cast<uint16_t>(half ? bits >> 16 : bits & 0xFFFF);
+  T v;
+  std::memcpy(&v, &h, 2);
+  if constexpr (std::is_same_v<T, __half>) return __half2float(v);
+  else return __bfloat162float(v);
+}
+template <typename T>
+inline void emu_mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  const int lane = static_cast<int>(threadIdx.x & 31);
+  auto* ex = emu::tl_mma_exchange;
+  for (int i = 0; i < 4; ++i) ex->a[lane][i] = a[i];
+  ex->b[lane][0] = b0;
+  ex->b[lane][1] = b1;
+  emu::tl_warp_barrier->arrive_and_wait();
+  float A[16][16], B[16][8];
+  for (int l = 0; l < 32; ++l) {
+    const int g = l >> 2, t = l & 3;
+    for (int h = 0; h < 2; ++h) {
+      A[g][2 * t + h] = emu_unpack<T>(ex->a[l][0], h);
+      A[g + 8][2 * t + h] = emu_unpack<T>(ex->a[l][1], h);
+      A[g][2 * t + 8 + h] = emu_unpack<T>(ex->a[l][2], h);
+      A[g + 8][2 * t + 8 + h] = emu_unpack<T>(ex->a[l][3], h);
+      B[2 * t + h][g] = emu_unpack<T>(ex->b[l][0], h);
+      B[2 * t + 8 + h][g] = emu_unpack<T>(ex->b[l][1], h);
+    }
+  }
+  emu::tl_warp_barrier->arrive_and_wait();
+  const int g = lane >> 2, t = lane & 3;
+  for (int i = 0; i < 4; ++i) {
+    const int row = g + 8 * (i >> 1), col = 2 * t + (i & 1);
+    double s = d[i];
+    for (int k = 0; k < 16; ++k) s += static_cast<double>(A[row][k]) * B[k][col];
+    d[i] = static_cast<float>(s);
+  }
+}
+inline void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1, __half) {
+  emu_mma<__half>(d, a, b0, b1);
+}
+inline void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1,
+                      __nv_bfloat16) {
+  emu_mma<__nv_bfloat16>(d, a, b0, b1);
+}
+}  // namespace squash::gemm

@@ -56,7 +56,8 @@ constexpr int gemv_rows_per_block(GemvConfig c) {
   return kGemvWarps * gemv_config_info(c).rows_per_warp;
 }
 
-// Largest M the GEMV path serves; beyond it, dequantize + cuBLAS.
+// Largest M the GEMV path serves (choose_woq_plan below decides between it, the tensor-core
+// kernel and dequantize + cuBLAS).
 constexpr int kGemvMaxM = 16;
 
 // The smallest config whose max_m covers M (M in 1..kGemvMaxM).
@@ -91,26 +92,88 @@ constexpr int gemv_splits(GemvConfig c, int N, int K, int bits, int sm_count) {
   return s < 1 ? 1 : s;
 }
 
-enum class WoqPath : int { kGemv = 0, kDequantMatmul = 1 };
+// Tensor-core configs (woq_mma_kernel.cuh): a block is 4 warps x 16 output channels; max_m
+// tokens in n8 tiles; blocks_per_chunk scale blocks (128 k for int4, 64 k for int8) of weights
+// per K chunk per thread (one 16-byte load per block per row half): 4 for <= 16 tokens (8 KB of
+// weights per warp in flight with the prefetch), 2 above (the accumulators take the registers).
+enum class MmaConfig : int { kM8 = 0, kM16, kM32, kM64, kCount };
+
+struct MmaConfigInfo {
+  const char* name;
+  int max_m;
+  int blocks_per_chunk;
+};
+
+constexpr MmaConfigInfo kMmaConfigs[] = {
+    {"mma_m8", 8, 4},
+    {"mma_m16", 16, 4},
+    {"mma_m32", 32, 2},
+    {"mma_m64", 64, 2},
+};
+static_assert(sizeof(kMmaConfigs) / sizeof(kMmaConfigs[0]) == static_cast<int>(MmaConfig::kCount),
+              "one MmaConfigInfo per MmaConfig");
+
+constexpr const MmaConfigInfo& mma_config_info(MmaConfig c) { return kMmaConfigs[static_cast<int>(c)]; }
+
+// k per scale block: 4 threads x 16 bytes of a row. Every group must be a multiple of it.
+constexpr int mma_scale_block(int bits) { return bits == 4 ? 128 : 64; }
+constexpr int mma_k_chunk(MmaConfig c, int bits) {
+  return mma_scale_block(bits) * mma_config_info(c).blocks_per_chunk;
+}
+constexpr int kMmaRowsPerBlock = 64;
+constexpr int kMmaMaxM = 64;
+
+constexpr MmaConfig mma_config_for_m(int M) {
+  return M <= 8 ? MmaConfig::kM8 : M <= 16 ? MmaConfig::kM16 : M <= 32 ? MmaConfig::kM32 : MmaConfig::kM64;
+}
+
+// Same rule as the GEMV: split K only until there are ~2 blocks per SM. With 64 rows per block,
+// N = 4096 gives 64 blocks, so 4096-wide layers split K ~4-5 ways (partials: splits * M * N * 4
+// bytes, L2-resident at these sizes) plus one reduce launch.
+constexpr int mma_splits(MmaConfig c, int N, int K, int bits, int sm_count) {
+  const int blocks = (N + kMmaRowsPerBlock - 1) / kMmaRowsPerBlock;
+  const int chunks = (K + mma_k_chunk(c, bits) - 1) / mma_k_chunk(c, bits);
+  const int target = 2 * (sm_count > 0 ? sm_count : 132);
+  if (blocks >= target) return 1;
+  int s = (target + blocks - 1) / blocks;
+  if (s > chunks) s = chunks;
+  if (s > 8) s = 8;
+  return s < 1 ? 1 : s;
+}
+
+enum class WoqPath : int { kGemv = 0, kMma = 1, kDequantMatmul = 2 };
 
 struct WoqPlan {
   WoqPath path;
-  GemvConfig config;  // when path == kGemv
-  int splits;         // when path == kGemv
+  GemvConfig gemv;  // when path == kGemv
+  MmaConfig mma;    // when path == kMma
+  int splits;       // kGemv / kMma
 };
 
 // M, N, K: the GEMM; bits: 4 or 8; sm_count/arch (e.g. 132/90, 108/80) of the device;
-// gemv_ok: woq_gemv_supported() for these pointers and shapes.
+// gemv_ok / mma_ok: woq_gemv_supported() / woq_mma_supported() for these pointers and shapes.
 constexpr WoqPlan choose_woq_plan(int M, int N, int K, int bits, int sm_count, int arch,
-                                  bool gemv_ok) {
+                                  bool gemv_ok, bool mma_ok) {
   (void)arch;  // same choice on sm_80 and sm_90 until measurements say otherwise
-  // M > 16: the weight bytes are amortized over enough rows that cuBLAS on dequantized weights
-  // (one extra pass writing N*K*2 bytes) is the better CUDA-core-free option until a tensor-core
-  // mixed-input kernel lands; TARGETS asks "never below 1.0x cublas" there, which this cannot
-  // reach (expected ~0.6-0.9x at M=32..128) - a known gap.
-  if (!gemv_ok || M < 1 || M > kGemvMaxM) return {WoqPath::kDequantMatmul, GemvConfig::kM1, 1};
-  const GemvConfig c = gemv_config_for_m(M);
-  return {WoqPath::kGemv, c, gemv_splits(c, N, K, bits, sm_count)};
+  // M <= 4: the CUDA-core GEMV streams the weights at close to HBM speed (its FMAs still fit the
+  // issue budget) with no split-K launch. Expected to hold at M = 1, 2; the tensor-core kernel
+  // needs fewer instructions per weight (~1.4 vs ~4 for int4), so if it also reaches HBM speed at
+  // M = 1 here, prefer it - compare gemv_m1 vs mma_m8 in bench/cpp/gemv_bench.
+  if (M >= 1 && M <= 4 && gemv_ok)
+    return {WoqPath::kGemv, gemv_config_for_m(M), MmaConfig::kM8,
+            gemv_splits(gemv_config_for_m(M), N, K, bits, sm_count)};
+  // 4 < M <= 64: tensor cores; the CUDA-core GEMV would be FMA-bound (M FMAs per weight).
+  if (M >= 1 && M <= kMmaMaxM && mma_ok)
+    return {WoqPath::kMma, GemvConfig::kM1, mma_config_for_m(M),
+            mma_splits(mma_config_for_m(M), N, K, bits, sm_count)};
+  // Shapes the tensor-core kernel does not take (int4 groups 32/64, K % 128 != 0): GEMV to 16.
+  if (M >= 1 && M <= kGemvMaxM && gemv_ok)
+    return {WoqPath::kGemv, gemv_config_for_m(M), MmaConfig::kM8,
+            gemv_splits(gemv_config_for_m(M), N, K, bits, sm_count)};
+  // Larger M (or anything else): cuBLAS on dequantized weights (one extra pass writing N*K*2
+  // bytes). TARGETS asks ">= 1.0x cublas" at M = 32..128, which this cannot reach (expected
+  // ~0.6-0.9x): a known gap above 64 tokens and for groups 32/64 above 16 tokens.
+  return {WoqPath::kDequantMatmul, GemvConfig::kM1, MmaConfig::kM8, 1};
 }
 
 }  // namespace squash::gemm

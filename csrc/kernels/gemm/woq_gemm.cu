@@ -10,6 +10,7 @@
 #include "gemm/woq_gemm.h"
 #include "gemm/woq_dequant_kernel.cuh"
 #include "gemm/woq_gemv.cuh"
+#include "gemm/woq_mma.cuh"
 
 namespace squash::gemm {
 
@@ -52,6 +53,34 @@ cudaError_t woq_gemv(const WoqGemmParams& p, GemvConfig config, int splits, cuda
   }
   return p.dtype == DType::kF16 ? woq_gemv_dispatch<__half, 8>(p, config, splits, stream)
                                 : woq_gemv_dispatch<__nv_bfloat16, 8>(p, config, splits, stream);
+}
+
+bool woq_mma_supported(const WoqGemmParams& p) {
+  if (p.bits != 4 && p.bits != 8) return false;
+  if (!valid_dtype(p.dtype)) return false;
+  if (p.M < 1 || p.M > kMmaMaxM || p.N < 1 || p.K < 1) return false;
+  const int kb = mma_scale_block(p.bits);
+  if (p.K % kb != 0 || p.group < kb || p.group % kb != 0 || p.K % p.group != 0) return false;
+  // x is staged 8 elements (16 bytes) at a time; weights are loaded 16 bytes at a time.
+  if (!aligned(p.x, 16) || p.ldx < p.K || p.ldx % 8 != 0) return false;
+  if (!aligned(p.qweight, 16)) return false;
+  if (p.ldo < p.N || p.out == nullptr || p.scales == nullptr) return false;
+  return true;
+}
+
+cudaError_t woq_mma(const WoqGemmParams& p, MmaConfig config, int splits, cudaStream_t stream) {
+  if (!woq_mma_supported(p)) return cudaErrorInvalidValue;
+  const int c = static_cast<int>(config);
+  if (c < 0 || c >= static_cast<int>(MmaConfig::kCount)) return cudaErrorInvalidValue;
+  if (p.M > mma_config_info(config).max_m) return cudaErrorInvalidValue;
+  if (splits < 1 || splits > 64) return cudaErrorInvalidValue;
+  if (splits > 1 && p.workspace == nullptr) return cudaErrorInvalidValue;
+  if (p.bits == 4) {
+    return p.dtype == DType::kF16 ? woq_mma_dispatch<__half, 4>(p, config, splits, stream)
+                                  : woq_mma_dispatch<__nv_bfloat16, 4>(p, config, splits, stream);
+  }
+  return p.dtype == DType::kF16 ? woq_mma_dispatch<__half, 8>(p, config, splits, stream)
+                                : woq_mma_dispatch<__nv_bfloat16, 8>(p, config, splits, stream);
 }
 
 template <typename T, int BITS>

@@ -51,6 +51,16 @@ size_t woq_gemv_workspace_bytes(int M, int N, int splits);
 // M must not exceed the config's max M. Returns cudaErrorInvalidValue for unsupported arguments.
 cudaError_t woq_gemv(const WoqGemmParams& p, GemvConfig config, int splits, cudaStream_t stream);
 
+// ---- tensor-core path (mma.sync m16n8k16; M <= 64) ----
+
+// Whether the tensor-core kernel can run these arguments: int4 with group % 128 == 0 (group 128
+// or per-channel with K % 128 == 0), int8 with K % 64 == 0; x rows 16-byte aligned (ldx % 8 == 0),
+// qweight 16-byte aligned, 1 <= M <= 64.
+bool woq_mma_supported(const WoqGemmParams& p);
+
+// Same contract as woq_gemv with a tensor-core config; workspace: woq_gemv_workspace_bytes.
+cudaError_t woq_mma(const WoqGemmParams& p, MmaConfig config, int splits, cudaStream_t stream);
+
 // ---- large-M path: dequantize to dense dtype [N, K] (then cuBLAS in the binding) ----
 
 // w_out [N, K] of p.dtype, contiguous: w = round_to_T((q - z) * s). Uses qweight, scales, zeros,
