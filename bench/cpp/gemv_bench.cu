@@ -1,5 +1,5 @@
-// Torch-free microbenchmark of the weight-only GEMV kernels (csrc/kernels/gemm): every GEMV
-// config and split count that can run each case, the heuristic's pick, the dequantize kernel of
+// Torch-free microbenchmark of the weight-only GEMM kernels (csrc/kernels/gemm): every GEMV and
+// tensor-core config and split count that can run each case, the heuristic's pick, the dequantize kernel of
 // the large-M path, and the device copy bandwidth as the ceiling. Reports median us, GB/s
 // (weights + scales + zeros + x + out, each once) and TFLOP/s (2*M*N*K), and spot-checks the
 // outputs against a float64 host reference (a wrong kernel fails loudly, exit code 1).
@@ -8,8 +8,9 @@
 //   mkdir -p build && nvcc -std=c++17 -O3 --expt-relaxed-constexpr --use_fast_math \
 //     -gencode=arch=compute_90a,code=sm_90a -Icsrc/kernels \
 //     bench/cpp/gemv_bench.cu csrc/kernels/gemm/*.cu -o build/gemv_bench
-// Run: build/gemv_bench [--dtype bf16|f16] [--quick] [--iters N]
-//   --quick: only 4096x4096 and 8192x28672 (N x K), M = 1.
+// Run: build/gemv_bench [--dtype bf16|f16] [--quick] [--all-m] [--iters N]
+//   default: the TARGETS shapes (N x K) at M = 1, 4, 16; --quick: 4096x4096 and 8192x28672 at
+//   M = 1; --all-m: M = 1, 2, 4, 8, 16, 32, 64.
 // Weights rotate over enough copies to exceed 4x the L2, so every launch reads them from HBM.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -155,14 +156,15 @@ int spot_check(const Problem& pr, const Buffers& b, int copy) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool bf16 = true, quick = false;
+  bool bf16 = true, quick = false, all_m = false;
   int iters = 50;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--dtype" && i + 1 < argc) bf16 = std::string(argv[++i]) != "f16";
     else if (a == "--quick") quick = true;
+    else if (a == "--all-m") all_m = true;
     else if (a == "--iters" && i + 1 < argc) iters = std::max(5, std::atoi(argv[++i]));
-    else { std::fprintf(stderr, "usage: %s [--dtype bf16|f16] [--quick] [--iters N]\n", argv[0]); return 2; }
+    else { std::fprintf(stderr, "usage: %s [--dtype bf16|f16] [--quick] [--all-m] [--iters N]\n", argv[0]); return 2; }
   }
   int dev = 0;
   CK(cudaGetDevice(&dev));
@@ -188,7 +190,9 @@ int main(int argc, char** argv) {
       {4096, 4096}, {4096, 14336}, {14336, 4096}, {8192, 28672}, {28672, 8192}};
   const std::vector<std::pair<int, int>> shapes_quick = {{4096, 4096}, {8192, 28672}};
   const auto& shapes = quick ? shapes_quick : shapes_all;
-  const std::vector<int> Ms = quick ? std::vector<int>{1} : std::vector<int>{1, 4, 16};
+  const std::vector<int> Ms = all_m  ? std::vector<int>{1, 2, 4, 8, 16, 32, 64}
+                             : quick ? std::vector<int>{1}
+                                     : std::vector<int>{1, 4, 16};
 
   int failures = 0;
   std::printf("%-5s %6s %6s %3s %-10s %6s %10s %9s %8s %s\n", "bits", "N", "K", "M", "config",
@@ -220,13 +224,13 @@ int main(int argc, char** argv) {
         CK(cudaMalloc(&b.zeros, hz.size()));
         CK(cudaMemcpy(b.zeros, hz.data(), hz.size(), cudaMemcpyHostToDevice));
       }
-      const int maxM = 16;
+      const int maxM = 64;
       std::vector<uint16_t> hx(size_t(maxM) * K);
       for (auto& v : hx) v = float_to_half_bits(ux(rng), bf16);
       CK(cudaMalloc(&b.x, hx.size() * 2));
       CK(cudaMemcpy(b.x, hx.data(), hx.size() * 2, cudaMemcpyHostToDevice));
       CK(cudaMalloc(&b.out, size_t(maxM) * N * 2));
-      CK(cudaMalloc(&b.workspace, woq_gemv_workspace_bytes(maxM, N, 4)));
+      CK(cudaMalloc(&b.workspace, woq_gemv_workspace_bytes(maxM, N, 8)));
 
       for (int M : Ms) {
         WoqGemmParams p;
@@ -238,24 +242,38 @@ int main(int argc, char** argv) {
         const double bytes = double(b.weight_bytes) + double(N) * G * 4 + (bits == 4 ? double(N) * G : 0) +
                              double(M) * K * 2 + double(M) * N * 2;
         const double flops = 2.0 * M * N * double(K);
-        const WoqPlan plan = choose_woq_plan(M, N, K, bits, prop.multiProcessorCount, arch, woq_gemv_supported(p));
-        for (int c = 0; c < static_cast<int>(GemvConfig::kCount); ++c) {
-          const auto cfg = static_cast<GemvConfig>(c);
-          if (gemv_config_info(cfg).max_m < M) continue;
-          for (int splits : {1, 2, 4}) {
+        const WoqPlan plan = choose_woq_plan(M, N, K, bits, prop.multiProcessorCount, arch,
+                                             woq_gemv_supported(p), woq_mma_supported(p));
+        // Every GEMV and tensor-core config that can hold M, at splits 1, 2, 4 and the heuristic's.
+        struct Variant { bool mma; int cfg; };
+        std::vector<Variant> variants;
+        for (int c = 0; c < static_cast<int>(GemvConfig::kCount); ++c)
+          if (gemv_config_info(static_cast<GemvConfig>(c)).max_m >= M) variants.push_back({false, c});
+        for (int c = 0; c < static_cast<int>(MmaConfig::kCount); ++c)
+          if (mma_config_info(static_cast<MmaConfig>(c)).max_m >= M) variants.push_back({true, c});
+        for (const Variant v : variants) {
+          const bool heur_here = plan.path == (v.mma ? WoqPath::kMma : WoqPath::kGemv) &&
+                                 (v.mma ? static_cast<int>(plan.mma) : static_cast<int>(plan.gemv)) == v.cfg;
+          std::vector<int> split_list = {1, 2, 4};
+          if (heur_here && std::find(split_list.begin(), split_list.end(), plan.splits) == split_list.end())
+            split_list.push_back(plan.splits);
+          const char* name = v.mma ? mma_config_info(static_cast<MmaConfig>(v.cfg)).name
+                                   : gemv_config_info(static_cast<GemvConfig>(v.cfg)).name;
+          for (int splits : split_list) {
             CK(cudaMemset(b.out, 0xFF, size_t(M) * N * 2));  // NaN poison before the check
             const double t = time_us(copies, iters, [&](int i) {
               WoqGemmParams q = p;
               q.qweight = b.qweight[i];
-              CK(woq_gemv(q, cfg, splits, nullptr));
+              CK(v.mma ? woq_mma(q, static_cast<MmaConfig>(v.cfg), splits, nullptr)
+                       : woq_gemv(q, static_cast<GemvConfig>(v.cfg), splits, nullptr));
             });
             // The last timed launch used copy (iters - 1) % copies.
             const int bad = spot_check({bits, M, N, K, group, bf16}, b, (iters - 1) % copies);
             failures += bad != 0;
-            const bool pick = plan.path == WoqPath::kGemv && plan.config == cfg && plan.splits == splits;
-            std::printf("int%-2d %6d %6d %3d %-10s %6d %10.2f %9.0f %8.2f %s%s\n", bits, N, K, M,
-                        gemv_config_info(cfg).name, splits, t, bytes / t * 1e-3, flops / t * 1e-6,
-                        pick ? "<- heuristic" : "", bad ? " WRONG" : "");
+            const bool pick = heur_here && plan.splits == splits;
+            std::printf("int%-2d %6d %6d %3d %-10s %6d %10.2f %9.0f %8.2f %s%s\n", bits, N, K, M, name,
+                        splits, t, bytes / t * 1e-3, flops / t * 1e-6, pick ? "<- heuristic" : "",
+                        bad ? " WRONG" : "");
           }
         }
       }

@@ -1,16 +1,17 @@
 // CUDA implementations of w8a16_gemm, w4a16_gemm and quantize_activation_int8 (schemas in
 // csrc/ops/library.cpp). Validation is shared with the CPU ops (ops/gemm.h); this file shapes
 // tensors into the torch-free params of csrc/kernels/gemm, picks the kernel with the pure
-// heuristics of kernels/gemm/heuristics.h and launches on the current stream.
+// heuristics of kernels/gemm/heuristics.h (choose_woq_plan) and launches on the current stream.
 //
-// Paths: M <= 16 rows -> the small-M GEMV (weights streamed once, dequantized in registers);
-// larger M (or shapes the GEMV does not take, e.g. K % 8 != 0) -> dequantize to a dense x.dtype
-// [N, K] weight and at::linear (cuBLAS). The latter rounds each dequantized weight to x.dtype
-// once (relative error 2^-9 for bf16, 2^-12 for fp16), which the GEMV path avoids.
+// Paths: small M -> the CUDA-core GEMV (M <= 4, or up to 16 where the tensor-core kernel does not
+// apply) or the tensor-core kernel (M <= 64; int4 groups that are multiples of 128, int8 with
+// K % 64 == 0); larger M (or shapes neither takes, e.g. K % 8 != 0) -> dequantize to a dense
+// x.dtype [N, K] weight and at::linear (cuBLAS). The latter rounds each dequantized weight to
+// x.dtype once (relative error up to 2^-9 for bf16, 2^-12 for fp16), which the others avoid.
 //
 // SQUASH_WOQ_CONFIG (environment, read per call so a benchmark can sweep it in one process):
-// "dequant" forces the dequantize + cuBLAS path; a GEMV config name from heuristics.h
-// ("gemv_m1", ..., "gemv_m16"), optionally ":<splits>", forces that config (an error if it
+// "dequant" forces dequantize + cuBLAS; a config name from heuristics.h ("gemv_m1" ..
+// "gemv_m16", "mma_m8" .. "mma_m64"), optionally ":<splits>", forces that kernel (an error if it
 // cannot run these arguments). Unset or empty: the heuristic.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -37,6 +38,7 @@ namespace {
 
 using OptTensor = std::optional<at::Tensor>;
 using gemm::GemvConfig;
+using gemm::MmaConfig;
 using gemm::WoqGemmParams;
 using gemm::WoqPath;
 using gemm::WoqPlan;
@@ -88,22 +90,34 @@ std::optional<WoqPlan> forced_plan(const char* op) {
   const char* env = std::getenv("SQUASH_WOQ_CONFIG");
   if (env == nullptr || env[0] == '\0') return std::nullopt;
   const std::string s(env);
-  if (s == "dequant") return WoqPlan{WoqPath::kDequantMatmul, GemvConfig::kM1, 1};
+  if (s == "dequant") return WoqPlan{WoqPath::kDequantMatmul, GemvConfig::kM1, MmaConfig::kM8, 1};
   const size_t colon = s.find(':');
   const std::string name = s.substr(0, colon);
   int splits = 1;
   if (colon != std::string::npos) splits = std::atoi(s.c_str() + colon + 1);
+  TORCH_CHECK(splits >= 1 && splits <= 64, "squash::", op,
+              ": SQUASH_WOQ_CONFIG splits must be in 1..64, got '", s, "'");
   for (int c = 0; c < static_cast<int>(GemvConfig::kCount); ++c) {
     const auto cfg = static_cast<GemvConfig>(c);
-    if (name == gemm::gemv_config_info(cfg).name) {
-      TORCH_CHECK(splits >= 1 && splits <= 64, "squash::", op,
-                  ": SQUASH_WOQ_CONFIG splits must be in 1..64, got '", s, "'");
-      return WoqPlan{WoqPath::kGemv, cfg, splits};
-    }
+    if (name == gemm::gemv_config_info(cfg).name)
+      return WoqPlan{WoqPath::kGemv, cfg, MmaConfig::kM8, splits};
+  }
+  for (int c = 0; c < static_cast<int>(MmaConfig::kCount); ++c) {
+    const auto cfg = static_cast<MmaConfig>(c);
+    if (name == gemm::mma_config_info(cfg).name)
+      return WoqPlan{WoqPath::kMma, GemvConfig::kM1, cfg, splits};
   }
   TORCH_CHECK(false, "squash::", op, ": unknown SQUASH_WOQ_CONFIG '", s,
-              "' (expected dequant or gemv_m1/gemv_m2/gemv_m4/gemv_m8/gemv_m16[:splits])");
+              "' (expected dequant, gemv_m1/2/4/8/16 or mma_m8/16/32/64, optionally :splits)");
   return std::nullopt;  // not reached
+}
+
+const char* plan_name(const WoqPlan& plan) {
+  switch (plan.path) {
+    case WoqPath::kGemv: return gemm::gemv_config_info(plan.gemv).name;
+    case WoqPath::kMma: return gemm::mma_config_info(plan.mma).name;
+    default: return "dequant";
+  }
 }
 
 // Shared by both weight-only GEMMs once their arguments are validated. group: effective group
@@ -156,11 +170,11 @@ at::Tensor woq_gemm_cuda(const char* op, int bits, const at::Tensor& x, const at
 
   const DeviceInfo dev = device_info(x.get_device());
   const std::optional<WoqPlan> forced = forced_plan(op);
-  const bool small = M <= gemm::kGemvMaxM;
+  const bool small = M <= gemm::kMmaMaxM;  // the GEMV (<= 16) and tensor-core (<= 64) paths
   at::Tensor qw = qweight;
   if (small && K % 8 == 0) {
-    // The GEMV wants 16-byte aligned weights and 8-byte aligned x rows; torch allocations are,
-    // views at odd offsets may not be: copy those (rare) rather than take the slow path.
+    // Both want 16-byte aligned weights and x rows; torch allocations are, views at odd offsets
+    // may not be: copy those (rare) rather than take the slow path.
     if (!aligned(x2, 16) || (M > 1 && x2.stride(0) % 8 != 0))
       x2 = x2.clone(at::MemoryFormat::Contiguous);
     if (!aligned(qw, 16)) qw = qw.clone();
@@ -173,26 +187,32 @@ at::Tensor woq_gemm_cuda(const char* op, int bits, const at::Tensor& x, const at
   p.ldo = N;
 
   const bool gemv_ok = small && gemm::woq_gemv_supported(p);
-  WoqPlan plan = gemm::choose_woq_plan(p.M, p.N, p.K, bits, dev.sm_count, dev.arch, gemv_ok);
+  const bool mma_ok = small && gemm::woq_mma_supported(p);
+  WoqPlan plan =
+      gemm::choose_woq_plan(p.M, p.N, p.K, bits, dev.sm_count, dev.arch, gemv_ok, mma_ok);
   if (forced) {
     plan = *forced;
-    if (plan.path == WoqPath::kGemv)
-      TORCH_CHECK(gemv_ok && M <= gemm::gemv_config_info(plan.config).max_m, "squash::", op,
-                  ": SQUASH_WOQ_CONFIG=", gemm::gemv_config_info(plan.config).name,
-                  " cannot run M=", M, " N=", N, " K=", K, " group=", group);
+    const bool ok = plan.path == WoqPath::kDequantMatmul ||
+                    (plan.path == WoqPath::kGemv && gemv_ok &&
+                     M <= gemm::gemv_config_info(plan.gemv).max_m) ||
+                    (plan.path == WoqPath::kMma && mma_ok &&
+                     M <= gemm::mma_config_info(plan.mma).max_m);
+    TORCH_CHECK(ok, "squash::", op, ": SQUASH_WOQ_CONFIG=", plan_name(plan), " cannot run M=", M,
+                " N=", N, " K=", K, " group=", group);
   }
 
-  if (plan.path == WoqPath::kGemv) {
+  if (plan.path != WoqPath::kDequantMatmul) {
     at::Tensor workspace;
     if (plan.splits > 1) {
       workspace = at::empty({plan.splits, M, N}, x.options().dtype(at::kFloat));
       p.workspace = workspace.data_ptr<float>();
     }
-    const cudaError_t err = gemm::woq_gemv(p, plan.config, plan.splits, stream);
-    TORCH_CHECK(err == cudaSuccess, "squash::", op, ": CUDA error in the GEMV kernel (",
-                gemm::gemv_config_info(plan.config).name, ", splits ", plan.splits, ", M=", M,
-                " N=", N, " K=", K, " group=", group, " ", x.scalar_type(), "): ",
-                cudaGetErrorString(err));
+    const cudaError_t err = plan.path == WoqPath::kGemv
+                                ? gemm::woq_gemv(p, plan.gemv, plan.splits, stream)
+                                : gemm::woq_mma(p, plan.mma, plan.splits, stream);
+    TORCH_CHECK(err == cudaSuccess, "squash::", op, ": CUDA error in the ", plan_name(plan),
+                " kernel (splits ", plan.splits, ", M=", M, " N=", N, " K=", K, " group=", group,
+                " ", x.scalar_type(), "): ", cudaGetErrorString(err));
     return out.view(out_shape);
   }
 
