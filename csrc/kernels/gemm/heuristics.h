@@ -14,6 +14,15 @@ namespace squash::gemm {
 // loads, with proportionally more loads so the chunk's bytes in flight stay the same).
 // max_m: the kernel holds max_m activation rows in shared memory and registers (rows past M are
 // zero and cost wasted FMAs, so the smallest config that covers M is the right one).
+// Splits whose K ranges are all non-empty: each split takes ceil(chunks / s) chunks, so only
+// ceil(chunks / that) splits get work; the rest would just write zero partials.
+constexpr int effective_splits(int s, int chunks) {
+  if (s <= 1 || chunks <= 1) return 1;
+  if (s > chunks) s = chunks;
+  const int per = (chunks + s - 1) / s;
+  return (chunks + per - 1) / per;
+}
+
 enum class GemvConfig : int { kM1 = 0, kM2, kM4, kM8, kM16, kCount };
 
 struct GemvConfigInfo {
@@ -87,9 +96,8 @@ constexpr int gemv_splits(GemvConfig c, int N, int K, int bits, int sm_count) {
   const int target = 2 * (sm_count > 0 ? sm_count : 132);  // >= 2 blocks (8 warps) per SM
   if (blocks >= target) return 1;
   int s = (target + blocks - 1) / blocks;
-  if (s > chunks) s = chunks;
   if (s > 8) s = 8;  // more partials than that cost more traffic than the parallelism gains
-  return s < 1 ? 1 : s;
+  return effective_splits(s, chunks);
 }
 
 // Tensor-core configs (woq_mma_kernel.cuh): a block is 4 warps x 16 output channels; max_m
@@ -136,9 +144,8 @@ constexpr int mma_splits(MmaConfig c, int N, int K, int bits, int sm_count) {
   const int target = 2 * (sm_count > 0 ? sm_count : 132);
   if (blocks >= target) return 1;
   int s = (target + blocks - 1) / blocks;
-  if (s > chunks) s = chunks;
   if (s > 8) s = 8;
-  return s < 1 ? 1 : s;
+  return effective_splits(s, chunks);
 }
 
 enum class WoqPath : int { kGemv = 0, kMma = 1, kDequantMatmul = 2 };
@@ -175,5 +182,17 @@ constexpr WoqPlan choose_woq_plan(int M, int N, int K, int bits, int sm_count, i
   // ~0.6-0.9x): a known gap above 64 tokens and for groups 32/64 above 16 tokens.
   return {WoqPath::kDequantMatmul, GemvConfig::kM1, MmaConfig::kM8, 1};
 }
+
+// What the heuristic picks for the TARGETS shapes on an H100 (132 SMs), checked at compile time
+// so a change to the rules shows up here.
+static_assert(choose_woq_plan(1, 4096, 4096, 4, 132, 90, true, true).path == WoqPath::kGemv);
+static_assert(choose_woq_plan(1, 4096, 4096, 4, 132, 90, true, true).splits == 1);
+static_assert(choose_woq_plan(16, 4096, 4096, 4, 132, 90, true, true).path == WoqPath::kMma);
+static_assert(choose_woq_plan(16, 4096, 4096, 4, 132, 90, true, true).splits == 4);  // 8 chunks / 2
+static_assert(choose_woq_plan(16, 28672, 8192, 4, 132, 90, true, true).splits == 1);
+static_assert(choose_woq_plan(16, 4096, 4096, 4, 132, 90, true, false).path == WoqPath::kGemv);
+static_assert(choose_woq_plan(32, 4096, 4096, 4, 132, 90, true, false).path == WoqPath::kDequantMatmul);
+static_assert(choose_woq_plan(128, 4096, 4096, 4, 132, 90, true, true).path == WoqPath::kDequantMatmul);
+static_assert(effective_splits(5, 8) == 4 && effective_splits(3, 2) == 2 && effective_splits(4, 1) == 1);
 
 }  // namespace squash::gemm
