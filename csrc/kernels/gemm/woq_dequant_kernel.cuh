@@ -1,5 +1,6 @@
 // Dequantize kernels of the large-M path: canonical int4/int8 layout -> dense fp16/bf16 [N, K]
-// (the binding hands the result to cuBLAS). Free of launch syntax (tools can build it as host code).
+// (the binding hands the result to cuBLAS). Free of launch syntax (scripts/emulate runs it on the
+// host).
 #pragma once
 #include <cstdint>
 #include <cstring>

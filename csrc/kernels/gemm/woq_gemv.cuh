@@ -1,5 +1,5 @@
 // Launch and dispatch of the small-M GEMV kernels (woq_gemv_kernel.cuh holds the kernels, free
-// of launch syntax so tools/emulate can build them as host code).
+// of launch syntax so scripts/emulate can run them as host code).
 #pragma once
 #include <cuda_runtime.h>
 
