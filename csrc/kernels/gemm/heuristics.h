@@ -1,0 +1,198 @@
+// Which kernel runs a weight-only GEMM, as pure functions of the problem (FA3 tile_size.h style).
+// Torch-free and CUDA-free: the binding, the C++ benchmark and the kernels all read the same
+// tables, so a config forced by a benchmark is exactly what the heuristic could pick.
+//
+// NOT YET MEASURED: every branch below states what we expect and why; the numbers come from the
+// lead's first H100 run (bench/cpp/gemv_bench.cu sweeps every config and split count).
+#pragma once
+
+namespace squash::gemm {
+
+// GEMV configs (CUDA-core kernel, csrc/kernels/gemm/woq_gemv.cuh). A block is kGemvWarps warps;
+// each warp owns rows_per_warp output channels and walks K with all 32 lanes; each lane issues
+// loads16 16-byte weight loads per row per K chunk (fewer bytes per load when K forces narrower
+// loads, with proportionally more loads so the chunk's bytes in flight stay the same).
+// max_m: the kernel holds max_m activation rows in shared memory and registers (rows past M are
+// zero and cost wasted FMAs, so the smallest config that covers M is the right one).
+// Splits whose K ranges are all non-empty: each split takes ceil(chunks / s) chunks, so only
+// ceil(chunks / that) splits get work; the rest would just write zero partials.
+constexpr int effective_splits(int s, int chunks) {
+  if (s <= 1 || chunks <= 1) return 1;
+  if (s > chunks) s = chunks;
+  const int per = (chunks + s - 1) / s;
+  return (chunks + per - 1) / per;
+}
+
+enum class GemvConfig : int { kM1 = 0, kM2, kM4, kM8, kM16, kCount };
+
+struct GemvConfigInfo {
+  const char* name;
+  int max_m;
+  int rows_per_warp;
+  int loads16;  // 16-byte weight loads per lane per row per K chunk
+};
+
+constexpr int kGemvWarps = 4;
+
+// Why these shapes: x sits in shared memory as fp32, and each x value read from shared memory is
+// reused by rows_per_warp rows, so shared-memory traffic per weight byte is
+// 4 B * (8 / bits) * max_m / rows_per_warp; at M=1 int4 with 2 rows per warp that is ~40% of the
+// H100's shared-memory bandwidth at full HBM speed (1 row per warp would be ~80%, too close).
+// Accumulators are 2 * rows_per_warp * max_m fp32 registers (per-group partial + total), which
+// caps rows_per_warp at 2 for max_m >= 8; loads16 * max_m is capped by the shared-memory chunk
+// (max_m * K_chunk * 4 bytes <= 64 KB).
+constexpr GemvConfigInfo kGemvConfigs[] = {
+    {"gemv_m1", 1, 2, 2},
+    {"gemv_m2", 2, 2, 2},
+    {"gemv_m4", 4, 4, 1},
+    {"gemv_m8", 8, 2, 1},
+    {"gemv_m16", 16, 2, 1},
+};
+static_assert(sizeof(kGemvConfigs) / sizeof(kGemvConfigs[0]) == static_cast<int>(GemvConfig::kCount),
+              "one GemvConfigInfo per GemvConfig");
+
+constexpr const GemvConfigInfo& gemv_config_info(GemvConfig c) {
+  return kGemvConfigs[static_cast<int>(c)];
+}
+
+// K elements per chunk of the wide (16-byte load) path: 32 lanes * loads16 * 16 bytes of a row.
+// (The narrow fallback for K % 32 != 0 uses smaller chunks; the split heuristic ignores that.)
+constexpr int gemv_k_chunk(GemvConfig c, int bits) {
+  return 32 * gemv_config_info(c).loads16 * 16 * (8 / bits);
+}
+
+constexpr int gemv_rows_per_block(GemvConfig c) {
+  return kGemvWarps * gemv_config_info(c).rows_per_warp;
+}
+
+// Largest M the GEMV path serves (choose_woq_plan below decides between it, the tensor-core
+// kernel and dequantize + cuBLAS).
+constexpr int kGemvMaxM = 16;
+
+// The smallest config whose max_m covers M (M in 1..kGemvMaxM).
+constexpr GemvConfig gemv_config_for_m(int M) {
+  // Expected: M=1 and M=2 stream the weights at close to HBM speed (dequant + FMA fit in the
+  // issue budget: ~3-4 instructions per int4 weight at 26 weights/clk/SM). From M=4 the FMAs
+  // (M per weight) dominate and the kernel turns compute-bound on the CUDA cores: int4 M=16
+  // reaches only ~25-30% of HBM speed, still ~1x cuBLAS fp16 and well above dequant+cuBLAS
+  // (which reads 1.25x the fp16 weight bytes before cuBLAS even starts).
+  return M <= 1 ? GemvConfig::kM1
+       : M <= 2 ? GemvConfig::kM2
+       : M <= 4 ? GemvConfig::kM4
+       : M <= 8 ? GemvConfig::kM8
+                : GemvConfig::kM16;
+}
+
+// Split-K factor: only when the N tiles alone cannot fill the GPU. Deterministic split-K writes
+// fp32 partials and a second tiny kernel sums them in a fixed order (adds bias, converts), so it
+// costs one extra launch (~2-3 us without CUDA graphs): never used for the Llama shapes, where
+// N >= 4096 gives >= 512 blocks of 4 warps (~16 warps per SM on 132 SMs, ~30 KB of weight loads in
+// flight per SM, above the ~20 KB Little's law asks for at ~3 TB/s and ~1 us latency).
+// Expected to matter for narrow layers (k/v projections with N = 1024 under GQA).
+constexpr int gemv_splits(GemvConfig c, int N, int K, int bits, int sm_count) {
+  const int rows = gemv_rows_per_block(c);
+  const int blocks = (N + rows - 1) / rows;
+  const int chunks = (K + gemv_k_chunk(c, bits) - 1) / gemv_k_chunk(c, bits);
+  const int target = 2 * (sm_count > 0 ? sm_count : 132);  // >= 2 blocks (8 warps) per SM
+  if (blocks >= target) return 1;
+  int s = (target + blocks - 1) / blocks;
+  if (s > 8) s = 8;  // more partials than that cost more traffic than the parallelism gains
+  return effective_splits(s, chunks);
+}
+
+// Tensor-core configs (woq_mma_kernel.cuh): a block is 4 warps x 16 output channels; max_m
+// tokens in n8 tiles; blocks_per_chunk scale blocks (128 k for int4, 64 k for int8) of weights
+// per K chunk per thread (one 16-byte load per block per row half): 4 for <= 16 tokens (8 KB of
+// weights per warp in flight with the prefetch), 2 above (the accumulators take the registers).
+enum class MmaConfig : int { kM8 = 0, kM16, kM32, kM64, kCount };
+
+struct MmaConfigInfo {
+  const char* name;
+  int max_m;
+  int blocks_per_chunk;
+};
+
+constexpr MmaConfigInfo kMmaConfigs[] = {
+    {"mma_m8", 8, 4},
+    {"mma_m16", 16, 4},
+    {"mma_m32", 32, 2},
+    {"mma_m64", 64, 2},
+};
+static_assert(sizeof(kMmaConfigs) / sizeof(kMmaConfigs[0]) == static_cast<int>(MmaConfig::kCount),
+              "one MmaConfigInfo per MmaConfig");
+
+constexpr const MmaConfigInfo& mma_config_info(MmaConfig c) { return kMmaConfigs[static_cast<int>(c)]; }
+
+// k per scale block: 4 threads x 16 bytes of a row. Every group must be a multiple of it.
+constexpr int mma_scale_block(int bits) { return bits == 4 ? 128 : 64; }
+constexpr int mma_k_chunk(MmaConfig c, int bits) {
+  return mma_scale_block(bits) * mma_config_info(c).blocks_per_chunk;
+}
+constexpr int kMmaRowsPerBlock = 64;
+constexpr int kMmaMaxM = 64;
+
+constexpr MmaConfig mma_config_for_m(int M) {
+  return M <= 8 ? MmaConfig::kM8 : M <= 16 ? MmaConfig::kM16 : M <= 32 ? MmaConfig::kM32 : MmaConfig::kM64;
+}
+
+// Same rule as the GEMV: split K only until there are ~2 blocks per SM. With 64 rows per block,
+// N = 4096 gives 64 blocks, so 4096-wide layers split K ~4-5 ways (partials: splits * M * N * 4
+// bytes, L2-resident at these sizes) plus one reduce launch.
+constexpr int mma_splits(MmaConfig c, int N, int K, int bits, int sm_count) {
+  const int blocks = (N + kMmaRowsPerBlock - 1) / kMmaRowsPerBlock;
+  const int chunks = (K + mma_k_chunk(c, bits) - 1) / mma_k_chunk(c, bits);
+  const int target = 2 * (sm_count > 0 ? sm_count : 132);
+  if (blocks >= target) return 1;
+  int s = (target + blocks - 1) / blocks;
+  if (s > 8) s = 8;
+  return effective_splits(s, chunks);
+}
+
+enum class WoqPath : int { kGemv = 0, kMma = 1, kDequantMatmul = 2 };
+
+struct WoqPlan {
+  WoqPath path;
+  GemvConfig gemv;  // when path == kGemv
+  MmaConfig mma;    // when path == kMma
+  int splits;       // kGemv / kMma
+};
+
+// M, N, K: the GEMM; bits: 4 or 8; sm_count/arch (e.g. 132/90, 108/80) of the device;
+// gemv_ok / mma_ok: woq_gemv_supported() / woq_mma_supported() for these pointers and shapes.
+constexpr WoqPlan choose_woq_plan(int M, int N, int K, int bits, int sm_count, int arch,
+                                  bool gemv_ok, bool mma_ok) {
+  (void)arch;  // same choice on sm_80 and sm_90 until measurements say otherwise
+  // M <= 4: the CUDA-core GEMV streams the weights at close to HBM speed (its FMAs still fit the
+  // issue budget) with no split-K launch. Expected to hold at M = 1, 2; the tensor-core kernel
+  // needs fewer instructions per weight (~1.4 vs ~4 for int4), so if it also reaches HBM speed at
+  // M = 1 here, prefer it - compare gemv_m1 vs mma_m8 in bench/cpp/gemv_bench.
+  if (M >= 1 && M <= 4 && gemv_ok)
+    return {WoqPath::kGemv, gemv_config_for_m(M), MmaConfig::kM8,
+            gemv_splits(gemv_config_for_m(M), N, K, bits, sm_count)};
+  // 4 < M <= 64: tensor cores; the CUDA-core GEMV would be FMA-bound (M FMAs per weight).
+  if (M >= 1 && M <= kMmaMaxM && mma_ok)
+    return {WoqPath::kMma, GemvConfig::kM1, mma_config_for_m(M),
+            mma_splits(mma_config_for_m(M), N, K, bits, sm_count)};
+  // Shapes the tensor-core kernel does not take (int4 groups 32/64, K % 128 != 0): GEMV to 16.
+  if (M >= 1 && M <= kGemvMaxM && gemv_ok)
+    return {WoqPath::kGemv, gemv_config_for_m(M), MmaConfig::kM8,
+            gemv_splits(gemv_config_for_m(M), N, K, bits, sm_count)};
+  // Larger M (or anything else): cuBLAS on dequantized weights (one extra pass writing N*K*2
+  // bytes). TARGETS asks ">= 1.0x cublas" at M = 32..128, which this cannot reach (expected
+  // ~0.6-0.9x): a known gap above 64 tokens and for groups 32/64 above 16 tokens.
+  return {WoqPath::kDequantMatmul, GemvConfig::kM1, MmaConfig::kM8, 1};
+}
+
+// What the heuristic picks for the TARGETS shapes on an H100 (132 SMs), checked at compile time
+// so a change to the rules shows up here.
+static_assert(choose_woq_plan(1, 4096, 4096, 4, 132, 90, true, true).path == WoqPath::kGemv);
+static_assert(choose_woq_plan(1, 4096, 4096, 4, 132, 90, true, true).splits == 1);
+static_assert(choose_woq_plan(16, 4096, 4096, 4, 132, 90, true, true).path == WoqPath::kMma);
+static_assert(choose_woq_plan(16, 4096, 4096, 4, 132, 90, true, true).splits == 4);  // 8 chunks / 2
+static_assert(choose_woq_plan(16, 28672, 8192, 4, 132, 90, true, true).splits == 1);
+static_assert(choose_woq_plan(16, 4096, 4096, 4, 132, 90, true, false).path == WoqPath::kGemv);
+static_assert(choose_woq_plan(32, 4096, 4096, 4, 132, 90, true, false).path == WoqPath::kDequantMatmul);
+static_assert(choose_woq_plan(128, 4096, 4096, 4, 132, 90, true, true).path == WoqPath::kDequantMatmul);
+static_assert(effective_splits(5, 8) == 4 && effective_splits(3, 2) == 2 && effective_splits(4, 1) == 1);
+
+}  // namespace squash::gemm

@@ -1,0 +1,6 @@
+// One explicit instantiation per file: the int8 x f16 tensor-core kernels (all configs).
+#include "gemm/woq_mma.cuh"
+
+namespace squash::gemm {
+template cudaError_t woq_mma_dispatch<__half, 8>(const WoqGemmParams&, MmaConfig, int, cudaStream_t);
+}  // namespace squash::gemm

@@ -1,0 +1,330 @@
+// Host emulation check of the weight-only GEMM kernels (GEMV all configs and load widths,
+// split-K reduce, dequantize) and of the int8 activation quantizer, against float64 / exact
+// references written here. No GPU needed: see cuda_host_shim.h. Run: bash scripts/emulate/run.sh
+#include "cuda_host_shim.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <string>
+
+#include "gemm/quantize_act_kernel.cuh"
+#include "gemm/woq_dequant_kernel.cuh"
+#include "gemm/woq_gemv_kernel.cuh"
+#include "gemm/woq_mma_kernel.cuh"
+
+using namespace squash::gemm;
+
+static int g_failures = 0;
+static int g_checks = 0;
+
+template <typename T>
+float tof(T v) {
+  if constexpr (std::is_same_v<T, __half>) return __half2float(v);
+  else if constexpr (std::is_same_v<T, __nv_bfloat16>) return __bfloat162float(v);
+  else return v;
+}
+template <typename T>
+T fromf(float v) {
+  if constexpr (std::is_same_v<T, __half>) return __float2half_rn(v);
+  else if constexpr (std::is_same_v<T, __nv_bfloat16>) return __float2bfloat16_rn(v);
+  else return v;
+}
+template <typename T>
+const char* tname() {
+  return std::is_same_v<T, __half> ? "f16" : std::is_same_v<T, __nv_bfloat16> ? "bf16" : "f32";
+}
+
+struct Case {
+  int bits, M, N, K, group;  // group -1: per-channel
+  bool zeros, scales_f32, bias;
+  int splits;
+  GemvConfig cfg;
+  bool mma = false;  // tensor-core kernel (config from M) instead of the GEMV
+};
+
+template <typename T, int BITS, MmaConfig CFG>
+void run_mma_kernel(const WoqGemmParams& p, int splits) {
+  using Tr = MmaTraits<BITS, CFG>;
+  const dim3 grid((p.N + Tr::kRowsPerBlock - 1) / Tr::kRowsPerBlock, splits);
+  emu::launch(grid, dim3(Tr::kThreads), [&] { woq_mma_kernel<T, BITS, CFG>(p); });
+  if (splits > 1) emu::launch(dim3(3), dim3(64), [&] { woq_splitk_reduce_kernel<T>(p, splits); });
+}
+
+template <typename T, int BITS>
+void run_mma(const WoqGemmParams& p, int splits) {
+  switch (mma_config_for_m(p.M)) {
+    case MmaConfig::kM8: return run_mma_kernel<T, BITS, MmaConfig::kM8>(p, splits);
+    case MmaConfig::kM16: return run_mma_kernel<T, BITS, MmaConfig::kM16>(p, splits);
+    case MmaConfig::kM32: return run_mma_kernel<T, BITS, MmaConfig::kM32>(p, splits);
+    default: return run_mma_kernel<T, BITS, MmaConfig::kM64>(p, splits);
+  }
+}
+
+template <typename T, int BITS, int E, GemvConfig CFG>
+void run_gemv_kernel(const WoqGemmParams& p, int splits) {
+  using Tr = GemvTraits<BITS, E, CFG>;
+  const dim3 grid((p.N + Tr::kRowsPerBlock - 1) / Tr::kRowsPerBlock, splits);
+  emu::launch(grid, dim3(Tr::kThreads), [&] { woq_gemv_kernel<T, BITS, E, CFG>(p); });
+  if (splits > 1) emu::launch(dim3(3), dim3(64), [&] { woq_splitk_reduce_kernel<T>(p, splits); });
+}
+
+template <typename T, int BITS, int E>
+void run_gemv_cfg(const WoqGemmParams& p, GemvConfig cfg, int splits) {
+  switch (cfg) {
+    case GemvConfig::kM1: return run_gemv_kernel<T, BITS, E, GemvConfig::kM1>(p, splits);
+    case GemvConfig::kM2: return run_gemv_kernel<T, BITS, E, GemvConfig::kM2>(p, splits);
+    case GemvConfig::kM4: return run_gemv_kernel<T, BITS, E, GemvConfig::kM4>(p, splits);
+    case GemvConfig::kM8: return run_gemv_kernel<T, BITS, E, GemvConfig::kM8>(p, splits);
+    default: return run_gemv_kernel<T, BITS, E, GemvConfig::kM16>(p, splits);
+  }
+}
+
+template <typename T>
+void check_gemv(const Case& c, std::mt19937& rng) {
+  const int M = c.M, N = c.N, K = c.K, g = c.group < 0 ? K : c.group, G = K / g;
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::uniform_int_distribution<int> u4(0, 15), u8(-127, 127);
+  std::vector<T> x(static_cast<size_t>(M) * K);
+  for (auto& v : x) v = fromf<T>(nd(rng));
+  std::vector<uint8_t> qw(static_cast<size_t>(N) * K * c.bits / 8);
+  std::vector<int> qv(static_cast<size_t>(N) * K);  // unpacked values (int4: 0..15, int8: signed)
+  for (int n = 0; n < N; ++n)
+    for (int k = 0; k < K; ++k) {
+      const size_t i = static_cast<size_t>(n) * K + k;
+      if (c.bits == 4) {
+        qv[i] = u4(rng);
+        uint8_t& byte = qw[static_cast<size_t>(n) * (K / 2) + k / 2];
+        byte = (k % 2 == 0) ? static_cast<uint8_t>((byte & 0xF0) | qv[i])
+                            : static_cast<uint8_t>((byte & 0x0F) | (qv[i] << 4));
+      } else {
+        qv[i] = u8(rng);
+        qw[i] = static_cast<uint8_t>(static_cast<int8_t>(qv[i]));
+      }
+    }
+  std::vector<float> sf(static_cast<size_t>(N) * G);
+  std::vector<T> st(sf.size());
+  for (size_t i = 0; i < sf.size(); ++i) {
+    const float s = (0.5f + std::fabs(nd(rng))) * (c.bits == 4 ? 0.1f : 0.01f);
+    st[i] = fromf<T>(s);
+    sf[i] = c.scales_f32 ? s : tof(st[i]);  // the value the kernel sees
+  }
+  std::vector<uint8_t> zeros(static_cast<size_t>(N) * G);
+  for (auto& z : zeros) z = static_cast<uint8_t>(u4(rng));
+  std::vector<T> bias(N);
+  for (auto& b : bias) b = fromf<T>(nd(rng));
+
+  // Out poisoned with NaN and one guard column past N (ldo = N + 1 must stay untouched).
+  const int ldo = N + 1;
+  std::vector<T> out(static_cast<size_t>(M) * ldo, fromf<T>(NAN));
+  std::vector<float> ws(static_cast<size_t>(c.splits) * M * N, NAN);
+
+  WoqGemmParams p;
+  p.x = x.data();
+  p.qweight = qw.data();
+  p.scales = c.scales_f32 ? static_cast<const void*>(sf.data()) : static_cast<const void*>(st.data());
+  p.zeros = (c.bits == 4 && c.zeros) ? zeros.data() : nullptr;
+  p.bias = c.bias ? bias.data() : nullptr;
+  p.out = out.data();
+  p.workspace = c.splits > 1 ? ws.data() : nullptr;
+  p.M = M; p.N = N; p.K = K; p.group = g; p.ldx = K; p.ldo = ldo; p.bits = c.bits;
+  p.dtype = std::is_same_v<T, __half> ? DType::kF16 : DType::kBF16;
+  p.scales_f32 = c.scales_f32;
+
+  const int E = c.mma ? 0 : gemv_elems_per_load(c.bits, K, g);
+  if (c.mma) {
+    if (c.bits == 4) run_mma<T, 4>(p, c.splits);
+    else run_mma<T, 8>(p, c.splits);
+  } else if (c.bits == 4) {
+    if (E == 32) run_gemv_cfg<T, 4, 32>(p, c.cfg, c.splits);
+    else run_gemv_cfg<T, 4, 8>(p, c.cfg, c.splits);
+  } else {
+    if (E == 16) run_gemv_cfg<T, 8, 16>(p, c.cfg, c.splits);
+    else run_gemv_cfg<T, 8, 8>(p, c.cfg, c.splits);
+  }
+
+  const double u = std::is_same_v<T, __half> ? std::ldexp(1.0, -11) : std::ldexp(1.0, -8);
+  int bad = 0;
+  double worst = 0;
+  for (int m = 0; m < M; ++m) {
+    for (int n = 0; n < N; ++n) {
+      double ref = 0, mag = 0;
+      for (int k = 0; k < K; ++k) {
+        const size_t i = static_cast<size_t>(n) * K + k;
+        const int gi = n * G + k / g;
+        const int z = c.bits == 4 ? (c.zeros ? zeros[gi] : 8) : 0;
+        const double w = static_cast<double>(qv[i] - z) * sf[gi];
+        const double xv = tof(x[static_cast<size_t>(m) * K + k]);
+        ref += xv * w;
+        mag += std::fabs(xv * w);
+      }
+      if (c.bias) ref += tof(bias[n]);
+      const double got = tof(out[static_cast<size_t>(m) * ldo + n]);
+      const double err = std::fabs(got - ref);
+      const double tol = u * std::fabs(ref) + 1e-5 * mag + 1e-6;
+      if (!(err <= tol)) {
+        if (bad < 3)
+          std::printf("    m=%d n=%d got %.6f ref %.6f (tol %.2e)\n", m, n, got, ref, tol);
+        ++bad;
+      }
+      if (mag > 0 && err / tol > worst) {
+        worst = err / tol;
+        if (std::getenv("EMU_VERBOSE"))
+          std::printf("    worst so far m=%d n=%d got %.8g ref %.8g mag %.4g err %.3g (u|ref| %.3g)\n", m, n,
+                      got, ref, mag, err, u * std::fabs(ref));
+      }
+    }
+    if (!std::isnan(tof(out[static_cast<size_t>(m) * ldo + N]))) {
+      std::printf("    guard column written at m=%d\n", m);
+      ++bad;
+    }
+  }
+  ++g_checks;
+  if (bad) ++g_failures;
+  std::printf("%s gemv %s int%d M=%d N=%d K=%d g=%d E=%d zeros=%d sf32=%d bias=%d splits=%d cfg=%s: %s (worst err/tol %.3f)\n",
+              bad ? "FAIL" : "ok  ", tname<T>(), c.bits, M, N, K, c.group, E, c.zeros, c.scales_f32,
+              c.bias, c.splits, c.mma ? mma_config_info(mma_config_for_m(M)).name : gemv_config_info(c.cfg).name,
+              bad ? "mismatch" : "match", worst);
+}
+
+template <typename T, int BITS>
+void check_dequant(int N, int K, int group, bool zeros_on, bool scales_f32, std::mt19937& rng) {
+  const int g = group < 0 ? K : group, G = K / g;
+  std::uniform_int_distribution<int> ub(0, 255);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<uint8_t> qw(static_cast<size_t>(N) * K * BITS / 8);
+  for (auto& b : qw) b = static_cast<uint8_t>(ub(rng));
+  std::vector<float> sf(static_cast<size_t>(N) * G);
+  std::vector<T> st(sf.size());
+  for (size_t i = 0; i < sf.size(); ++i) {
+    sf[i] = nd(rng) * 0.05f;
+    st[i] = fromf<T>(sf[i]);
+    if (!scales_f32) sf[i] = tof(st[i]);
+  }
+  std::vector<uint8_t> zeros(static_cast<size_t>(N) * G);
+  for (auto& z : zeros) z = static_cast<uint8_t>(ub(rng) & 15);
+  alignas(16) static T w_buf[1 << 20];
+  std::vector<T> w(static_cast<size_t>(N) * K);
+  WoqGemmParams p;
+  p.qweight = qw.data();
+  p.scales = scales_f32 ? static_cast<const void*>(sf.data()) : static_cast<const void*>(st.data());
+  p.zeros = (BITS == 4 && zeros_on) ? zeros.data() : nullptr;
+  p.N = N; p.K = K; p.group = g; p.bits = BITS;
+  p.dtype = std::is_same_v<T, __half> ? DType::kF16 : DType::kBF16;
+  p.scales_f32 = scales_f32;
+  const bool vec = K % 8 == 0 && g % 8 == 0;
+  for (size_t i = 0; i < w.size(); ++i) w_buf[i] = fromf<T>(NAN);
+  if (vec) emu::launch(dim3(2), dim3(64), [&] { woq_dequant_vec8_kernel<T, BITS>(p, w_buf); });
+  else emu::launch(dim3(2), dim3(64), [&] { woq_dequant_scalar_kernel<T, BITS>(p, w_buf); });
+  int bad = 0;
+  for (int n = 0; n < N; ++n)
+    for (int k = 0; k < K; ++k) {
+      const int gi = n * G + k / g;
+      int q;
+      if (BITS == 4) {
+        const uint8_t byte = qw[static_cast<size_t>(n) * (K / 2) + k / 2];
+        q = (k % 2 ? byte >> 4 : byte & 15) - (zeros_on ? zeros[gi] : 8);
+      } else {
+        q = static_cast<int8_t>(qw[static_cast<size_t>(n) * K + k]);
+      }
+      const float ref = tof(fromf<T>(static_cast<float>(q) * sf[gi]));
+      const float got = tof(w_buf[static_cast<size_t>(n) * K + k]);
+      if (!(got == ref)) {
+        if (bad < 3) std::printf("    n=%d k=%d got %g ref %g\n", n, k, got, ref);
+        ++bad;
+      }
+    }
+  ++g_checks;
+  if (bad) ++g_failures;
+  std::printf("%s dequant %s int%d N=%d K=%d g=%d vec=%d zeros=%d sf32=%d: %d mismatches\n",
+              bad ? "FAIL" : "ok  ", tname<T>(), BITS, N, K, group, vec, zeros_on, scales_f32, bad);
+}
+
+template <typename T>
+void check_quant(int rows, int K, bool use_static, bool vec, std::mt19937& rng) {
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<T> x(static_cast<size_t>(rows) * K);
+  for (auto& v : x) v = fromf<T>(nd(rng) * 3.0f);
+  if (rows > 1)  // an all-zero row: scale 0, inv 0, q 0
+    for (int k = 0; k < K; ++k) x[static_cast<size_t>(K) + k] = fromf<T>(0.0f);
+  std::vector<int8_t> q(x.size(), 99);
+  std::vector<float> scales(rows, NAN);
+  const float sscale = 0.037f;
+  const float* sp = use_static ? &sscale : nullptr;
+  if (vec)
+    emu::launch(dim3(rows), dim3(kQuantThreads),
+                [&] { quantize_act_kernel<T, true>(x.data(), K, K, sp, q.data(), scales.data()); });
+  else
+    emu::launch(dim3(rows), dim3(kQuantThreads),
+                [&] { quantize_act_kernel<T, false>(x.data(), K, K, sp, q.data(), scales.data()); });
+  int bad = 0;
+  for (int r = 0; r < rows; ++r) {
+    float amax = 0;
+    for (int k = 0; k < K; ++k) amax = std::max(amax, std::fabs(tof(x[static_cast<size_t>(r) * K + k])));
+    const float s = use_static ? sscale : amax / 127.0f;
+    const float inv = use_static ? 1.0f / sscale : (amax > 0 ? 127.0f / amax : 0.0f);
+    if (!(scales[r] == s)) ++bad;
+    for (int k = 0; k < K; ++k) {
+      const float v = tof(x[static_cast<size_t>(r) * K + k]) * inv;
+      const int ref = static_cast<int>(std::min(127.0f, std::max(-127.0f, std::nearbyint(v))));
+      if (q[static_cast<size_t>(r) * K + k] != ref) {
+        if (bad < 3) std::printf("    r=%d k=%d got %d ref %d\n", r, k, q[static_cast<size_t>(r) * K + k], ref);
+        ++bad;
+      }
+    }
+  }
+  ++g_checks;
+  if (bad) ++g_failures;
+  std::printf("%s quant %s rows=%d K=%d static=%d vec=%d: %d mismatches\n", bad ? "FAIL" : "ok  ",
+              tname<T>(), rows, K, use_static, vec, bad);
+}
+
+int main(int argc, char** argv) {
+  const bool quick = argc > 1 && std::string(argv[1]) == "quick";
+  std::mt19937 rng(1234);
+  using C = GemvConfig;
+  // {bits, M, N, K, group, zeros, scales_f32, bias, splits, cfg}
+  std::vector<Case> cases = {
+      {4, 1, 37, 2560, 128, true, true, true, 1, C::kM1},      // 2 chunks, partial tail chunk
+      {4, 1, 37, 2560, 128, false, false, false, 3, C::kM1},   // split-K (3 splits > 2 chunks)
+      {4, 2, 19, 1024, 32, true, true, true, 1, C::kM2},
+      {4, 3, 21, 1536, 64, true, false, true, 2, C::kM4},
+      {4, 5, 17, 1024, -1, false, true, false, 1, C::kM8},
+      {4, 16, 9, 1024, 128, true, true, true, 1, C::kM16},
+      {4, 9, 9, 2048, 64, true, true, true, 2, C::kM16},
+      {4, 1, 13, 4104, -1, true, true, true, 1, C::kM1},       // K % 32 != 0: 4-byte loads
+      {4, 4, 13, 1032, -1, false, false, true, 2, C::kM4},
+      {8, 1, 37, 2560, -1, false, true, true, 1, C::kM1},
+      {8, 2, 19, 1032, -1, false, false, true, 1, C::kM2},     // K % 16 != 0: 8-byte loads
+      {8, 4, 13, 1024, -1, false, true, false, 3, C::kM4},
+      {8, 7, 11, 1536, -1, false, true, true, 1, C::kM8},
+      {8, 16, 9, 520, -1, false, false, true, 1, C::kM16},
+      // tensor-core kernel: M 1..64, int4 g128 / per-channel K % 128, int8 K % 64
+      {4, 1, 70, 1280, 128, true, true, true, 1, C::kM1, true},   // 3 chunks (512), tail chunk
+      {4, 5, 64, 1024, 128, false, false, false, 3, C::kM1, true},
+      {4, 16, 33, 768, -1, true, true, true, 1, C::kM1, true},
+      {4, 27, 17, 512, 256, true, false, true, 2, C::kM1, true},
+      {4, 64, 16, 512, 128, true, true, true, 1, C::kM1, true},
+      {8, 3, 70, 1088, -1, false, true, true, 1, C::kM1, true},    // K % 256 != 0: partial chunk
+      {8, 13, 40, 512, -1, false, false, true, 2, C::kM1, true},
+      {8, 33, 20, 320, -1, false, true, false, 1, C::kM1, true},
+      {8, 64, 17, 256, -1, false, true, true, 3, C::kM1, true},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    if (quick && i % 3 != 0) continue;
+    if (i % 2 == 0) check_gemv<__half>(cases[i], rng);
+    else check_gemv<__nv_bfloat16>(cases[i], rng);
+  }
+  check_dequant<__half, 4>(5, 256, 128, true, true, rng);
+  check_dequant<__nv_bfloat16, 4>(5, 264, -1, false, false, rng);
+  check_dequant<__nv_bfloat16, 4>(3, 14, -1, true, true, rng);   // K % 8 != 0: scalar kernel
+  check_dequant<__half, 8>(5, 520, -1, false, true, rng);
+  check_dequant<__nv_bfloat16, 8>(3, 111, -1, false, false, rng);
+  check_quant<__nv_bfloat16>(3, 1024, false, true, rng);
+  check_quant<__half>(3, 4104, false, true, rng);
+  check_quant<float>(3, 111, false, false, rng);
+  check_quant<__nv_bfloat16>(2, 111, true, false, rng);
+  check_quant<float>(2, 512, true, true, rng);
+  std::printf("%d/%d checks passed\n", g_checks - g_failures, g_checks);
+  return g_failures ? 1 : 0;
+}
