@@ -20,7 +20,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "attention/decode_heuristics.h"
+#include "decode_heuristics.h"  // same directory: found from both include roots
 
 namespace squash::attention {
 
