@@ -7,6 +7,7 @@
 //     -o build/decode_bench
 // Run:
 //   build/decode_bench --check          correctness vs a float64 host reference (exit 1 on failure)
+//   build/decode_bench --quick          a subset of --check, for compute-sanitizer memcheck/racecheck
 //   build/decode_bench --bench          GB/s vs device copy bandwidth, heuristic num_splits
 //   build/decode_bench --bench --sweep  also every forced num_splits in {1,2,4,...,128}
 //   (no flag: --check then --bench)
@@ -31,6 +32,7 @@
 #include <vector>
 
 #include "attention/decode.h"
+#include "decode_check.h"
 
 namespace sa = squash::attention;
 
@@ -46,30 +48,7 @@ namespace sa = squash::attention;
 
 namespace {
 
-uint16_t to_bits(float f, bool bf16) {
-  uint16_t u;
-  if (bf16) {
-    const __nv_bfloat16 h = __float2bfloat16_rn(f);
-    std::memcpy(&u, &h, 2);
-  } else {
-    const __half h = __float2half_rn(f);
-    std::memcpy(&u, &h, 2);
-  }
-  return u;
-}
-
-float from_bits(uint16_t u, bool bf16) {
-  if (bf16) {
-    __nv_bfloat16 h;
-    std::memcpy(&h, &u, 2);
-    return __bfloat162float(h);
-  }
-  __half h;
-  std::memcpy(&h, &u, 2);
-  return __half2float(h);
-}
-
-constexpr uint16_t kNaNBits = 0xffff;  // NaN in both fp16 and bf16
+using namespace decode_check;
 
 int sm_count() {
   int dev = 0, n = 0;
@@ -79,182 +58,40 @@ int sm_count() {
 }
 
 // ------------------------------------------------------------------------------------------
-// --check
+// --check (cases, data and reference in decode_check.h)
 // ------------------------------------------------------------------------------------------
-struct CheckCase {
-  bool bf16;
-  int D, B, Sq, Hq, Hkv, Smax;
-  std::vector<int> lens;  // per batch
-  bool causal;
-  float scale;     // <= 0: 1/sqrt(D)
-  int splits;      // 0: heuristic
-  bool strided;    // padded/permuted strides for q, k, v and out
-};
-
-// A 4-D [n0, n1, n2, D] view in a flat buffer: strides in elements (last dim contiguous).
-struct View {
-  int64_t s0, s1, s2, size;  // size: elements of the buffer
-};
-
-View make_view(int n0, int n1, int n2, int D, bool strided, int pad) {
-  View v;
-  if (!strided) {
-    v.s2 = D;
-    v.s1 = int64_t(n2) * D;
-    v.s0 = int64_t(n1) * v.s1;
-    v.size = int64_t(n0) * v.s0;
-  } else {  // every row padded, heads padded, batches padded: gaps are filled with NaN
-    v.s2 = D + 8 * pad;
-    v.s1 = int64_t(n2) * v.s2 + 8;
-    v.s0 = int64_t(n1) * v.s1 + 16;
-    v.size = int64_t(n0) * v.s0;
-  }
-  if (v.size == 0) v.size = 8;  // keep a valid pointer for empty tensors
-  return v;
-}
-
 bool run_check_case(const CheckCase& c, std::mt19937& rng, int num_sms) {
-  const int D = c.D, B = c.B, Sq = c.Sq, Hq = c.Hq, Hkv = c.Hkv, Smax = c.Smax;
-  const int G = Hq / Hkv;
-  const float scale = c.scale > 0 ? c.scale : 1.f / std::sqrt(float(D));
-  const View vq = make_view(B, Sq, Hq, D, c.strided, 1);
-  const View vk = make_view(B, Smax, Hkv, D, c.strided, 2);
-  const View vv = make_view(B, Smax, Hkv, D, c.strided, 1);
-  const View vo = make_view(B, Sq, Hq, D, c.strided, 3);
-
-  std::uniform_real_distribution<float> uni(-1.f, 1.f);
-  // Everything NaN first: gaps between strided rows and cache slots past each length must never
-  // be read (a NaN there would reach the output).
-  std::vector<uint16_t> hq(vq.size, kNaNBits), hk(vk.size, kNaNBits), hv(vv.size, kNaNBits);
-  std::vector<float> fq(size_t(B) * Sq * Hq * D), fk(size_t(B) * Smax * Hkv * D),
-      fv(size_t(B) * Smax * Hkv * D);
-  for (int b = 0; b < B; ++b)
-    for (int i = 0; i < Sq; ++i)
-      for (int h = 0; h < Hq; ++h)
-        for (int d = 0; d < D; ++d) {
-          const uint16_t u = to_bits(uni(rng), c.bf16);
-          hq[b * vq.s0 + i * vq.s1 + h * vq.s2 + d] = u;
-          fq[((size_t(b) * Sq + i) * Hq + h) * D + d] = from_bits(u, c.bf16);
-        }
-  for (int b = 0; b < B; ++b)
-    for (int j = 0; j < c.lens[b] && j < Smax; ++j)
-      for (int h = 0; h < Hkv; ++h)
-        for (int d = 0; d < D; ++d) {
-          const size_t f = ((size_t(b) * Smax + j) * Hkv + h) * D + d;
-          const uint16_t uk = to_bits(uni(rng), c.bf16), uv = to_bits(uni(rng), c.bf16);
-          hk[b * vk.s0 + j * vk.s1 + h * vk.s2 + d] = uk;
-          hv[b * vv.s0 + j * vv.s1 + h * vv.s2 + d] = uv;
-          fk[f] = from_bits(uk, c.bf16);
-          fv[f] = from_bits(uv, c.bf16);
-        }
-
-  sa::AttentionDecodeParams p;
-  const int rows = Sq * G;
-  p.num_splits = c.splits > 0 ? c.splits
-                              : sa::decode_num_splits(B, Hkv, sa::decode_row_tiles(rows), Smax, D,
-                                                      num_sms);
-  const size_t ws_bytes = sa::attention_decode_workspace_bytes(B, Hq, Sq, D, p.num_splits);
-
+  const CheckData d = make_check_data(c, rng, num_sms);
+  sa::AttentionDecodeParams p = make_params(c, d);
+  const size_t lse_n = std::max<size_t>(1, size_t(c.B) * c.Hq * c.Sq);
   uint16_t *dq, *dk, *dv, *dout;
-  float *dlse;
+  float* dlse;
   int32_t* dlens;
   void* dws = nullptr;
-  CK(cudaMalloc(&dq, vq.size * 2));
-  CK(cudaMalloc(&dk, vk.size * 2));
-  CK(cudaMalloc(&dv, vv.size * 2));
-  CK(cudaMalloc(&dout, vo.size * 2));
-  CK(cudaMalloc(&dlse, std::max<size_t>(1, size_t(B) * Hq * Sq) * 4));
-  CK(cudaMalloc(&dlens, std::max(1, B) * 4));
-  if (ws_bytes) CK(cudaMalloc(&dws, ws_bytes));
-  CK(cudaMemcpy(dq, hq.data(), vq.size * 2, cudaMemcpyHostToDevice));
-  CK(cudaMemcpy(dk, hk.data(), vk.size * 2, cudaMemcpyHostToDevice));
-  CK(cudaMemcpy(dv, hv.data(), vv.size * 2, cudaMemcpyHostToDevice));
-  if (B) CK(cudaMemcpy(dlens, c.lens.data(), B * 4, cudaMemcpyHostToDevice));
+  CK(cudaMalloc(&dq, d.vq.size * 2));
+  CK(cudaMalloc(&dk, d.vk.size * 2));
+  CK(cudaMalloc(&dv, d.vv.size * 2));
+  CK(cudaMalloc(&dout, d.vo.size * 2));
+  CK(cudaMalloc(&dlse, lse_n * 4));
+  CK(cudaMalloc(&dlens, std::max(1, c.B) * 4));
+  if (d.workspace_bytes) CK(cudaMalloc(&dws, d.workspace_bytes));
+  CK(cudaMemcpy(dq, d.q.data(), d.vq.size * 2, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(dk, d.k.data(), d.vk.size * 2, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(dv, d.v.data(), d.vv.size * 2, cudaMemcpyHostToDevice));
+  if (c.B) CK(cudaMemcpy(dlens, c.lens.data(), c.B * 4, cudaMemcpyHostToDevice));
   // Poison the outputs and the workspace: anything not written stays NaN.
-  CK(cudaMemset(dout, 0xff, vo.size * 2));
-  CK(cudaMemset(dlse, 0xff, std::max<size_t>(1, size_t(B) * Hq * Sq) * 4));
-  if (ws_bytes) CK(cudaMemset(dws, 0xff, ws_bytes));
-
-  p.q = dq;
-  p.k = dk;
-  p.v = dv;
-  p.out = dout;
-  p.lse = dlse;
-  p.cache_seqlens = dlens;
-  p.q_batch_stride = vq.s0, p.q_seq_stride = vq.s1, p.q_head_stride = vq.s2;
-  p.k_batch_stride = vk.s0, p.k_seq_stride = vk.s1, p.k_head_stride = vk.s2;
-  p.v_batch_stride = vv.s0, p.v_seq_stride = vv.s1, p.v_head_stride = vv.s2;
-  p.out_batch_stride = vo.s0, p.out_seq_stride = vo.s1, p.out_head_stride = vo.s2;
-  p.batch = B, p.seqlen_q = Sq, p.heads_q = Hq, p.heads_kv = Hkv, p.head_dim = D;
-  p.max_seqlen = Smax;
-  p.softmax_scale = scale;
-  p.causal = c.causal;
+  CK(cudaMemset(dout, 0xff, d.vo.size * 2));
+  CK(cudaMemset(dlse, 0xff, lse_n * 4));
+  if (dws) CK(cudaMemset(dws, 0xff, d.workspace_bytes));
+  p.q = dq, p.k = dk, p.v = dv, p.out = dout, p.lse = dlse, p.cache_seqlens = dlens;
   p.workspace = dws;
   CK(sa::attention_decode(p, c.bf16 ? sa::DecodeDtype::kBFloat16 : sa::DecodeDtype::kFloat16, 0));
   CK(cudaDeviceSynchronize());
-
-  std::vector<uint16_t> hout(vo.size);
-  std::vector<float> hlse(size_t(B) * Hq * Sq);
-  CK(cudaMemcpy(hout.data(), dout, vo.size * 2, cudaMemcpyDeviceToHost));
-  if (!hlse.empty())
-    CK(cudaMemcpy(hlse.data(), dlse, hlse.size() * 4, cudaMemcpyDeviceToHost));
-
-  // Tolerances: the reference uses the same rounded inputs in float64, so the error is the
-  // output's rounding to the dtype (|out| <= 1: 2^-9 bf16, 2^-12 fp16) plus fp32 accumulation
-  // and exp2 approximation error (~1e-6 relative).
-  const double atol = c.bf16 ? 6e-3 : 1.5e-3;
-  double max_err = 0, max_lse_err = 0;
-  long bad = 0;
-  std::vector<double> s(Smax > 0 ? Smax : 1), o(D);
-  for (int b = 0; b < B; ++b)
-    for (int h = 0; h < Hq; ++h)
-      for (int i = 0; i < Sq; ++i) {
-        const int len = std::min(std::max(c.lens[b], 0), Smax);
-        const int vis = std::max(0, std::min(len, c.causal ? len - Sq + i + 1 : len));
-        const int hk_ = h / G;
-        double m = -std::numeric_limits<double>::infinity();
-        for (int j = 0; j < vis; ++j) {
-          double a = 0;
-          for (int d = 0; d < D; ++d)
-            a += double(fq[((size_t(b) * Sq + i) * Hq + h) * D + d]) *
-                 fk[((size_t(b) * Smax + j) * Hkv + hk_) * D + d];
-          s[j] = a * scale;
-          m = std::max(m, s[j]);
-        }
-        double sum = 0;
-        std::fill(o.begin(), o.end(), 0.0);
-        for (int j = 0; j < vis; ++j) {
-          const double w = std::exp(s[j] - m);
-          sum += w;
-          for (int d = 0; d < D; ++d) o[d] += w * fv[((size_t(b) * Smax + j) * Hkv + hk_) * D + d];
-        }
-        const double ref_lse = vis > 0 ? m + std::log(sum) : -std::numeric_limits<double>::infinity();
-        const float got_lse = hlse[(size_t(b) * Hq + h) * Sq + i];
-        if (vis == 0) {
-          if (!(std::isinf(got_lse) && got_lse < 0)) ++bad;
-        } else {
-          const double e = std::fabs(double(got_lse) - ref_lse);
-          if (!(e <= 1e-3 + 1e-5 * std::fabs(ref_lse))) ++bad;
-          if (std::isnan(e)) max_lse_err = INFINITY; else max_lse_err = std::max(max_lse_err, e);
-        }
-        for (int d = 0; d < D; ++d) {
-          const double ref = vis > 0 ? o[d] / sum : 0.0;
-          const double got = from_bits(hout[b * vo.s0 + i * vo.s1 + h * vo.s2 + d], c.bf16);
-          const double e = std::fabs(got - ref);
-          const bool ok = vis > 0 ? e <= atol : got == 0.0;
-          if (!ok) ++bad;
-          if (std::isnan(e)) max_err = INFINITY; else max_err = std::max(max_err, e);
-        }
-      }
-
-  std::string lens;
-  for (int b = 0; b < B && b < 4; ++b) lens += (b ? "," : "") + std::to_string(c.lens[b]);
-  if (B > 4) lens += ",...";
-  std::printf("%s %s D=%d B=%d Sq=%d Hq=%d Hkv=%d Smax=%d lens=[%s] causal=%d scale=%.3g "
-              "splits=%d strided=%d: max|out err|=%.2e max|lse err|=%.2e%s\n",
-              bad ? "FAIL" : "ok  ", c.bf16 ? "bf16" : "fp16", D, B, Sq, Hq, Hkv, Smax,
-              lens.c_str(), int(c.causal), scale, p.num_splits, int(c.strided), max_err,
-              max_lse_err, bad ? (" (" + std::to_string(bad) + " bad values)").c_str() : "");
+  std::vector<uint16_t> hout(d.vo.size);
+  std::vector<float> hlse(lse_n);
+  CK(cudaMemcpy(hout.data(), dout, d.vo.size * 2, cudaMemcpyDeviceToHost));
+  CK(cudaMemcpy(hlse.data(), dlse, lse_n * 4, cudaMemcpyDeviceToHost));
+  const bool ok = verify(c, d, hout.data(), hlse.data(), "");
   CK(cudaFree(dq));
   CK(cudaFree(dk));
   CK(cudaFree(dv));
@@ -262,45 +99,13 @@ bool run_check_case(const CheckCase& c, std::mt19937& rng, int num_sms) {
   CK(cudaFree(dlse));
   CK(cudaFree(dlens));
   if (dws) CK(cudaFree(dws));
-  return bad == 0;
+  return ok;
 }
 
-int run_checks() {
+int run_checks(bool quick) {
   std::mt19937 rng(1234);
   const int sms = sm_count();
-  std::vector<CheckCase> cases;
-  auto add = [&](bool bf16, int D, int B, int Sq, int Hq, int Hkv, int Smax, std::vector<int> lens,
-                 bool causal, float scale, int splits, bool strided) {
-    cases.push_back({bf16, D, B, Sq, Hq, Hkv, Smax, std::move(lens), causal, scale, splits, strided});
-  };
-  for (bool bf16 : {true, false}) {
-    // The target shape (group 4 -> 4 rows per CTA), single split and several, heuristic.
-    add(bf16, 128, 2, 1, 32, 8, 1100, {1025, 97}, true, 0, 1, false);
-    add(bf16, 128, 2, 1, 32, 8, 1100, {1025, 97}, true, 0, 7, false);
-    add(bf16, 128, 2, 1, 32, 8, 1100, {1100, 1}, true, 0, 0, false);
-    // Peaky softmax (large scale): the running max changes often, rescaling is exercised.
-    add(bf16, 128, 2, 1, 8, 2, 700, {700, 333}, false, 3.0f, 5, false);
-    // Speculative decoding: Sq > 1, causal and not; lengths below Sq (rows that see nothing).
-    add(bf16, 128, 3, 4, 16, 4, 300, {300, 2, 0}, true, 0, 1, false);
-    add(bf16, 128, 3, 4, 16, 4, 300, {300, 2, 0}, true, 0, 3, true);
-    add(bf16, 128, 3, 8, 16, 4, 300, {257, 8, 5}, false, 0, 4, false);
-    add(bf16, 128, 2, 8, 32, 8, 200, {200, 9}, true, 0, 0, true);  // 32 rows: 4 row tiles
-    // MHA (group 1), group 8 (8 rows), group 5 with Sq 3 (15 rows: 2 tiles of 8), MQA.
-    add(bf16, 128, 2, 1, 4, 4, 513, {513, 64}, true, 0, 2, false);
-    add(bf16, 128, 2, 1, 16, 2, 513, {500, 511}, true, 0, 3, false);
-    add(bf16, 128, 2, 3, 10, 2, 129, {129, 3}, true, 0, 2, true);
-    add(bf16, 128, 1, 2, 8, 1, 400, {399}, true, 0, 0, false);
-    // Head dims 64 and 256.
-    add(bf16, 64, 2, 1, 8, 2, 1000, {1000, 65}, true, 0, 3, true);
-    add(bf16, 64, 2, 2, 16, 2, 130, {130, 1}, true, 0, 1, false);
-    add(bf16, 256, 2, 1, 8, 2, 300, {300, 17}, true, 0, 2, true);
-    add(bf16, 256, 1, 3, 16, 2, 100, {100}, false, 0, 1, false);
-    // Every length 0, Smax 0, many empty splits, the most splits.
-    add(bf16, 128, 2, 1, 8, 2, 64, {0, 0}, true, 0, 4, false);
-    add(bf16, 128, 1, 1, 8, 2, 0, {0}, true, 0, 1, false);
-    add(bf16, 128, 2, 2, 8, 2, 97, {97, 40}, true, 0, 128, false);
-    add(bf16, 128, 3, 1, 8, 8, 4097, {4097, 4000, 1}, true, 0, 0, false);
-  }
+  const auto cases = check_cases(quick);
   int failed = 0;
   for (const auto& c : cases) failed += !run_check_case(c, rng, sms);
   std::printf("check: %zu cases, %d failed\n", cases.size(), failed);
@@ -446,15 +251,16 @@ int run_bench(bool bf16, bool sweep) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool check = false, bench = false, sweep = false, bf16 = true;
+  bool check = false, quick = false, bench = false, sweep = false, bf16 = true;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--check") check = true;
+    else if (a == "--quick") quick = check = true;
     else if (a == "--bench") bench = true;
     else if (a == "--sweep") sweep = bench = true;
     else if (a == "--fp16") bf16 = false;
     else {
-      std::fprintf(stderr, "usage: %s [--check] [--bench] [--sweep] [--fp16]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--check] [--quick] [--bench] [--sweep] [--fp16]\n", argv[0]);
       return 2;
     }
   }
@@ -463,7 +269,7 @@ int main(int argc, char** argv) {
   CK(cudaGetDeviceProperties(&prop, 0));
   std::printf("device: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
   int rc = 0;
-  if (check) rc = run_checks();
+  if (check) rc = run_checks(quick);
   if (bench) rc |= run_bench(bf16, sweep);
   return rc;
 }
