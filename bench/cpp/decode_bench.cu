@@ -60,7 +60,7 @@ int sm_count() {
 // ------------------------------------------------------------------------------------------
 // --check (cases, data and reference in decode_check.h)
 // ------------------------------------------------------------------------------------------
-bool run_check_case(const CheckCase& c, std::mt19937& rng, int num_sms) {
+bool run_check_case(const CheckCase& c, std::mt19937& rng, int num_sms, bool pdl) {
   const CheckData d = make_check_data(c, rng, num_sms);
   sa::AttentionDecodeParams p = make_params(c, d);
   const size_t lse_n = std::max<size_t>(1, size_t(c.B) * c.Hq * c.Sq);
@@ -85,13 +85,14 @@ bool run_check_case(const CheckCase& c, std::mt19937& rng, int num_sms) {
   if (dws) CK(cudaMemset(dws, 0xff, d.workspace_bytes));
   p.q = dq, p.k = dk, p.v = dv, p.out = dout, p.lse = dlse, p.cache_seqlens = dlens;
   p.workspace = dws;
+  p.pdl = pdl && p.num_splits > 1;
   CK(sa::attention_decode(p, c.bf16 ? sa::DecodeDtype::kBFloat16 : sa::DecodeDtype::kFloat16, 0));
   CK(cudaDeviceSynchronize());
   std::vector<uint16_t> hout(d.vo.size);
   std::vector<float> hlse(lse_n);
   CK(cudaMemcpy(hout.data(), dout, d.vo.size * 2, cudaMemcpyDeviceToHost));
   CK(cudaMemcpy(hlse.data(), dlse, lse_n * 4, cudaMemcpyDeviceToHost));
-  const bool ok = verify(c, d, hout.data(), hlse.data(), "");
+  const bool ok = verify(c, d, hout.data(), hlse.data(), p.pdl ? "pdl " : "");
   CK(cudaFree(dq));
   CK(cudaFree(dk));
   CK(cudaFree(dv));
@@ -105,9 +106,14 @@ bool run_check_case(const CheckCase& c, std::mt19937& rng, int num_sms) {
 int run_checks(bool quick) {
   std::mt19937 rng(1234);
   const int sms = sm_count();
+  int dev = 0, cc_major = 0;
+  CK(cudaGetDevice(&dev));
+  CK(cudaDeviceGetAttribute(&cc_major, cudaDevAttrComputeCapabilityMajor, dev));
   const auto cases = check_cases(quick);
   int failed = 0;
-  for (const auto& c : cases) failed += !run_check_case(c, rng, sms);
+  // On sm_90+ every other case launches the combine kernel with PDL.
+  for (size_t i = 0; i < cases.size(); ++i)
+    failed += !run_check_case(cases[i], rng, sms, cc_major >= 9 && i % 2 == 1);
   std::printf("check: %zu cases, %d failed\n", cases.size(), failed);
   return failed ? 1 : 0;
 }
@@ -171,10 +177,13 @@ double copy_gbps() {
 
 int run_bench(bool bf16, bool sweep) {
   const int sms = sm_count();
+  int dev = 0, cc_major = 0;
+  CK(cudaGetDevice(&dev));
+  CK(cudaDeviceGetAttribute(&cc_major, cudaDevAttrComputeCapabilityMajor, dev));
   const double copy = copy_gbps();
   std::printf("device copy bandwidth (read + write): %.0f GB/s, %d SMs\n", copy, sms);
-  std::printf("%-6s %-7s %-7s %-10s %-10s %-9s %s\n", "batch", "kv_len", "splits", "us", "GB/s",
-              "%copy", "");
+  std::printf("%-6s %-7s %-7s %-4s %-10s %-10s %-9s %s\n", "batch", "kv_len", "splits", "pdl", "us",
+              "GB/s", "%copy", "");
   const int Hq = 32, Hkv = 8, D = 128, Sq = 1;
   const size_t kMinRotateBytes = size_t(256) << 20, kMaxBytes = size_t(24) << 30;
   for (int B : {1, 4, 16, 64})
@@ -222,19 +231,22 @@ int run_bench(bool bf16, bool sweep) {
       const double bytes = double(case_bytes) + 2.0 * q_elems * 2 + double(B) * Hq * Sq * 4;
       const int iters = case_bytes > (size_t(1) << 30) ? 10 : 50;
       for (int s : split_list) {
-        p.num_splits = s;
-        const float ms = median_ms(
-            [&](int it) {
-              const int c = it % copies;
-              p.k = k + c * kv_elems;
-              p.v = v + c * kv_elems;
-              CK(sa::attention_decode(p, bf16 ? sa::DecodeDtype::kBFloat16
-                                              : sa::DecodeDtype::kFloat16, 0));
-            },
-            iters);
-        const double gbps = bytes / (ms * 1e-3) / 1e9;
-        std::printf("%-6d %-7d %-7d %-10.1f %-10.0f %-9.1f %s\n", B, L, s, ms * 1e3, gbps,
-                    100.0 * gbps / copy, s == heuristic ? "(heuristic)" : "");
+        for (int pdl = 0; pdl <= (s > 1 && cc_major >= 9 ? 1 : 0); ++pdl) {
+          p.num_splits = s;
+          p.pdl = pdl != 0;
+          const float ms = median_ms(
+              [&](int it) {
+                const int c = it % copies;
+                p.k = k + c * kv_elems;
+                p.v = v + c * kv_elems;
+                CK(sa::attention_decode(p, bf16 ? sa::DecodeDtype::kBFloat16
+                                                : sa::DecodeDtype::kFloat16, 0));
+              },
+              iters);
+          const double gbps = bytes / (ms * 1e-3) / 1e9;
+          std::printf("%-6d %-7d %-7d %-4d %-10.1f %-10.0f %-9.1f %s\n", B, L, s, pdl, ms * 1e3,
+                      gbps, 100.0 * gbps / copy, s == heuristic && !pdl ? "(default)" : "");
+        }
       }
       CK(cudaDeviceSynchronize());
       CK(cudaFree(k));

@@ -52,6 +52,11 @@ struct AttentionDecodeParams {
   // Caller-provided scratch of attention_decode_workspace_bytes() bytes, 16-byte aligned; may be
   // null when that is 0 (num_splits == 1).
   void* workspace = nullptr;
+  // Launch the combine kernel with programmatic dependent launch (set it only on sm_90+
+  // devices): it is scheduled while the split kernel drains and waits in griddepcontrol.wait for
+  // its results, hiding one launch gap (~1-2 us, a few % of a 10 us decode step). Off by default
+  // until measured (bench/cpp/decode_bench.cu --sweep times both).
+  bool pdl = false;
 };
 
 inline constexpr bool attention_decode_supports_head_dim(int head_dim) {

@@ -109,6 +109,20 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
+// Programmatic dependent launch (sm_90+). Both are no-ops for a grid launched without it (and
+// compiled out below sm_90): launch_dependents lets the dependent (combine) grid be scheduled,
+// wait blocks until the prerequisite (split) grid has finished and its writes are visible.
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
 }  // namespace decode_detail
 
 // Compile-time shape of the split kernel for one (element type, head dim, rows per CTA).
@@ -216,6 +230,8 @@ __global__ void __launch_bounds__(128, DecodeTraits<T, kHeadDim, kRows>::kMinBlo
     if (s < n_tiles) load_tile(s, s);
     cp_async_commit();
   }
+  // The combine kernel (when launched with PDL) may now be scheduled; it waits for this grid.
+  pdl_launch_dependents();
 
   // Row r of this CTA is query i = gr / group of q head kvh * group + gr % group (gr the row's
   // index in the kv head's block). Padding rows (gr >= rows_total) get q = 0 and limit 0: every
@@ -423,6 +439,7 @@ __global__ void __launch_bounds__(128) attention_decode_combine_kernel(const Att
   static_assert(kHeadDim % 32 == 0, "head_dim must be a multiple of 32");
   __shared__ float weights[kWarps][kDecodeMaxSplits];
 
+  pdl_wait();  // the split kernel's partial results are complete and visible after this
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t rows_all = static_cast<int64_t>(p.batch) * p.heads_q * p.seqlen_q;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
@@ -486,8 +503,22 @@ cudaError_t run_attention_decode(const AttentionDecodeParams& p, cudaStream_t st
   const long long rows_all = static_cast<long long>(p.batch) * p.heads_q * p.seqlen_q;
   const long long blocks = (rows_all + 3) / 4;
   if (blocks > 0x7fffffffLL) return cudaErrorInvalidConfiguration;
-  attention_decode_combine_kernel<T, kHeadDim><<<static_cast<unsigned>(blocks), 128, 0, stream>>>(p);
-  return cudaGetLastError();
+  if (!p.pdl) {
+    attention_decode_combine_kernel<T, kHeadDim>
+        <<<static_cast<unsigned>(blocks), 128, 0, stream>>>(p);
+    return cudaGetLastError();
+  }
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(static_cast<unsigned>(blocks));
+  cfg.blockDim = dim3(128);
+  cfg.dynamicSmemBytes = 0;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  return cudaLaunchKernelEx(&cfg, attention_decode_combine_kernel<T, kHeadDim>, p);
 }
 
 }  // namespace squash::attention
