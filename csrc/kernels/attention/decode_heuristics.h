@@ -29,9 +29,12 @@ inline constexpr int decode_row_tiles(int rows) {
 //   ~ 3-5 MB are in flight. A CTA keeps up to 2 tiles (2 x 16 KB of K+V) of cp.async copies in
 //   flight, so ~150+ CTAs running at once suffice; we aim at 2 CTAs per SM (2 x 132 = 264),
 //   which also hides each CTA's prologue/epilogue behind another CTA's loads.
-// - All those CTAs are resident at once (a CTA uses 48 KB of shared memory and 128 threads:
-//   up to 4 per SM), so there is no tail wave: they share bandwidth and finish together.
+// - All those CTAs are resident at once (48 KB of shared memory and 128 threads each; 3 per SM
+//   with 4 rows, register-limited, 2 with 8 rows), so there is no tail wave: they share
+//   bandwidth and finish together.
 // - B * Hkv * row_tiles CTAs already >= 264 (e.g. batch 64 x 8 kv heads): no split, no combine.
+//   (512 CTAs then take 1.3 waves of 396; to check with the bench whether splitting to whole
+//   waves pays.)
 // - A split gets at least 128 KB of K+V (256 keys at head_dim 128): below that its fixed costs
 //   (loading q, merging 4 warps through shared memory, writing rows x D floats of partial
 //   result, and the combine kernel reading it back) stop being small next to its K/V traffic.

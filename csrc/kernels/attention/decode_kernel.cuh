@@ -2,8 +2,9 @@
 // per-(dtype, head_dim) instantiation files decode_hd*_*.cu; see decode.h for the semantics.
 //
 // Why CUDA cores and not mma: at Sq = 1 with GQA group 4 a CTA does 4 rows x D x 2 FLOP per
-// 2*D bytes of K (and the same for V), i.e. 4 FLOP/byte; at ~3 TB/s that is ~12 TFLOP/s, a small
-// fraction of the FP32 FMA rate, so the dot products can stay simple. What matters is keeping
+// 2*D bytes of K (and the same for V), i.e. 4 FLOP/byte; at ~3 TB/s that is ~12 TFLOP/s, under a
+// fifth of the H100's FP32 FMA rate, so the dot products can stay simple (8 rows, GQA group 8,
+// come closer to the limit; tensor cores would be the next step there). What matters is keeping
 // enough bytes in flight: 16-byte cp.async copies of K/V tiles into a 3-stage shared-memory ring.
 //
 // Per CTA (128 threads = 4 warps): a contiguous key range [start, end) of one (batch, kv head),
