@@ -131,23 +131,32 @@ stage_bench() {
 
 stage_cpp() {
   # The torch-free microbenchmarks of bench/cpp, linked against the kernel library the build
-  # just made: each runs its own self-check (--check, vs a host float64 reference), that check
-  # under compute-sanitizer memcheck, then its quick timing table.
+  # just made: each bench's self-check vs a host float64 reference, that check under
+  # compute-sanitizer, then its timing table. Each bench has its own modes (see its header).
   set -o pipefail
-  local lib rc=0 src exe
+  local lib rc=0 san
   lib=$(ls build/*/libsquash_kernels.a 2>/dev/null | head -n 1)
   [ -n "$lib" ] || { echo "no libsquash_kernels.a under build/"; return 1; }
-  for src in bench/cpp/*_bench.cu; do
-    exe=build/$(basename "$src" .cu)
-    echo "--- $src"
+  san=$(san_bin)
+  cpp_build() {
     nvcc -O3 -std=c++17 --expt-relaxed-constexpr --use_fast_math -gencode=arch=compute_90a,code=sm_90a \
-      -Icsrc/kernels "$src" "$lib" -o "$exe" || { rc=1; continue; }
-    if grep -q '"--check"' "$src"; then  # benches with a self-check mode: run it, then under memcheck
-      "$exe" --check 2>&1 | tail -n 3 || rc=1
-      "$(san_bin)" --tool memcheck --error-exitcode 1 "$exe" --check 2>&1 | tail -n 2 || rc=1
-    fi
-    "$exe" --quick 2>&1 | tail -n 60 || rc=1
-  done
+      -Icsrc/kernels -Ibench/cpp "bench/cpp/$1.cu" "$lib" -o "build/$1"
+  }
+  step() { echo "--- $*"; timeout 60 "$@" 2>&1 | tail -n 40 || { echo "--- FAILED: $*"; rc=1; }; }
+  if cpp_build norm_bench; then
+    step build/norm_bench --check
+    step "$san" --tool memcheck --error-exitcode 1 build/norm_bench --check
+    step build/norm_bench --quick
+  else rc=1; fi
+  if cpp_build gemv_bench; then  # --quick times every config and spot-checks vs float64
+    step build/gemv_bench --quick
+  else rc=1; fi
+  if cpp_build decode_bench; then
+    step build/decode_bench --check
+    step "$san" --tool memcheck --error-exitcode 1 build/decode_bench --quick
+    step "$san" --tool racecheck --error-exitcode 1 build/decode_bench --quick
+    step build/decode_bench --bench
+  else rc=1; fi
   return $rc
 }
 
@@ -202,7 +211,7 @@ fi
 BENCH_CAP=240  # bench.run gets --budget-s (limit - 30) = 210 s: its default, < 4 min in all
 stage build 240 $((60 + BENCH_CAP)) "" stage_build
 stage tests 180 "$BENCH_CAP" "" stage_tests
-stage cpp 120 "$BENCH_CAP" "" stage_cpp
+stage cpp 200 "$BENCH_CAP" "" stage_cpp
 stage bench "$BENCH_CAP" 0 "" stage_bench
 # pytest exit 5 = no GPU test selected: nothing to sanitize, reported as ok(rc 5).
 stage memcheck 150 45 "5" stage_memcheck

@@ -472,6 +472,7 @@ def test_gpu_quantize_activation_matches_cpu(dtype, static):
 
 
 @pytest.mark.gpu
+@pytest.mark.skipif(not so.has_cuda_kernel("w8a8_gemm"), reason="w8a8_gemm has no CUDA kernel yet (W8A8 issue)")
 @pytest.mark.parametrize("out_dtype", [torch.float16, torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("per_token", [True, False])
 def test_gpu_w8a8_matches_cpu(out_dtype, per_token):
