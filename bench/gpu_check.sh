@@ -36,6 +36,9 @@ mkdir -p "$OUT"
 export PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 export SANITIZE_K=${SANITIZE_K:-not compile and not large and not slow and not hypothesis}
+# The pytest sanitizer runs cover the GEMM kernels (GEMV, mma, dequantize, quantize), which have
+# no C++ self-check; the norm and decode kernels are sanitized through their C++ checks (stage cpp).
+export SANITIZE_TESTS=${SANITIZE_TESTS:-tests/test_gemm.py}
 BUDGET=${GPU_CHECK_BUDGET_S:-510}
 T0=$SECONDS
 LOG=$OUT/gpu_check.log
@@ -117,8 +120,21 @@ stage_build() {
 }
 
 stage_tests() {
+  # pytest-xdist (in the GPU image) runs the suite in 8 worker processes: faster, and a test that
+  # crashes its process is reported as failed while the rest still run. A crashed test is then
+  # re-run alone under cuda-gdb for a native backtrace.
   set -o pipefail
-  "$PY" -m pytest -q -rs -p no:cacheprovider --junitxml="$OUT/pytest.xml" 2>&1 | tee "$OUT/pytest.log"
+  local par=() rc crashed
+  "$PY" -c "import xdist" 2>/dev/null && par=(-n 8)
+  "$PY" -m pytest -q -rfEs -p no:cacheprovider "${par[@]}" --junitxml="$OUT/pytest.xml" 2>&1 | tee "$OUT/pytest.log"
+  rc=$?
+  crashed=$(grep -oE "crashed while running '[^']+'" "$OUT/pytest.log" | head -n 1 | cut -d"'" -f2)
+  if [ -n "$crashed" ] && command -v cuda-gdb >/dev/null; then
+    echo "--- native backtrace of the crashed test $crashed"
+    timeout 120 cuda-gdb -batch -ex run -ex bt --args "$PY" -m pytest -q -p no:cacheprovider "$crashed" 2>&1 |
+      grep -E "^#|signal|SIG" | head -n 40
+  fi
+  return $rc
 }
 
 stage_bench() {
@@ -143,19 +159,21 @@ stage_cpp() {
       -Icsrc/kernels -Ibench/cpp "bench/cpp/$1.cu" "$lib" -o "build/$1"
   }
   step() { echo "--- $*"; timeout 60 "$@" 2>&1 | tail -n 40 || { echo "--- FAILED: $*"; rc=1; }; }
+  # CPP_TIMINGS=1 adds each bench's timing sweep (for tuning the heuristics; ~80 s).
   if cpp_build norm_bench; then
     step build/norm_bench --check
     step "$san" --tool memcheck --error-exitcode 1 build/norm_bench --check
-    step build/norm_bench --quick
+    step "$san" --tool racecheck --error-exitcode 1 build/norm_bench --check
+    [ -n "${CPP_TIMINGS:-}" ] && step build/norm_bench --quick
   else rc=1; fi
   if cpp_build gemv_bench; then  # --quick times every config and spot-checks vs float64
-    step build/gemv_bench --quick
+    [ -n "${CPP_TIMINGS:-}" ] && step build/gemv_bench --quick
   else rc=1; fi
   if cpp_build decode_bench; then
     step build/decode_bench --check
     step "$san" --tool memcheck --error-exitcode 1 build/decode_bench --quick
     step "$san" --tool racecheck --error-exitcode 1 build/decode_bench --quick
-    step build/decode_bench --bench
+    [ -n "${CPP_TIMINGS:-}" ] && step build/decode_bench --bench
   else rc=1; fi
   return $rc
 }
@@ -172,7 +190,18 @@ sanitize() {  # sanitize <tool>: the GPU tests (fast subset, small shapes) under
   echo "$san --tool $tool ... pytest -m gpu -k \"$SANITIZE_K\" (output: $OUT/$tool.log)"
   SQUASH_SANITIZE=1 PYTORCH_NO_CUDA_MEMORY_CACHING=1 \
     "$san" --tool "$tool" --target-processes all --error-exitcode 1 --print-limit 50 \
-    "$PY" -m pytest -q -rs -p no:cacheprovider -m gpu -k "$SANITIZE_K" >"$OUT/$tool.log" 2>&1
+    "$PY" -m pytest -q -rs -p no:cacheprovider -m gpu -k "$SANITIZE_K" $SANITIZE_TESTS >"$OUT/$tool.log" 2>&1
+  local rc=$? ours theirs
+  # cuBLAS's own kernels (nvjet_*, reached through the dequantize + matmul path) report
+  # racecheck hazards that are not ours: the verdict counts only reports in other kernels.
+  theirs=$(grep -c "Race reported.*nvjet" "$OUT/$tool.log")
+  ours=$(grep -E "Race reported|Invalid __global__|Error: " "$OUT/$tool.log" | grep -vc nvjet)
+  echo "$tool: $ours report(s) in squash kernels, $theirs in cuBLAS nvjet kernels (pytest+sanitizer rc $rc)"
+  if [ "$tool" = racecheck ] && ((ours == 0)) && ((rc == 1)) && ((theirs > 0)) &&
+     grep -qE " passed" "$OUT/$tool.log" && ! grep -qE " failed" "$OUT/$tool.log"; then
+    return 0
+  fi
+  return $rc
 }
 stage_memcheck() { sanitize memcheck; }
 stage_racecheck() { sanitize racecheck; }
@@ -208,7 +237,7 @@ else
   NAMES+=("wheels") STATUS+=("n/a (no .whl/)") TIMES+=(0) LIMITS+=(0)
 fi
 
-BENCH_CAP=240  # bench.run gets --budget-s (limit - 30) = 210 s: its default, < 4 min in all
+BENCH_CAP=${BENCH_CAP:-240}  # bench.run gets --budget-s (limit - 30): 210 s by default, < 4 min in all
 stage build 240 $((60 + BENCH_CAP)) "" stage_build
 stage tests 180 "$BENCH_CAP" "" stage_tests
 stage cpp 200 "$BENCH_CAP" "" stage_cpp

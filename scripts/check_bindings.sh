@@ -12,7 +12,7 @@ CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
 [ -d "$CUDA_HOME/include" ] || { echo "check_bindings: no CUDA headers; skipping" >&2; exit 0; }
 mapfile -t incs < <($PY -c "import torch.utils.cpp_extension as e; print('\n'.join(e.include_paths()))")
 abi=$($PY -c "import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))")
-flags=(-std=c++20 -fsyntax-only -DSQUASH_WITH_CUDA=1 -D_GLIBCXX_USE_CXX11_ABI=$abi -Icsrc
+flags=(-std=c++$($PY -c "import inspect, torch.utils.cpp_extension as e; print(20 if '-std=c++20' in inspect.getsource(e) else 17)") -fsyntax-only -DSQUASH_WITH_CUDA=1 -D_GLIBCXX_USE_CXX11_ABI=$abi -Icsrc
        -Iscripts/stubs -isystem "$CUDA_HOME/include")
 for i in "${incs[@]}"; do flags+=(-isystem "$i"); done
 status=0
