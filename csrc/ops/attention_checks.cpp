@@ -25,31 +25,31 @@ void check_qkv(const char* op, const at::Tensor& q, const at::Tensor& k, const a
                const char* k_name, const char* v_name, int64_t dim, const char* q_layout,
                const char* kv_layout) {
   check_dtype(op, "q", q, {at::kHalf, at::kBFloat16, at::kFloat});
-  TORCH_CHECK_VALUE(k.scalar_type() == q.scalar_type(), "squash::", op, ": ", k_name,
+  SQUASH_CHECK_VALUE(k.scalar_type() == q.scalar_type(), "squash::", op, ": ", k_name,
                     " must have q's dtype ", q.scalar_type(), ", got ", k.scalar_type());
-  TORCH_CHECK_VALUE(v.scalar_type() == q.scalar_type(), "squash::", op, ": ", v_name,
+  SQUASH_CHECK_VALUE(v.scalar_type() == q.scalar_type(), "squash::", op, ": ", v_name,
                     " must have q's dtype ", q.scalar_type(), ", got ", v.scalar_type());
   check_dim(op, "q", q, dim, q_layout);
   check_dim(op, k_name, k, dim, kv_layout);
   check_dim(op, v_name, v, dim, kv_layout);
   check_same_device(op, k_name, k, q, "q");
   check_same_device(op, v_name, v, q, "q");
-  TORCH_CHECK_VALUE(k.sizes() == v.sizes(), "squash::", op, ": ", v_name, " must have ", k_name,
+  SQUASH_CHECK_VALUE(k.sizes() == v.sizes(), "squash::", op, ": ", v_name, " must have ", k_name,
                     "'s shape ", k.sizes(), ", got ", v.sizes());
 
   const int64_t hd = dim - 1, heads = dim - 2;
   const int64_t D = q.size(hd);
-  TORCH_CHECK_VALUE(D >= 1 && D <= kMaxHeadDim, "squash::", op, ": head_dim (q.shape[", hd,
+  SQUASH_CHECK_VALUE(D >= 1 && D <= kMaxHeadDim, "squash::", op, ": head_dim (q.shape[", hd,
                     "]) must be in [1, ", kMaxHeadDim, "], got ", D);
   check_size(op, k_name, k, hd, D, "head_dim of q");
   if (dim == 4) check_size(op, k_name, k, 0, q.size(0), "batch of q");
 
   const int64_t hq = q.size(heads), hkv = k.size(heads);
-  TORCH_CHECK_VALUE(hq > 0, "squash::", op, ": q must have at least one head, got shape ",
+  SQUASH_CHECK_VALUE(hq > 0, "squash::", op, ": q must have at least one head, got shape ",
                     q.sizes());
-  TORCH_CHECK_VALUE(hkv > 0, "squash::", op, ": ", k_name,
+  SQUASH_CHECK_VALUE(hkv > 0, "squash::", op, ": ", k_name,
                     " must have at least one head, got shape ", k.sizes());
-  TORCH_CHECK_VALUE(hq % hkv == 0, "squash::", op, ": heads of q (", hq,
+  SQUASH_CHECK_VALUE(hq % hkv == 0, "squash::", op, ": heads of q (", hq,
                     ") must be a multiple of heads of ", k_name, " (", hkv, ")");
 
   check_last_dim_contiguous(op, "q", q);
@@ -66,7 +66,7 @@ void check_index_tensor(const char* op, const char* arg, const at::Tensor& t, in
   if (len >= 0)
     check_size(op, arg, t, 0, len, what);
   else
-    TORCH_CHECK_VALUE(t.size(0) >= 1, "squash::", op, ": ", arg, " must have ", what,
+    SQUASH_CHECK_VALUE(t.size(0) >= 1, "squash::", op, ": ", arg, " must have ", what,
                       " >= 1 entries, got shape ", t.sizes());
   check_contiguous(op, arg, t);
 }
@@ -87,9 +87,9 @@ void check_attention_varlen_args(const at::Tensor& q, const at::Tensor& k, const
   check_index_tensor(op, "cu_seqlens_q", cu_seqlens_q, -1, "[batch + 1]", q);
   check_index_tensor(op, "cu_seqlens_k", cu_seqlens_k, cu_seqlens_q.size(0),
                      "[batch + 1] like cu_seqlens_q", q);
-  TORCH_CHECK_VALUE(max_seqlen_q >= 0, "squash::", op, ": max_seqlen_q must be >= 0, got ",
+  SQUASH_CHECK_VALUE(max_seqlen_q >= 0, "squash::", op, ": max_seqlen_q must be >= 0, got ",
                     max_seqlen_q);
-  TORCH_CHECK_VALUE(max_seqlen_k >= 0, "squash::", op, ": max_seqlen_k must be >= 0, got ",
+  SQUASH_CHECK_VALUE(max_seqlen_k >= 0, "squash::", op, ": max_seqlen_k must be >= 0, got ",
                     max_seqlen_k);
 }
 

@@ -11,6 +11,7 @@
 // per task), exact two-pass softmax (max, then exp/sum) per query row, output rounded once to
 // q's dtype. lse = max + log(sum) in fp32, natural log of the scaled scores.
 #include <ATen/ATen.h>
+#include "ops/message.h"
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -173,17 +174,17 @@ std::tuple<at::Tensor, at::Tensor> attention_cpu(const at::Tensor& q, const at::
 // cu_seqlens content: cu[0] >= 0, non-decreasing, cu[B] <= total, every length <= max_seqlen.
 void check_cu_seqlens(const char* arg, const int32_t* cu, int64_t n, int64_t total,
                       const char* total_name, int64_t max_seqlen, const char* max_name) {
-  TORCH_CHECK_VALUE(cu[0] >= 0, "squash::attention_varlen: ", arg, "[0] must be >= 0, got ",
+  SQUASH_CHECK_VALUE(cu[0] >= 0, "squash::attention_varlen: ", arg, "[0] must be >= 0, got ",
                     cu[0]);
   for (int64_t b = 0; b + 1 < n; ++b) {
-    TORCH_CHECK_VALUE(cu[b + 1] >= cu[b], "squash::attention_varlen: ", arg,
+    SQUASH_CHECK_VALUE(cu[b + 1] >= cu[b], "squash::attention_varlen: ", arg,
                       " must be non-decreasing, got ", arg, "[", b + 1, "]=", cu[b + 1], " < ",
                       arg, "[", b, "]=", cu[b]);
-    TORCH_CHECK_VALUE(cu[b + 1] - cu[b] <= max_seqlen, "squash::attention_varlen: sequence ", b,
+    SQUASH_CHECK_VALUE(cu[b + 1] - cu[b] <= max_seqlen, "squash::attention_varlen: sequence ", b,
                       " has length ", cu[b + 1] - cu[b], " (from ", arg, ") > ", max_name, "=",
                       max_seqlen);
   }
-  TORCH_CHECK_VALUE(cu[n - 1] <= total, "squash::attention_varlen: ", arg, "[-1]=", cu[n - 1],
+  SQUASH_CHECK_VALUE(cu[n - 1] <= total, "squash::attention_varlen: ", arg, "[-1]=", cu[n - 1],
                     " must be <= ", total_name, "=", total);
 }
 
@@ -236,7 +237,7 @@ std::tuple<at::Tensor, at::Tensor> attention_decode_cpu(const at::Tensor& q,
   const int32_t* lens = cache_seqlens.data_ptr<int32_t>();
   int64_t max_len = 0;
   for (int64_t b = 0; b < B; ++b) {
-    TORCH_CHECK_VALUE(lens[b] >= 0 && lens[b] <= Smax, "squash::attention_decode: cache_seqlens[",
+    SQUASH_CHECK_VALUE(lens[b] >= 0 && lens[b] <= Smax, "squash::attention_decode: cache_seqlens[",
                       b, "]=", lens[b], " must be in [0, ", Smax, "] (k_cache.shape[1])");
     max_len = std::max<int64_t>(max_len, lens[b]);
   }

@@ -3,8 +3,6 @@
 // so only dtypes, shapes, sizes and devices are checked here.
 #include "ops/formats.h"
 
-#include <sstream>
-
 #include "ops/checks.h"
 
 namespace squash {
@@ -13,33 +11,31 @@ std::string dtype_name(at::ScalarType t) { return std::string(c10::getDtypeNames
 
 void check_dtype_of(const char* op, const char* arg, const at::Tensor& t,
                     std::initializer_list<at::ScalarType> allowed) {
-  std::ostringstream s;
-  bool first = true;
+  std::string s;
   for (auto d : allowed) {
     if (t.scalar_type() == d) return;
-    s << (first ? "" : " or ") << dtype_name(d);
-    first = false;
+    s += (s.empty() ? "" : " or ") + dtype_name(d);
   }
-  TORCH_CHECK_VALUE(false, "squash::", op, ": ", arg, " must be ", s.str(), ", got ",
+  SQUASH_CHECK_VALUE(false, "squash::", op, ": ", arg, " must be ", s, ", got ",
                     dtype_name(t.scalar_type()));
 }
 
 void check_shape_is(const char* op, const char* arg, const at::Tensor& t,
                     at::IntArrayRef expected, const char* symbolic, const std::string& dtype_desc) {
-  TORCH_CHECK_VALUE(t.sizes() == expected, "squash::", op, ": ", arg, " must be ", symbolic, " = ",
+  SQUASH_CHECK_VALUE(t.sizes() == expected, "squash::", op, ": ", arg, " must be ", symbolic, " = ",
                     expected, " ", dtype_desc, ", got shape ", t.sizes());
 }
 
 int64_t check_int4_group_size(const char* op, int64_t group_size, int64_t K) {
-  TORCH_CHECK_VALUE(K % 2 == 0, "squash::", op,
+  SQUASH_CHECK_VALUE(K % 2 == 0, "squash::", op,
                     ": K must be even for int4 (two values per byte), got K=", K);
   const bool known = group_size == 32 || group_size == 64 || group_size == 128 ||
                      group_size == -1 || group_size == K;
-  TORCH_CHECK_VALUE(known, "squash::", op,
+  SQUASH_CHECK_VALUE(known, "squash::", op,
                     ": group_size must be 32, 64, 128, -1 (per-channel) or K=", K, ", got ",
                     group_size);
   const int64_t g = group_size == -1 ? K : group_size;
-  TORCH_CHECK_VALUE(K % g == 0, "squash::", op, ": group_size ", g, " must divide K=", K,
+  SQUASH_CHECK_VALUE(K % g == 0, "squash::", op, ": group_size ", g, " must divide K=", K,
                     " (K % group_size = ", K % g, "); use group_size=-1 for per-channel");
   return g;
 }
@@ -62,9 +58,9 @@ void check_int4_weight(const char* op, const at::Tensor& qweight, const at::Tens
 
 namespace {
 void check_weight_2d(const char* op, const char* arg, const at::Tensor& t) {
-  TORCH_CHECK_VALUE(t.dim() == 2, "squash::", op, ": ", arg,
+  SQUASH_CHECK_VALUE(t.dim() == 2, "squash::", op, ": ", arg,
                     " must be 2-D [N, K] (nn.Linear.weight [out, in]), got shape ", t.sizes());
-  TORCH_CHECK_VALUE(t.size(0) > 0 && t.size(1) > 0, "squash::", op, ": ", arg,
+  SQUASH_CHECK_VALUE(t.size(0) > 0 && t.size(1) > 0, "squash::", op, ": ", arg,
                     " must not be empty, got shape ", t.sizes());
 }
 }  // namespace
@@ -96,7 +92,7 @@ int64_t check_dequantize_int4_weight_args(const at::Tensor& qweight, const at::T
                                           int64_t group_size) {
   const char* op = "dequantize_int4_weight";
   check_dtype_of(op, "qweight", qweight, {at::kByte});
-  TORCH_CHECK_VALUE(qweight.dim() == 2 && qweight.size(0) > 0 && qweight.size(1) > 0,
+  SQUASH_CHECK_VALUE(qweight.dim() == 2 && qweight.size(0) > 0 && qweight.size(1) > 0,
                     "squash::", op, ": qweight must be a non-empty 2-D [N, K/2] uint8, got shape ",
                     qweight.sizes());
   const int64_t N = qweight.size(0), K = 2 * qweight.size(1);
@@ -108,7 +104,7 @@ int64_t check_dequantize_int4_weight_args(const at::Tensor& qweight, const at::T
 void check_pack_int4_args(const at::Tensor& values) {
   const char* op = "pack_int4";
   check_dtype_of(op, "values", values, {at::kByte});
-  TORCH_CHECK_VALUE(values.dim() >= 1 && values.size(-1) > 0 && values.size(-1) % 2 == 0,
+  SQUASH_CHECK_VALUE(values.dim() >= 1 && values.size(-1) > 0 && values.size(-1) % 2 == 0,
                     "squash::", op, ": values must be [..., K] with K even and > 0, got shape ",
                     values.sizes());
 }
@@ -116,7 +112,7 @@ void check_pack_int4_args(const at::Tensor& values) {
 void check_unpack_int4_args(const at::Tensor& packed) {
   const char* op = "unpack_int4";
   check_dtype_of(op, "packed", packed, {at::kByte});
-  TORCH_CHECK_VALUE(packed.dim() >= 1 && packed.size(-1) > 0, "squash::", op,
+  SQUASH_CHECK_VALUE(packed.dim() >= 1 && packed.size(-1) > 0, "squash::", op,
                     ": packed must be [..., K/2] with K/2 > 0, got shape ", packed.sizes());
 }
 

@@ -2,6 +2,7 @@
 // weight are independent, so every op is one at::parallel_for over rows; rounding is
 // round-half-to-even (cpu::rne_clamp in formats.h).
 #include <ATen/ATen.h>
+#include "ops/message.h"
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -138,7 +139,7 @@ at::Tensor pack_int4_cpu(const at::Tensor& values) {
   at::Tensor packed = at::empty(out_shape, v.options());
   if (rows == 0) return packed;
   const int vmax = v.max().item<uint8_t>();
-  TORCH_CHECK_VALUE(vmax <= 15, "squash::pack_int4: values must be in 0..15 (4-bit), got a value of ",
+  SQUASH_CHECK_VALUE(vmax <= 15, "squash::pack_int4: values must be in 0..15 (4-bit), got a value of ",
                     vmax);
   const uint8_t* src = v.const_data_ptr<uint8_t>();
   uint8_t* dst = packed.mutable_data_ptr<uint8_t>();

@@ -19,8 +19,8 @@ namespace {
 int64_t check_activation(const char* op, const char* arg, const at::Tensor& x,
                          std::initializer_list<at::ScalarType> dtypes) {
   check_dtype_of(op, arg, x, dtypes);
-  TORCH_CHECK_VALUE(x.dim() >= 1, "squash::", op, ": ", arg, " must be [..., K], got a 0-D tensor");
-  TORCH_CHECK_VALUE(x.size(-1) > 0, "squash::", op, ": ", arg,
+  SQUASH_CHECK_VALUE(x.dim() >= 1, "squash::", op, ": ", arg, " must be [..., K], got a 0-D tensor");
+  SQUASH_CHECK_VALUE(x.size(-1) > 0, "squash::", op, ": ", arg,
                     " must have K = shape[-1] > 0, got shape ", x.sizes());
   check_last_dim_contiguous(op, arg, x);
   return x.size(-1);
@@ -45,7 +45,7 @@ void check_bias(const char* op, const std::optional<at::Tensor>& bias, int64_t N
 int64_t check_int8_weight(const char* op, const at::Tensor& qweight, int64_t K, const at::Tensor& x,
                           const char* x_name) {
   check_dtype_of(op, "qweight", qweight, {at::kChar});
-  TORCH_CHECK_VALUE(qweight.dim() == 2 && qweight.size(0) > 0, "squash::", op,
+  SQUASH_CHECK_VALUE(qweight.dim() == 2 && qweight.size(0) > 0, "squash::", op,
                     ": qweight must be a non-empty 2-D [N, K] int8 with K=", K, ", got shape ",
                     qweight.sizes());
   check_shape_is(op, "qweight", qweight, {qweight.size(0), K}, "[N, K]", "int8");
@@ -72,7 +72,7 @@ void check_w4a16_gemm_args(const at::Tensor& x, const at::Tensor& qweight, const
   const char* op = "w4a16_gemm";
   const int64_t K = check_activation(op, "x", x, {at::kHalf, at::kBFloat16});
   const int64_t g = check_int4_group_size(op, group_size, K);
-  TORCH_CHECK_VALUE(qweight.dim() == 2 && qweight.size(0) > 0, "squash::", op,
+  SQUASH_CHECK_VALUE(qweight.dim() == 2 && qweight.size(0) > 0, "squash::", op,
                     ": qweight must be a non-empty 2-D [N, K/2] uint8 with K/2=", K / 2,
                     ", got shape ", qweight.sizes());
   const int64_t N = qweight.size(0);
@@ -88,7 +88,7 @@ void check_quantize_activation_args(const at::Tensor& x, const std::optional<at:
   check_activation(op, "x", x, {at::kFloat, at::kHalf, at::kBFloat16});
   if (scale) {
     check_dtype_of(op, "scale", *scale, {at::kFloat});
-    TORCH_CHECK_VALUE(scale->numel() == 1, "squash::", op,
+    SQUASH_CHECK_VALUE(scale->numel() == 1, "squash::", op,
                       ": scale (static, per-tensor) must have exactly 1 element, got shape ",
                       scale->sizes());
     check_same_device(op, "scale", *scale, x, "x");
@@ -99,7 +99,7 @@ void check_w8a8_gemm_args(const at::Tensor& x_q, const at::Tensor& x_scales, con
                           const at::Tensor& w_scales, const std::optional<at::Tensor>& bias,
                           at::ScalarType out_dtype) {
   const char* op = "w8a8_gemm";
-  TORCH_CHECK_VALUE(out_dtype == at::kHalf || out_dtype == at::kBFloat16 || out_dtype == at::kFloat,
+  SQUASH_CHECK_VALUE(out_dtype == at::kHalf || out_dtype == at::kBFloat16 || out_dtype == at::kFloat,
                     "squash::", op, ": out_dtype must be float16 or bfloat16 or float32, got ",
                     dtype_name(out_dtype));
   const int64_t K = check_activation(op, "x_q", x_q, {at::kChar});
@@ -107,14 +107,14 @@ void check_w8a8_gemm_args(const at::Tensor& x_q, const at::Tensor& x_scales, con
 
   check_dtype_of(op, "x_scales", x_scales, {at::kFloat});
   const auto rows = x_q.sizes().slice(0, x_q.dim() - 1);
-  TORCH_CHECK_VALUE(x_scales.numel() == 1 || x_scales.sizes() == rows, "squash::", op,
+  SQUASH_CHECK_VALUE(x_scales.numel() == 1 || x_scales.sizes() == rows, "squash::", op,
                     ": x_scales must be x_q.shape[:-1] = ", rows,
                     " float32 (per token) or have 1 element (per tensor), got shape ",
                     x_scales.sizes());
   check_weight_tensor(op, "x_scales", x_scales, x_q, "x_q");
 
   check_dtype_of(op, "w_scales", w_scales, {at::kFloat});
-  TORCH_CHECK_VALUE(w_scales.numel() == 1 || w_scales.sizes() == at::IntArrayRef{N}, "squash::", op,
+  SQUASH_CHECK_VALUE(w_scales.numel() == 1 || w_scales.sizes() == at::IntArrayRef{N}, "squash::", op,
                     ": w_scales must be [N] = [", N,
                     "] float32 (per channel) or have 1 element (per tensor), got shape ",
                     w_scales.sizes());

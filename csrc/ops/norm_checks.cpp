@@ -32,10 +32,10 @@ const char* bare_name(const char* op) {
 void check_affine(const char* op, const char* arg, const at::Tensor& t, const at::Tensor& x) {
   const int64_t hidden = x.size(-1);
   check_same_device(op, arg, t, x, "x");
-  TORCH_CHECK_VALUE(t.dim() == 1 && t.size(0) == hidden, "squash::", op, ": ", arg,
+  SQUASH_CHECK_VALUE(t.dim() == 1 && t.size(0) == hidden, "squash::", op, ": ", arg,
                     " must be 1-D [hidden=", hidden, "] (x has shape ", x.sizes(), "), got shape ",
                     t.sizes());
-  TORCH_CHECK_VALUE(t.scalar_type() == x.scalar_type() || t.scalar_type() == at::kFloat,
+  SQUASH_CHECK_VALUE(t.scalar_type() == x.scalar_type() || t.scalar_type() == at::kFloat,
                     "squash::", op, ": ", arg, " must be ", x.scalar_type(),
                     (x.scalar_type() == at::kFloat ? "" : " (like x) or Float"), ", got ",
                     t.scalar_type());
@@ -49,39 +49,39 @@ void check_norm_args(const char* op_name, const at::Tensor& x,
                      const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
                      double eps, const std::optional<at::Tensor>& static_scale) {
   const char* op = bare_name(op_name);
-  TORCH_CHECK_VALUE(x.dim() >= 1, "squash::", op,
+  SQUASH_CHECK_VALUE(x.dim() >= 1, "squash::", op,
                     ": x must have at least 1 dimension ([..., hidden]), got a 0-D tensor");
   check_dtype(op, "x", x, {at::kHalf, at::kBFloat16, at::kFloat});
-  TORCH_CHECK_VALUE(x.size(-1) > 0, "squash::", op,
+  SQUASH_CHECK_VALUE(x.size(-1) > 0, "squash::", op,
                     ": x.shape[-1] (hidden) must be > 0, got shape ", x.sizes());
   check_contiguous(op, "x", x);
 
   if (residual.has_value()) {
     const at::Tensor& r = *residual;
     check_same_device(op, "residual", r, x, "x");
-    TORCH_CHECK_VALUE(r.sizes() == x.sizes(), "squash::", op,
+    SQUASH_CHECK_VALUE(r.sizes() == x.sizes(), "squash::", op,
                       ": residual must have the shape of x ", x.sizes(), ", got shape ",
                       r.sizes());
-    TORCH_CHECK_VALUE(r.scalar_type() == x.scalar_type(), "squash::", op, ": residual must be ",
+    SQUASH_CHECK_VALUE(r.scalar_type() == x.scalar_type(), "squash::", op, ": residual must be ",
                       x.scalar_type(), " like x, got ", r.scalar_type());
     check_contiguous(op, "residual", r);
   }
   if (weight.has_value()) check_affine(op, "weight", *weight, x);
   if (bias.has_value()) check_affine(op, "bias", *bias, x);
 
-  TORCH_CHECK_VALUE(std::isfinite(eps) && eps >= 0.0, "squash::", op,
+  SQUASH_CHECK_VALUE(std::isfinite(eps) && eps >= 0.0, "squash::", op,
                     ": eps must be finite and >= 0, got ", eps);
 
   if (static_scale.has_value()) {
     const at::Tensor& s = *static_scale;
     check_same_device(op, "scale", s, x, "x");
     check_dtype(op, "scale", s, {at::kFloat});
-    TORCH_CHECK_VALUE(s.numel() == 1, "squash::", op,
+    SQUASH_CHECK_VALUE(s.numel() == 1, "squash::", op,
                       ": scale must have exactly 1 element (a static per-tensor scale), got shape ",
                       s.sizes());
     if (s.device().is_cpu()) {
       const float v = s.item<float>();
-      TORCH_CHECK_VALUE(std::isfinite(v) && v > 0.0f, "squash::", op,
+      SQUASH_CHECK_VALUE(std::isfinite(v) && v > 0.0f, "squash::", op,
                         ": scale must be finite and > 0, got ", v);
     }
   }

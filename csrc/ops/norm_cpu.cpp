@@ -15,6 +15,7 @@
 // reference is within half an fp32 ulp of the exact y; fp16 inputs near 65504 cannot overflow
 // (their squares are ~4e9), nor can fp32 inputs up to ~1e150.
 #include <ATen/ATen.h>
+#include "ops/message.h"
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -130,7 +131,7 @@ void dispatch_rows(at::ScalarType dtype, const RowArgs& a) {
     case at::kHalf: norm_rows<c10::Half, kKind, kQuant>(a); break;
     case at::kBFloat16: norm_rows<c10::BFloat16, kKind, kQuant>(a); break;
     case at::kFloat: norm_rows<float, kKind, kQuant>(a); break;
-    default: TORCH_CHECK(false, "squash norm (CPU): unreachable dtype ", dtype);
+    default: SQUASH_CHECK(false, "squash norm (CPU): unreachable dtype ", dtype);
   }
 }
 
@@ -144,7 +145,7 @@ NormOutputs run_norm(const char* op, NormKind kind, bool quant, const at::Tensor
                      const std::optional<at::Tensor>& bias, double eps,
                      const std::optional<at::Tensor>& scale) {
   check_norm_args(op, x, residual, weight, bias, eps, scale);
-  TORCH_CHECK_VALUE(x.device().is_cpu(), "squash::", op, ": the CPU kernel got x on ",
+  SQUASH_CHECK_VALUE(x.device().is_cpu(), "squash::", op, ": the CPU kernel got x on ",
                     x.device());
 
   NormOutputs o;

@@ -37,7 +37,7 @@ void check_vector_aligned(const char* arg, const at::Tensor& t) {
   const bool ok = reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0 &&
                   lead_stride(t, 0) % 8 == 0 && lead_stride(t, 1) % 8 == 0 &&
                   lead_stride(t, 2) % 8 == 0;
-  TORCH_CHECK_VALUE(ok, "squash::", kOp, ": on CUDA ", arg,
+  SQUASH_CHECK_VALUE(ok, "squash::", kOp, ": on CUDA ", arg,
                     " must start on a 16-byte boundary and have strides that are multiples of 8 "
                     "elements (call .contiguous() first), got strides ",
                     t.strides(), " and storage offset ", t.storage_offset());
@@ -46,7 +46,7 @@ void check_vector_aligned(const char* arg, const at::Tensor& t) {
 int sm_count(int device) {
   int n = 0;
   const cudaError_t err = cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device);
-  TORCH_CHECK(err == cudaSuccess, "squash::", kOp, ": cudaDeviceGetAttribute failed: ",
+  SQUASH_CHECK(err == cudaSuccess, "squash::", kOp, ": cudaDeviceGetAttribute failed: ",
               cudaGetErrorString(err));
   return n;
 }
@@ -58,18 +58,18 @@ std::tuple<at::Tensor, at::Tensor> attention_decode_cuda(const at::Tensor& q,
                                                          std::optional<double> softmax_scale,
                                                          bool causal) {
   check_attention_decode_args(q, k_cache, v_cache, cache_seqlens);
-  TORCH_CHECK_VALUE(is_half_type(q.scalar_type()), "squash::", kOp,
+  SQUASH_CHECK_VALUE(is_half_type(q.scalar_type()), "squash::", kOp,
                     ": on CUDA q must be Half or BFloat16, got ", q.scalar_type(),
                     " (float32 runs only on CPU)");
   const int64_t B = q.size(0), Sq = q.size(1), Hq = q.size(2), D = q.size(3);
   const int64_t Smax = k_cache.size(1), Hkv = k_cache.size(2);
-  TORCH_CHECK_VALUE(squash::attention::attention_decode_supports_head_dim(static_cast<int>(D)),
+  SQUASH_CHECK_VALUE(squash::attention::attention_decode_supports_head_dim(static_cast<int>(D)),
                     "squash::", kOp, ": on CUDA head_dim (q.shape[3]) must be 64, 128 or 256, got ",
                     D);
   constexpr int64_t kIntMax = std::numeric_limits<int32_t>::max();
-  TORCH_CHECK_VALUE(B <= kIntMax && Sq <= kIntMax && Hq <= kIntMax, "squash::", kOp,
+  SQUASH_CHECK_VALUE(B <= kIntMax && Sq <= kIntMax && Hq <= kIntMax, "squash::", kOp,
                     ": q is too large for the CUDA kernel, got shape ", q.sizes());
-  TORCH_CHECK_VALUE(Smax <= (int64_t{1} << 30), "squash::", kOp,
+  SQUASH_CHECK_VALUE(Smax <= (int64_t{1} << 30), "squash::", kOp,
                     ": on CUDA k_cache.shape[1] (max_seqlen) must be <= 2^30, got ", Smax);
   check_vector_aligned("q", q);
   check_vector_aligned("k_cache", k_cache);
@@ -123,7 +123,7 @@ std::tuple<at::Tensor, at::Tensor> attention_decode_cuda(const at::Tensor& q,
   const auto dtype = q.scalar_type() == at::kHalf ? sa::DecodeDtype::kFloat16
                                                    : sa::DecodeDtype::kBFloat16;
   const cudaError_t err = sa::attention_decode(p, dtype, c10::cuda::getCurrentCUDAStream());
-  TORCH_CHECK(err == cudaSuccess, "squash::", kOp, ": CUDA kernel failed: ",
+  SQUASH_CHECK(err == cudaSuccess, "squash::", kOp, ": CUDA kernel failed: ",
               cudaGetErrorString(err), " (q ", q.sizes(), ", k_cache ", k_cache.sizes(),
               ", num_splits ", p.num_splits, ")");
   return {out, lse};

@@ -14,6 +14,7 @@
 // "gemv_m16", "mma_m8" .. "mma_m64"), optionally ":<splits>", forces that kernel (an error if it
 // cannot run these arguments). Unset or empty: the heuristic.
 #include <ATen/ATen.h>
+#include "ops/message.h"
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <c10/util/Exception.h>
@@ -48,7 +49,7 @@ gemm::DType to_gemm_dtype(const char* op, at::ScalarType t) {
     case at::kHalf: return gemm::DType::kF16;
     case at::kBFloat16: return gemm::DType::kBF16;
     case at::kFloat: return gemm::DType::kF32;
-    default: TORCH_CHECK_VALUE(false, "squash::", op, ": unsupported dtype ", t);
+    default: SQUASH_CHECK_VALUE(false, "squash::", op, ": unsupported dtype ", t);
   }
   return gemm::DType::kF32;  // not reached
 }
@@ -95,7 +96,7 @@ std::optional<WoqPlan> forced_plan(const char* op) {
   const std::string name = s.substr(0, colon);
   int splits = 1;
   if (colon != std::string::npos) splits = std::atoi(s.c_str() + colon + 1);
-  TORCH_CHECK(splits >= 1 && splits <= 64, "squash::", op,
+  SQUASH_CHECK(splits >= 1 && splits <= 64, "squash::", op,
               ": SQUASH_WOQ_CONFIG splits must be in 1..64, got '", s, "'");
   for (int c = 0; c < static_cast<int>(GemvConfig::kCount); ++c) {
     const auto cfg = static_cast<GemvConfig>(c);
@@ -107,7 +108,7 @@ std::optional<WoqPlan> forced_plan(const char* op) {
     if (name == gemm::mma_config_info(cfg).name)
       return WoqPlan{WoqPath::kMma, GemvConfig::kM1, cfg, splits};
   }
-  TORCH_CHECK(false, "squash::", op, ": unknown SQUASH_WOQ_CONFIG '", s,
+  SQUASH_CHECK(false, "squash::", op, ": unknown SQUASH_WOQ_CONFIG '", s,
               "' (expected dequant, gemv_m1/2/4/8/16 or mma_m8/16/32/64, optionally :splits)");
   return std::nullopt;  // not reached
 }
@@ -129,22 +130,22 @@ at::Tensor woq_gemm_cuda(const char* op, int bits, const at::Tensor& x, const at
   // validation gap cannot become an illegal address).
   const int64_t K = x.size(-1);
   const int64_t N = qweight.size(0);
-  TORCH_CHECK(x.is_cuda() && qweight.device() == x.device() && scales.device() == x.device(),
+  SQUASH_CHECK(x.is_cuda() && qweight.device() == x.device() && scales.device() == x.device(),
               "squash::", op, ": x, qweight and scales must be on one CUDA device");
-  TORCH_CHECK(qweight.is_contiguous() && qweight.numel() == N * K * bits / 8, "squash::", op,
+  SQUASH_CHECK(qweight.is_contiguous() && qweight.numel() == N * K * bits / 8, "squash::", op,
               ": qweight must be contiguous [N, K", (bits == 4 ? "/2" : ""), "]");
-  TORCH_CHECK(group > 0 && K % group == 0 && scales.is_contiguous() &&
+  SQUASH_CHECK(group > 0 && K % group == 0 && scales.is_contiguous() &&
                   scales.numel() == N * (K / group),
               "squash::", op, ": scales must be contiguous [N, K/group]");
-  TORCH_CHECK(!zeros || (zeros->device() == x.device() && zeros->is_contiguous() &&
+  SQUASH_CHECK(!zeros || (zeros->device() == x.device() && zeros->is_contiguous() &&
                          zeros->scalar_type() == at::kByte && zeros->numel() == scales.numel()),
               "squash::", op, ": zeros must be contiguous uint8 like scales");
-  TORCH_CHECK(!bias || (bias->device() == x.device() && bias->is_contiguous() &&
+  SQUASH_CHECK(!bias || (bias->device() == x.device() && bias->is_contiguous() &&
                         bias->numel() == N && bias->scalar_type() == x.scalar_type()),
               "squash::", op, ": bias must be contiguous [N] of x's dtype");
-  TORCH_CHECK(scales.scalar_type() == at::kFloat || scales.scalar_type() == x.scalar_type(),
+  SQUASH_CHECK(scales.scalar_type() == at::kFloat || scales.scalar_type() == x.scalar_type(),
               "squash::", op, ": scales must be float32 or x's dtype");
-  TORCH_CHECK(N <= INT32_MAX && K <= INT32_MAX && N * K * bits / 8 < (int64_t{1} << 40), "squash::",
+  SQUASH_CHECK(N <= INT32_MAX && K <= INT32_MAX && N * K * bits / 8 < (int64_t{1} << 40), "squash::",
               op, ": weight too large");
 
   c10::cuda::CUDAGuard guard(x.device());
@@ -197,7 +198,7 @@ at::Tensor woq_gemm_cuda(const char* op, int bits, const at::Tensor& x, const at
                      M <= gemm::gemv_config_info(plan.gemv).max_m) ||
                     (plan.path == WoqPath::kMma && mma_ok &&
                      M <= gemm::mma_config_info(plan.mma).max_m);
-    TORCH_CHECK(ok, "squash::", op, ": SQUASH_WOQ_CONFIG=", plan_name(plan), " cannot run M=", M,
+    SQUASH_CHECK(ok, "squash::", op, ": SQUASH_WOQ_CONFIG=", plan_name(plan), " cannot run M=", M,
                 " N=", N, " K=", K, " group=", group);
   }
 
@@ -210,7 +211,7 @@ at::Tensor woq_gemm_cuda(const char* op, int bits, const at::Tensor& x, const at
     const cudaError_t err = plan.path == WoqPath::kGemv
                                 ? gemm::woq_gemv(p, plan.gemv, plan.splits, stream)
                                 : gemm::woq_mma(p, plan.mma, plan.splits, stream);
-    TORCH_CHECK(err == cudaSuccess, "squash::", op, ": CUDA error in the ", plan_name(plan),
+    SQUASH_CHECK(err == cudaSuccess, "squash::", op, ": CUDA error in the ", plan_name(plan),
                 " kernel (splits ", plan.splits, ", M=", M, " N=", N, " K=", K, " group=", group,
                 " ", x.scalar_type(), "): ", cudaGetErrorString(err));
     return out.view(out_shape);
@@ -219,7 +220,7 @@ at::Tensor woq_gemm_cuda(const char* op, int bits, const at::Tensor& x, const at
   // Dequantize + cuBLAS. The dequantized weight is a temporary of N*K x.dtype elements.
   at::Tensor w = at::empty({N, K}, x.options());
   const cudaError_t err = gemm::woq_dequantize(p, w.data_ptr(), stream);
-  TORCH_CHECK(err == cudaSuccess, "squash::", op, ": CUDA error in the dequantize kernel (N=", N,
+  SQUASH_CHECK(err == cudaSuccess, "squash::", op, ": CUDA error in the dequantize kernel (N=", N,
               " K=", K, " group=", group, " ", x.scalar_type(), "): ", cudaGetErrorString(err));
   return at::linear(x2, w, bias).view(out_shape);
 }
@@ -241,8 +242,8 @@ std::tuple<at::Tensor, at::Tensor> quantize_activation_int8_cuda(const at::Tenso
                                                                  const OptTensor& scale) {
   const char* op = "quantize_activation_int8";
   check_quantize_activation_args(x, scale);
-  TORCH_CHECK(x.is_cuda() && x.dim() >= 1, "squash::", op, ": x must be a CUDA tensor [..., K]");
-  TORCH_CHECK(!scale || (scale->device() == x.device() && scale->numel() == 1 &&
+  SQUASH_CHECK(x.is_cuda() && x.dim() >= 1, "squash::", op, ": x must be a CUDA tensor [..., K]");
+  SQUASH_CHECK(!scale || (scale->device() == x.device() && scale->numel() == 1 &&
                          scale->scalar_type() == at::kFloat),
               "squash::", op, ": scale must be float32 with one element on ", x.device());
   c10::cuda::CUDAGuard guard(x.device());
@@ -257,7 +258,7 @@ std::tuple<at::Tensor, at::Tensor> quantize_activation_int8_cuda(const at::Tenso
       x2.data_ptr(), to_gemm_dtype(op, x.scalar_type()), rows, K, rows > 1 ? x2.stride(0) : K,
       scale ? scale->data_ptr<float>() : nullptr, q.data_ptr<int8_t>(), scales.data_ptr<float>(),
       c10::cuda::getCurrentCUDAStream().stream());
-  TORCH_CHECK(err == cudaSuccess, "squash::", op, ": CUDA error in the quantize kernel (x ",
+  SQUASH_CHECK(err == cudaSuccess, "squash::", op, ": CUDA error in the quantize kernel (x ",
               x.sizes(), " ", x.scalar_type(), "): ", cudaGetErrorString(err));
   return {q, scales};
 }

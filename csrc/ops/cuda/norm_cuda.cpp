@@ -2,6 +2,7 @@
 // csrc/kernels/norm/norm_params.h). Validation is shared with the CPU ops (check_norm_args);
 // this file only shapes tensors into NormParams and launches the torch-free kernels.
 #include <ATen/ATen.h>
+#include "ops/message.h"
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <c10/util/Exception.h>
@@ -24,7 +25,7 @@ norm::DType to_norm_dtype(const char* op, at::ScalarType t) {
     case at::kHalf: return norm::DType::kFloat16;
     case at::kBFloat16: return norm::DType::kBFloat16;
     case at::kFloat: return norm::DType::kFloat32;
-    default: TORCH_CHECK_VALUE(false, "squash::", op, ": unsupported dtype ", t);
+    default: SQUASH_CHECK_VALUE(false, "squash::", op, ": unsupported dtype ", t);
   }
   return norm::DType::kFloat32;  // not reached
 }
@@ -50,16 +51,16 @@ NormOutputs run_norm(const char* op, norm::Kind kind, const at::Tensor& x,
   check_norm_args(op, x, residual, weight, bias, eps, scale);
   // What the kernel relies on for memory safety (check_norm_args already enforces these; kept
   // as cheap internal checks so a validation gap cannot become an illegal address).
-  TORCH_CHECK(x.is_cuda() && x.dim() >= 1, "squash::", op, ": x must be a CUDA tensor [..., H]");
+  SQUASH_CHECK(x.is_cuda() && x.dim() >= 1, "squash::", op, ": x must be a CUDA tensor [..., H]");
   const int64_t hidden = x.size(-1);
   for (const OptTensor* t : {&weight, &bias})
-    TORCH_CHECK(!t->has_value() || ((*t)->device() == x.device() && (*t)->numel() == hidden),
+    SQUASH_CHECK(!t->has_value() || ((*t)->device() == x.device() && (*t)->numel() == hidden),
                 "squash::", op, ": weight/bias must be [", hidden, "] on ", x.device());
-  TORCH_CHECK(!residual.has_value() ||
+  SQUASH_CHECK(!residual.has_value() ||
                   (residual->device() == x.device() && residual->sizes() == x.sizes() &&
                    residual->scalar_type() == x.scalar_type()),
               "squash::", op, ": residual must match x");
-  TORCH_CHECK(!scale.has_value() || (scale->device() == x.device() && scale->numel() == 1 &&
+  SQUASH_CHECK(!scale.has_value() || (scale->device() == x.device() && scale->numel() == 1 &&
                                      scale->scalar_type() == at::kFloat),
               "squash::", op, ": scale must be float32 with one element on ", x.device());
 
@@ -106,7 +107,7 @@ NormOutputs run_norm(const char* op, norm::Kind kind, const at::Tensor& x,
   }
   const at::ScalarType wtype =
       w.defined() ? w.scalar_type() : (b.defined() ? b.scalar_type() : x.scalar_type());
-  TORCH_CHECK(wtype == x.scalar_type() || wtype == at::kFloat, "squash::", op,
+  SQUASH_CHECK(wtype == x.scalar_type() || wtype == at::kFloat, "squash::", op,
               ": weight/bias must be ", x.scalar_type(), " or Float, got ", wtype);
   p.wdtype = to_norm_dtype(op, wtype);
   p.weight = w.defined() ? w.data_ptr() : nullptr;
@@ -123,7 +124,7 @@ NormOutputs run_norm(const char* op, norm::Kind kind, const at::Tensor& x,
   }
 
   const cudaError_t err = norm::norm_launch(p, c10::cuda::getCurrentCUDAStream().stream());
-  TORCH_CHECK(err == cudaSuccess, "squash::", op, ": CUDA error launching the norm kernel (x ",
+  SQUASH_CHECK(err == cudaSuccess, "squash::", op, ": CUDA error launching the norm kernel (x ",
               x.sizes(), " ", x.scalar_type(), ", weight/bias ", wtype, "): ",
               cudaGetErrorString(err));
   return res;
