@@ -31,6 +31,24 @@ class SlowGuard:
         if rec is not None and rec["median_us"] > SLOW_US:
             self.slow[impl] = rec["median_us"]
 
+    def measure(self, suite: str, case: str, impl: str, params: dict, make_fn, **kw) -> None:
+        """ctx.measure of one impl, unless it got too slow at a smaller M of this shape."""
+        if not self.blocked(impl, case):
+            self.update(impl, self.ctx.measure(suite, case, impl, params, make_fn, **kw))
+
+
+def run_weight_only(ctx, op: str, run_shape, config) -> None:
+    """The w4a16/w8a16 loop: every dtype x Llama shape of `config(ctx)`, squash when `op` has a
+    CUDA kernel; run_shape(ctx, dtype, K, N, ms, squash) times one shape at every M."""
+    shapes, ms, dtypes = config(ctx)
+    squash = ctx.has_squash(op)
+    for dn in dtypes:
+        for K, N in shapes:
+            if ctx.out_of_time():
+                return
+            run_shape(ctx, DTYPES[dn], K, N, ms, squash)
+            ctx.free()
+
 
 def try_prepare(fn):
     """(value, None) or (None, 'ExcType: message'): for setup shared by many cases."""

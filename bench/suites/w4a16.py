@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ..harness import Context, dtype_name, rand, rotating
-from ._common import DTYPES, LLAMA_SHAPES, TINY_SHAPES, SlowGuard, try_prepare
+from ._common import LLAMA_SHAPES, TINY_SHAPES, SlowGuard, run_weight_only, try_prepare
 
 BUDGET_WEIGHT = 30
 SUITE = "w4a16"
@@ -24,14 +24,7 @@ def config(ctx: Context):
 
 
 def run(ctx: Context) -> None:
-    shapes, ms, dtypes = config(ctx)
-    squash = ctx.has_squash("w4a16_gemm")
-    for dn in dtypes:
-        for K, N in shapes:
-            if ctx.out_of_time():
-                return
-            run_shape(ctx, DTYPES[dn], K, N, ms, squash)
-            ctx.free()
+    run_weight_only(ctx, "w4a16_gemm", run_shape, config)
 
 
 def run_shape(ctx: Context, dt: torch.dtype, K: int, N: int, ms: list[int], squash: bool) -> None:
@@ -59,20 +52,19 @@ def run_shape(ctx: Context, dt: torch.dtype, K: int, N: int, ms: list[int], squa
         act = M * K * es + M * N * es
         flops = 2 * M * N * K
 
-        if not guard.blocked("cublas", case):
-            guard.update("cublas", ctx.measure(
-                SUITE, case, "cublas", params, lambda: lambda i: F.linear(x, dense[i % len(dense)]),
-                flops=flops, nbytes=N * K * es + act))
+        guard.measure(
+            SUITE, case, "cublas", params, lambda: lambda i: F.linear(x, dense[i % len(dense)]),
+            flops=flops, nbytes=N * K * es + act)
         if tg_err:
             ctx.skip("tinygemm", case, tg_err)
-        elif not guard.blocked("tinygemm", case):
-            guard.update("tinygemm", ctx.measure(
+        else:
+            guard.measure(
                 SUITE, case, "tinygemm", params,
                 lambda: lambda i: torch.ops.aten._weight_int4pack_mm(x, tg[i % len(tg)][0], g, tg[i % len(tg)][1]),
-                flops=flops, nbytes=w_bytes + (K // g) * N * 2 * es + act))
-        if squash and not guard.blocked("squash", case):
+                flops=flops, nbytes=w_bytes + (K // g) * N * 2 * es + act)
+        if squash:
             op = torch.ops.squash.w4a16_gemm
-            guard.update("squash", ctx.measure(
+            guard.measure(
                 SUITE, case, "squash", params,
                 lambda: lambda i: op(x, sq[i % len(sq)][0], sq[i % len(sq)][1], None, g, None),
-                flops=flops, nbytes=w_bytes + N * (K // g) * 4 + act))
+                flops=flops, nbytes=w_bytes + N * (K // g) * 4 + act)

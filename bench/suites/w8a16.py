@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ..harness import Context, dtype_name, rand, rotating
-from ._common import DTYPES, SlowGuard
+from ._common import SlowGuard, run_weight_only
 from .w4a16 import config
 
 BUDGET_WEIGHT = 25
@@ -14,14 +14,7 @@ SUITE = "w8a16"
 
 
 def run(ctx: Context) -> None:
-    shapes, ms, dtypes = config(ctx)
-    squash = ctx.has_squash("w8a16_gemm")
-    for dn in dtypes:
-        for K, N in shapes:
-            if ctx.out_of_time():
-                return
-            run_shape(ctx, DTYPES[dn], K, N, ms, squash)
-            ctx.free()
+    run_weight_only(ctx, "w8a16_gemm", run_shape, config)
 
 
 def run_shape(ctx: Context, dt: torch.dtype, K: int, N: int, ms: list[int], squash: bool) -> None:
@@ -40,18 +33,16 @@ def run_shape(ctx: Context, dt: torch.dtype, K: int, N: int, ms: list[int], squa
         act = M * K * es + M * N * es
         flops = 2 * M * N * K
 
-        if not guard.blocked("cublas", case):
-            guard.update("cublas", ctx.measure(
-                SUITE, case, "cublas", params, lambda: lambda i: F.linear(x, dense[i % len(dense)]),
-                flops=flops, nbytes=N * K * es + act))
-        if not guard.blocked("int8pack", case):
-            guard.update("int8pack", ctx.measure(
-                SUITE, case, "int8pack", params,
-                lambda: lambda i: torch.ops.aten._weight_int8pack_mm(x, i8[i % len(i8)][0], i8[i % len(i8)][1]),
-                flops=flops, nbytes=N * K + N * es + act))
-        if squash and not guard.blocked("squash", case):
+        guard.measure(
+            SUITE, case, "cublas", params, lambda: lambda i: F.linear(x, dense[i % len(dense)]),
+            flops=flops, nbytes=N * K * es + act)
+        guard.measure(
+            SUITE, case, "int8pack", params,
+            lambda: lambda i: torch.ops.aten._weight_int8pack_mm(x, i8[i % len(i8)][0], i8[i % len(i8)][1]),
+            flops=flops, nbytes=N * K + N * es + act)
+        if squash:
             op = torch.ops.squash.w8a16_gemm
-            guard.update("squash", ctx.measure(
+            guard.measure(
                 SUITE, case, "squash", params,
                 lambda: lambda i: op(x, sq[i % len(sq)][0], sq[i % len(sq)][1], None),
-                flops=flops, nbytes=N * K + N * 4 + act))
+                flops=flops, nbytes=N * K + N * 4 + act)
