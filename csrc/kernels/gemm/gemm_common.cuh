@@ -23,6 +23,18 @@ __device__ __forceinline__ float2 half2_bits_to_float2(uint32_t bits) {
   return __half22float2(h);
 }
 
+// Split-K: this block's chunks [begin, end) of the ceil(K / chunk) chunks of K, blockIdx.y of
+// gridDim.y splits (block-uniform, so __syncthreads inside the chunk loop is reached by all).
+struct ChunkRange {
+  int begin, end;
+};
+__device__ __forceinline__ ChunkRange split_k_chunks(int K, int chunk) {
+  const int num_chunks = (K + chunk - 1) / chunk;
+  const int per_split = (num_chunks + gridDim.y - 1) / gridDim.y;
+  const int begin = blockIdx.y * per_split;
+  return {begin, min(num_chunks, begin + per_split)};
+}
+
 template <typename T>
 struct Cvt;
 

@@ -114,11 +114,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32) woq_gemv_kernel(const WoqGemm
   const uint8_t* __restrict__ wq = static_cast<const uint8_t*>(p.qweight);
   const T* __restrict__ x = static_cast<const T*>(p.x);
 
-  // This block's chunks of K (block-uniform, so every __syncthreads below is reached by all).
-  const int num_chunks = (K + Tr::kKC - 1) / Tr::kKC;
-  const int per_split = (num_chunks + gridDim.y - 1) / gridDim.y;
-  const int c_begin = blockIdx.y * per_split;
-  const int c_end = min(num_chunks, c_begin + per_split);
+  const auto [c_begin, c_end] = split_k_chunks(K, Tr::kKC);
 
   // One chunk of weights for this lane: R rows x S loads, with the scale and 2^23 + zero of the
   // group each load falls in.

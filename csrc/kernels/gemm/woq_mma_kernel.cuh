@@ -87,10 +87,7 @@ __global__ void __launch_bounds__(128, 1) woq_mma_kernel(const WoqGemmParams p) 
   const uint8_t* __restrict__ wq = static_cast<const uint8_t*>(p.qweight);
   const T* __restrict__ x = static_cast<const T*>(p.x);
 
-  const int num_chunks = (K + Tr::kKC - 1) / Tr::kKC;
-  const int per_split = (num_chunks + gridDim.y - 1) / gridDim.y;
-  const int c_begin = blockIdx.y * per_split;
-  const int c_end = min(num_chunks, c_begin + per_split);
+  const auto [c_begin, c_end] = split_k_chunks(K, Tr::kKC);
 
   // One chunk of this thread's weights: U scale blocks x rows (g, g+8) x one 16-byte load, with
   // the scale and (int4) the packed 16-bit magic zero of each.
