@@ -176,7 +176,7 @@ stage_cpp() {
     step build/decode_bench --check
     step "$san" --tool memcheck --error-exitcode 1 build/decode_bench --quick
     step "$san" --tool racecheck --error-exitcode 1 build/decode_bench --quick
-    [ -n "${CPP_TIMINGS:-}" ] && step build/decode_bench --bench
+    [ -n "${CPP_TIMINGS:-}" ] && step build/decode_bench --bench --sweep
   else rc=1; fi
   return $rc
 }

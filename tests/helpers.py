@@ -10,7 +10,3 @@ def rel_mean_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     """Marlin's metric: mean|out - ref| / mean|ref|, computed in float64."""
     out, ref = out.double(), ref.double()
     return ((out - ref).abs().mean() / ref.abs().mean().clamp_min(1e-30)).item()
-
-
-def max_abs_err(out: torch.Tensor, ref: torch.Tensor) -> float:
-    return (out.double() - ref.double()).abs().max().item()

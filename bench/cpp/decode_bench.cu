@@ -1,7 +1,7 @@
 // Torch-free check and microbenchmark of attention_decode (csrc/kernels/attention).
 //
-// Build (repository root; not part of CMake; bench/cpp/decode_gpu.sh does build + check +
-// compute-sanitizer + sweep in one go):
+// Build (repository root; not part of CMake; bench/gpu_check.sh's stage cpp builds it against
+// the kernel library and runs --check and compute-sanitizer, CPP_TIMINGS=1 adds --bench --sweep):
 //   mkdir -p build && nvcc -std=c++17 -O3 --use_fast_math --expt-relaxed-constexpr \
 //     -gencode=arch=compute_90a,code=sm_90a -Icsrc/kernels bench/cpp/decode_bench.cu \
 //     csrc/kernels/attention/decode_launch.cu csrc/kernels/attention/decode_hd*.cu \
