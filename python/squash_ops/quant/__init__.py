@@ -1,0 +1,9 @@
+"""Model-level quantization: configs and the quantized replacements of ``nn.Linear``."""
+
+from .config import QuantConfig, W4A16Config, W8A8Config, W8A16Config, config_from_dict, config_to_dict
+from .linear import QuantizedActivation, W4A16Linear, W8A8Linear, W8A16Linear, quantize_linear
+
+__all__ = [
+    "QuantConfig", "W4A16Config", "W8A8Config", "W8A16Config", "config_from_dict", "config_to_dict",
+    "QuantizedActivation", "W4A16Linear", "W8A8Linear", "W8A16Linear", "quantize_linear",
+]

@@ -1,0 +1,214 @@
+"""Quantized drop-in replacements for ``nn.Linear``.
+
+Each module holds its weight in the canonical checkpoint format (docs/FORMATS.md), packed once in
+``from_linear``, and calls one ``torch.ops.squash`` GEMM per forward, so the same module runs on
+the CPU reference and on the CUDA kernels and goes through ``torch.compile`` without breaks.
+Weight quantization itself runs on the CPU (the format ops are load-time work).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from .. import ops
+from .config import QuantConfig, W4A16Config, W8A8Config, W8A16Config
+
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+class QuantizedActivation(NamedTuple):
+    """An int8 activation already quantized upstream (e.g. by a fused norm + quant op).
+
+    ``W8A8Linear`` consumes it without re-quantizing. ``scales`` is float32 per token
+    (``q.shape[:-1]``) or one element; ``dtype`` is the float dtype the activation stands for,
+    which is also the dtype of the linear's output.
+    """
+
+    q: torch.Tensor
+    scales: torch.Tensor
+    dtype: torch.dtype
+
+
+def _compute_dtype(weight: torch.Tensor, requested: torch.dtype | None) -> torch.dtype:
+    """Activation dtype of the weight-only GEMMs: fp16/bf16 (the ops' contract); an fp32 model
+    runs its quantized layers in bf16 (same exponent range as fp32, so no overflow)."""
+    if requested is not None:
+        if requested not in _HALF_DTYPES:
+            raise ValueError(f"compute_dtype must be float16 or bfloat16, got {requested}")
+        return requested
+    return weight.dtype if weight.dtype in _HALF_DTYPES else torch.bfloat16
+
+
+class _QuantLinear(nn.Module):
+    """Shared bookkeeping: sizes, the scheme's config and the repr."""
+
+    config: QuantConfig
+
+    def __init__(self, in_features: int, out_features: int, config: QuantConfig):
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.config = config
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, config={self.config}"
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"{type(self).__name__}: input must be [..., {self.in_features}], got shape {list(x.shape)}"
+            )
+
+
+class W8A16Linear(_QuantLinear):
+    """y = x @ (q * s).T + bias with int8 ``qweight`` [N, K] and float32 ``scales`` [N]."""
+
+    def __init__(self, in_features, out_features, bias=True, compute_dtype=torch.bfloat16, device=None):
+        super().__init__(in_features, out_features, W8A16Config())
+        self.compute_dtype = _compute_dtype(torch.empty(0, dtype=compute_dtype), compute_dtype)
+        self.register_buffer("qweight", torch.zeros(out_features, in_features, dtype=torch.int8, device=device))
+        self.register_buffer("scales", torch.zeros(out_features, dtype=torch.float32, device=device))
+        self.register_buffer(
+            "bias", torch.zeros(out_features, dtype=self.compute_dtype, device=device) if bias else None
+        )
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, config: W8A16Config | None = None, compute_dtype=None):
+        w = linear.weight.detach()
+        m = cls(linear.in_features, linear.out_features, linear.bias is not None, _compute_dtype(w, compute_dtype))
+        q, s = ops.quantize_int8_weight(w.to("cpu", torch.float32))
+        m.qweight.copy_(q)
+        m.scales.copy_(s)
+        if linear.bias is not None:
+            m.bias.copy_(linear.bias.detach())
+        return m.to(w.device)
+
+    def dequantized_weight(self) -> torch.Tensor:
+        return ops.dequantize_int8_weight(self.qweight.cpu(), self.scales.cpu())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        y = ops.w8a16_gemm(x.to(self.compute_dtype), self.qweight, self.scales, bias=self.bias)
+        return y.to(x.dtype)
+
+
+class W4A16Linear(_QuantLinear):
+    """y = x @ ((q - z) * s).T + bias with int4 ``qweight`` [N, K/2] (two values per byte),
+    float32 ``scales`` [N, K/g] and uint8 ``zeros`` [N, K/g] (None when symmetric: zero 8)."""
+
+    def __init__(
+        self, in_features, out_features, bias=True, config: W4A16Config = W4A16Config(),
+        compute_dtype=torch.bfloat16, device=None,
+    ):
+        super().__init__(in_features, out_features, config)
+        group = in_features if config.group_size == -1 else config.group_size
+        if in_features % 2 or in_features % group:
+            raise ValueError(
+                f"W4A16Linear: in_features must be even and a multiple of group_size {config.group_size}, "
+                f"got {in_features}"
+            )
+        self.compute_dtype = _compute_dtype(torch.empty(0, dtype=compute_dtype), compute_dtype)
+        n_groups = in_features // group
+        self.register_buffer("qweight", torch.zeros(out_features, in_features // 2, dtype=torch.uint8, device=device))
+        self.register_buffer("scales", torch.zeros(out_features, n_groups, dtype=torch.float32, device=device))
+        self.register_buffer(
+            "zeros",
+            None if config.symmetric else torch.zeros(out_features, n_groups, dtype=torch.uint8, device=device),
+        )
+        self.register_buffer(
+            "bias", torch.zeros(out_features, dtype=self.compute_dtype, device=device) if bias else None
+        )
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, config: W4A16Config = W4A16Config(), compute_dtype=None):
+        w = linear.weight.detach()
+        m = cls(linear.in_features, linear.out_features, linear.bias is not None, config,
+                _compute_dtype(w, compute_dtype))
+        q, s, z = ops.quantize_int4_weight(w.to("cpu", torch.float32), config.group_size, config.symmetric)
+        m.qweight.copy_(q)
+        m.scales.copy_(s)
+        if m.zeros is not None:
+            m.zeros.copy_(z)
+        if linear.bias is not None:
+            m.bias.copy_(linear.bias.detach())
+        return m.to(w.device)
+
+    def dequantized_weight(self) -> torch.Tensor:
+        zeros = None if self.zeros is None else self.zeros.cpu()
+        return ops.dequantize_int4_weight(self.qweight.cpu(), self.scales.cpu(), zeros, self.config.group_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        y = ops.w4a16_gemm(x.to(self.compute_dtype), self.qweight, self.scales, zeros=self.zeros,
+                           group_size=self.config.group_size, bias=self.bias)
+        return y.to(x.dtype)
+
+
+class W8A8Linear(_QuantLinear):
+    """int8 x int8 with int32 accumulation: y = (x_q @ q.T) * x_scale[token] * w_scale[n] + bias.
+
+    Input: a float tensor (quantized here: per token when dynamic, with the calibrated per-tensor
+    ``input_scale`` when static) or a ``QuantizedActivation`` from a fused norm + quant op.
+    Output dtype: the input's float dtype.
+    """
+
+    def __init__(self, in_features, out_features, bias=True, config: W8A8Config = W8A8Config(), device=None):
+        super().__init__(in_features, out_features, config)
+        self.register_buffer("qweight", torch.zeros(out_features, in_features, dtype=torch.int8, device=device))
+        self.register_buffer("scales", torch.zeros(out_features, dtype=torch.float32, device=device))
+        # float32 bias: the op adds it in fp32 before the one rounding to the output dtype.
+        self.register_buffer("bias", torch.zeros(out_features, dtype=torch.float32, device=device) if bias else None)
+        # Static mode only; set by calibrate() / set_input_scale, saved with the model.
+        self.register_buffer("input_scale", None)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, config: W8A8Config = W8A8Config()):
+        w = linear.weight.detach()
+        m = cls(linear.in_features, linear.out_features, linear.bias is not None, config)
+        q, s = ops.quantize_int8_weight(w.to("cpu", torch.float32))
+        m.qweight.copy_(q)
+        m.scales.copy_(s)
+        if linear.bias is not None:
+            m.bias.copy_(linear.bias.detach())
+        return m.to(w.device)
+
+    def set_input_scale(self, scale: float | torch.Tensor) -> None:
+        """Per-tensor activation scale (absmax / 127 of the calibrated range) for static mode."""
+        scale = torch.as_tensor(scale, dtype=torch.float32).reshape(1)
+        if not bool(torch.isfinite(scale).all()) or float(scale) <= 0:
+            raise ValueError(f"W8A8Linear: input scale must be a finite positive number, got {float(scale)}")
+        self.input_scale = scale.to(self.qweight.device)
+
+    def dequantized_weight(self) -> torch.Tensor:
+        return ops.dequantize_int8_weight(self.qweight.cpu(), self.scales.cpu())
+
+    def quantize_input(self, x: torch.Tensor) -> QuantizedActivation:
+        self._check_input(x)
+        if self.config.activation == "static":
+            if self.input_scale is None:
+                raise RuntimeError(
+                    "W8A8Linear: static activation scale not set; run squash_ops.calibrate(model, batches) "
+                    "or set_input_scale() first"
+                )
+            q, s = ops.quantize_activation_int8(x, self.input_scale)
+        else:
+            q, s = ops.quantize_activation_int8(x)
+        return QuantizedActivation(q, s, x.dtype)
+
+    def forward(self, x: torch.Tensor | QuantizedActivation) -> torch.Tensor:
+        if not isinstance(x, QuantizedActivation):
+            x = self.quantize_input(x)
+        elif x.q.shape[-1] != self.in_features:
+            raise ValueError(f"W8A8Linear: input must be [..., {self.in_features}], got shape {list(x.q.shape)}")
+        return ops.w8a8_gemm(x.q, x.scales, self.qweight, self.scales, bias=self.bias, out_dtype=x.dtype)
+
+
+MODULES: dict[str, type[_QuantLinear]] = {"w8a16": W8A16Linear, "w4a16": W4A16Linear, "w8a8": W8A8Linear}
+
+
+def quantize_linear(linear: nn.Linear, config: QuantConfig) -> _QuantLinear:
+    """The quantized module for ``config``, packed from ``linear``'s weight (``linear`` unchanged)."""
+    return MODULES[config.name].from_linear(linear, config)
