@@ -95,7 +95,7 @@ class ReplaceReport:
         from rich.table import Table
 
         table = Table(title="replace_linear", caption=self.summary())
-        table.add_column("layer", no_wrap=True)
+        table.add_column("layer", overflow="fold")
         table.add_column("scheme", no_wrap=True)
         table.add_column("why skipped", overflow="fold")
         for name, scheme, why in self._rows():
