@@ -23,7 +23,6 @@ import squash_ops
 import squash_ops.hf
 from squash_ops.hf import GreedyDecoder, LengthsMask, PaddedMask
 from squash_ops.hf.decode import cache_kwarg
-from squash_ops.quant import W4A16Config, quantize_linear
 
 from helpers import rel_mean_err
 
@@ -212,6 +211,7 @@ def squash_mask(**kw):
     (7, 0, 7, False),    # prefill
     (1, 9, 10, False),   # decode, DynamicCache
     (3, 6, 16, True),    # chunk into a StaticCache of 16
+    (2, 5, 9, False),    # more keys than past + new with an int offset: lengths built on the host side
 ])
 def test_mask_dense_form_matches_sdpa_mask(causal, q_length, q_offset, kv_length, static):
     B, filled = 3, q_offset + q_length
@@ -257,6 +257,14 @@ def test_refuses_sliding_window():
     model = mistral(4)
     with pytest.raises(NotImplementedError, match="sliding window.*fallback='sdpa'"):
         forward(model, "squash", torch.randint(3, VOCAB, (2, 9)))
+
+
+def test_refuses_packed_sequences(models):
+    """Packed sequences (position ids restarting in a row): the error also names the torch.compile
+    case, where transformers assumes packing whenever there is neither a mask nor a cache."""
+    ids, positions = torch.randint(3, VOCAB, (1, 7)), torch.tensor([[0, 1, 2, 0, 1, 2, 3]])
+    with pytest.raises(NotImplementedError, match="packed sequences.*neither an attention_mask nor a cache"):
+        forward(models["llama"], "squash", ids, position_ids=positions, use_cache=False)
 
 
 def test_refuses_dense_user_mask(models):
@@ -306,10 +314,8 @@ def quantized_llama(config=LLAMA, group_size=32, dtype=torch.float32):
     """Tiny Llama with every nn.Linear (lm_head included) replaced by W4A16Linear."""
     model = build("llama") if config is LLAMA else LlamaForCausalLM(LlamaConfig(**config)).eval()
     model.to(dtype)
-    for parent in list(model.modules()):
-        for child_name, child in list(parent.named_children()):
-            if isinstance(child, torch.nn.Linear):
-                setattr(parent, child_name, quantize_linear(child, W4A16Config(group_size=group_size)))
+    report = squash_ops.replace_linear(model, squash_ops.W4A16Config(group_size=group_size))
+    assert not report.skipped and not any(isinstance(m, torch.nn.Linear) for m in model.modules())
     model.set_attn_implementation("squash")
     return model
 
@@ -376,13 +382,6 @@ def test_compile_fullgraph_static_cache_decode(qllama):
     assert torch.equal(got, eager)
 
 
-def test_compile_without_mask_or_cache_names_the_workaround(qllama):
-    """Without mask and cache transformers' tracing path assumes packed sequences (a mask pattern
-    the ops cannot express); the error says what to pass instead."""
-    with torch.no_grad(), pytest.raises(Exception, match="pass an attention_mask or a cache"):
-        compiled(lambda i: qllama(i, use_cache=False).logits)(torch.randint(3, VOCAB, (1, 5)))
-
-
 @pytest.mark.gpu
 def test_cuda_graph_decode_replay():
     """W4A16 + squash attention on CUDA (bf16), one decode step captured and replayed: the replayed
@@ -410,8 +409,11 @@ def test_cuda_graph_decode_replay():
             assert torch.equal(tokens, eager_tokens)
             torch.testing.assert_close(dec.logits, eager_logits, rtol=0, atol=0)
         # The CUDA kernels vs the CPU reference ops: a full forward over prompt + generated tokens.
-        seq = torch.cat([prompt, eager_tokens[:, :-1]], 1)
-        ref = cpu_model(seq.cpu()).logits[:, -1].float()
+        # Bound (FlashAttention's rule at model level): two bf16 implementations may differ by at
+        # most what bf16 itself costs, i.e. the same model's bf16-vs-fp32 gap (on CPU: 2.3e-2, while
+        # the CPU decode path vs the CPU full forward differ by 3e-3; a wrong kernel gives ~1).
+        seq = torch.cat([prompt, eager_tokens[:, :-1]], 1).cpu()
+        ref = cpu_model(seq).logits[:, -1].float()
+        ref32 = copy.deepcopy(cpu_model).float()(seq).logits[:, -1]
     got = eager_logits.float().cpu()
-    # bf16 activations round to 2^-8 relative at every layer boundary, differently on each side.
-    assert rel_mean_err(got, ref) < 2e-2
+    assert rel_mean_err(got, ref) <= rel_mean_err(ref, ref32)

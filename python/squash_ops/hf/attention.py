@@ -181,7 +181,7 @@ def _unsupported(name: str, fallback: str, what: str) -> None:
             f"squash attention ({name!r}): {what} is not supported by the squash ops; register with "
             f"squash_ops.hf.register({name!r}, fallback='sdpa') to run such calls with PyTorch SDPA, or "
             "use attn_implementation='sdpa'"
-        )
+        ) from None
     if what not in _warned:
         _warned.add(what)
         _log.warning("squash attention (%r): %s is not supported by the squash ops; using SDPA there", name, what)
@@ -228,9 +228,8 @@ def _build_mask(batch_size, q_length, kv_length, q_offset, kv_offset, mask_funct
     else:
         raise _Unsupported(
             "a mask pattern other than plain causal/bidirectional attention with padding (sliding window, "
-            "chunked attention, packed sequences or a model-specific overlay"
-            + ("; under torch.compile, pass an attention_mask or a cache so transformers does not assume "
-               "packed sequences" if torch.compiler.is_compiling() else "") + ")"
+            "chunked attention, a model-specific overlay, or packed sequences, which transformers also assumes "
+            "under torch.compile when a forward has neither an attention_mask nor a cache: pass one)"
         )
     if kv_offset != 0:
         raise _Unsupported(f"a key offset (kv_offset={kv_offset}, a sliding-window cache)")
@@ -247,9 +246,12 @@ def _build_mask(batch_size, q_length, kv_length, q_offset, kv_offset, mask_funct
             attention_mask = None
 
     if attention_mask is None:
-        if static or filled != kv_length:
-            seqlens = torch.as_tensor(filled, device=device).to(torch.int32).reshape(1).repeat(batch_size)
-            return LengthsMask(causal, seqlens)
+        if static:  # the filled length lives on the device (no host read, capturable)
+            return LengthsMask(causal, filled.to(torch.int32).reshape(1).repeat(batch_size))
+        if filled != kv_length:
+            # torch.full, not as_tensor: a fill kernel, where a host-to-device copy of a Python
+            # int would not replay correctly from a CUDA graph.
+            return LengthsMask(causal, torch.full((batch_size,), filled, dtype=torch.int32, device=device))
         return None
 
     key_valid = attention_mask
