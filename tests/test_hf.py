@@ -214,7 +214,8 @@ def squash_mask(**kw):
     (2, 5, 9, False),    # more keys than past + new with an int offset: lengths built on the host side
 ])
 def test_mask_dense_form_matches_sdpa_mask(causal, q_length, q_offset, kv_length, static):
-    B, filled = 3, q_offset + q_length
+    # Keys that exist: past + new tokens; bidirectional attention without a cache sees all kv_length.
+    B, filled = 3, (q_offset + q_length if causal or static else kv_length)
     pad = torch.ones(B, filled, dtype=torch.bool)
     pad[0, :2] = False  # left padding
     pad[2, 4] = False   # a hole
