@@ -124,7 +124,9 @@ def to_squash(model) -> None:
     import squash_ops.hf  # noqa: F401  (registers "squash" with transformers)
     from squash_ops.quant import W4A16Config, W4A16Linear
 
-    for parent in list(model.modules()):
+    # Parents only: a list of every module would keep each replaced bf16 layer alive to the end.
+    parents = [m for m in model.modules() if any(isinstance(c, torch.nn.Linear) for c in m.children())]
+    for parent in parents:
         for name, child in list(parent.named_children()):
             if not isinstance(child, torch.nn.Linear):
                 continue
