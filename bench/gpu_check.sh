@@ -10,6 +10,8 @@
 # is min(its cap, what is left minus what the later stages are guaranteed). The benchmarks run
 # before the sanitizers, so open-ended sanitizer runs cannot eat the benchmarks' time.
 #
+# Carry .whl/ (scripts/fetch_gpu_wheels.sh fills it) with the device tool.
+#
 # Files written to $OUT (at most 8 come back from the device tool):
 #   <YYYY-MM-DD>_<gpu>.log   this whole log (all stages)      } committed unedited to
 #   <YYYY-MM-DD>_<gpu>.json  benchmark results                } bench/results/
