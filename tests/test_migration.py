@@ -16,10 +16,10 @@ from torch import nn
 
 import squash_ops  # noqa: F401  (loads the ops)
 from squash_ops.migration import (
-    MigratedNorm, NormFedW8A8Linear, ResidualScaledOutput, UnsupportedModelError,
-    attached_activation, migrate_gamma, migration_factors, quantize_w8a8,
+    MigratedNorm, ResidualScaledOutput, UnsupportedModelError, convert_norms, fuse_norm_quant, migrate_gamma,
+    migration_factors, quantize_w8a8,
 )
-from squash_ops.quant import W8A8Config, W8A8Linear
+from squash_ops.quant import W8A8Config, W8A8Linear, attached_quantized, calibrate, replace_linear
 from helpers import rel_mean_err
 
 transformers = pytest.importorskip("transformers")
@@ -208,6 +208,8 @@ def test_w8a8_config_errors():
         quantize_w8a8(model, lambda path, lin: "w8a8")
     with pytest.raises(TypeError, match="config must be a W8A8Config or a callable"):
         quantize_w8a8(model, "w8a8")
+    with pytest.raises(ValueError, match="method must be 'minmax' or 'percentile', got 'mse'"):
+        quantize_w8a8(model, W8A8Config("static"), calibration=[_inputs()], method="mse")
     # A refused call leaves the model untouched.
     assert not any(isinstance(m, MigratedNorm) for m in model.modules())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -236,28 +238,30 @@ def test_w8a8_path_is_the_int8_computation(family, activation):
     batch = _inputs()
     q = copy.deepcopy(model)
     report = quantize_w8a8(q, W8A8Config(activation), calibration=[_inputs(seq=9) for _ in range(3)])
-    assert set(report.linears.values()) == {f"w8a8 {activation}"}
+    quantized = report.replaced.replaced
+    assert set(quantized.values()) == {W8A8Config(activation)}
+    assert set(report.replaced.skipped.values()) <= {"excluded by filter_fn"}  # heads, pooler
     # Every norm feeding block linears emits their int8 input; a final norm feeding the float head
     # (lm_head / project_out) does not.
     for site in report.migration.sites:
-        in_blocks = all(c in report.linears for c in site.consumers)
+        in_blocks = all(c in quantized for c in site.consumers)
         assert report.fused_norms[site.norm] == (activation if in_blocks else None), site.norm
-    fed = {c for s in report.migration.sites for c in s.consumers if c in report.linears}
+    fed = {c for s in report.migration.sites for c in s.consumers if c in quantized}
     seen = {}
 
     def check(path):
         def hook(mod, args, out):
             x = args[0]
-            seen[path] = attached_activation(x) is not None
+            seen[path] = attached_quantized(x) is not None
             # The int8 GEMM is exact; what is left is float scale products: 1e-5 of the output.
             assert rel_mean_err(out, _int8_reference(mod, x)) < 1e-5, path
         return hook
 
-    for path in report.linears:
+    for path in quantized:
         q.get_submodule(path).register_forward_hook(check(path))
     fused = _outputs(q, batch)
     # Each norm-fed linear took the fused norm's int8 output; the others quantized their input.
-    assert seen == {p: p in fed for p in report.linears}
+    assert seen == {p: p in fed for p in quantized}
     for path in report.migration.sites:
         q.get_submodule(path.norm).set_act_quant(None)
     unfused = _outputs(q, batch)
@@ -281,13 +285,75 @@ def test_w8a8_per_layer_fallback_and_mixed_modes():
 
     report = quantize_w8a8(model, config, calibration=[_inputs()])
     layer = model.model.layers[0]
-    assert type(layer.self_attn.v_proj) is nn.Linear and report.linears["model.layers.0.self_attn.v_proj"] == "float"
-    assert isinstance(layer.self_attn.q_proj, NormFedW8A8Linear)
+    assert type(layer.self_attn.v_proj) is nn.Linear
+    assert report.replaced.skipped["model.layers.0.self_attn.v_proj"] == "kept in float by overrides"
+    assert isinstance(layer.self_attn.q_proj, W8A8Linear)
     # q, k agree (dynamic): the norm fuses; gate static + up dynamic disagree: each quantizes itself.
     assert report.fused_norms["model.layers.0.input_layernorm"] == "dynamic"
     assert report.fused_norms["model.layers.0.post_attention_layernorm"] is None
     assert layer.mlp.gate_proj.input_scale is not None and layer.mlp.up_proj.input_scale is None
     assert torch.isfinite(_outputs(model, _inputs())["logits"]).all()
+
+
+def test_w8a8_steps_compose_with_the_quant_api():
+    # quantize_w8a8 == migrate_gamma + replace_linear + calibrate + fuse_norm_quant, and the fused
+    # static scale follows a later recalibration without re-wiring.
+    model, batch, calib = _tiny("opt"), _inputs(), [_inputs(seq=9)]
+    one = copy.deepcopy(model)
+    quantize_w8a8(one, W8A8Config("static"), calibration=calib)
+    two = copy.deepcopy(model)
+    with pytest.raises(ValueError, match="fuse_norm_quant: model.decoder.layers.0.self_attn_layer_norm is a "
+                                         "LayerNorm; convert the norms first"):
+        fuse_norm_quant(two)
+    migrate_gamma(two)
+    blocks = lambda name, _m: ".layers." in name  # noqa: E731
+    replace_linear(two, W8A8Config("static"), filter_fn=blocks)
+    with pytest.raises(ValueError, match="a static consumer of model.decoder.layers.0.self_attn_layer_norm has no "
+                                         "input scale; calibrate first"):
+        fuse_norm_quant(two)
+    calibrate(two, calib, progress=False)
+    assert fuse_norm_quant(two)["model.decoder.layers.0.final_layer_norm"] == "static"
+    assert torch.equal(_outputs(one, batch)["logits"], _outputs(two, batch)["logits"])
+    attn = two.model.decoder.layers[0].self_attn
+    before = attn.q_proj.input_scale.clone()
+    calibrate(two, [_inputs(seq=13)], progress=False)
+    assert not torch.equal(before, attn.q_proj.input_scale)
+    seen = []
+    two.model.decoder.layers[0].self_attn_layer_norm.register_forward_hook(
+        lambda _m, _a, out: seen.append(attached_quantized(out).scales) and None)
+    _outputs(two, batch)
+    assert torch.equal(seen[0].unique(), attn.q_proj.input_scale)
+
+
+def test_fused_w8a8_block_compiles_without_graph_breaks():
+    hidden = 96
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm = nn.LayerNorm(hidden)
+            self.q, self.k = nn.Linear(hidden, 32), nn.Linear(hidden, 32)
+
+        def forward(self, x, residual):
+            h = self.norm(x + residual)
+            return self.q(h) * self.k(h)
+
+    block = Block().eval()
+    with torch.no_grad():
+        block.norm.weight.uniform_(0.2, 3.0)
+    ref = copy.deepcopy(block)
+    block.norm = MigratedNorm("layer", 1e-5, None, block.norm.bias.detach() / block.norm.weight.detach(),
+                              block.norm.weight.detach().clone())
+    for lin in (block.q, block.k):
+        with torch.no_grad():
+            lin.weight.mul_(block.norm.factor)
+    block.q, block.k = W8A8Linear.from_linear(block.q), W8A8Linear.from_linear(block.k)
+    block.norm.set_act_quant("dynamic")
+    x, r = torch.randn(3, 7, hidden), torch.randn(3, 7, hidden)
+    eager = block(x, r)
+    compiled = torch.compile(block, fullgraph=True)(x, r)
+    assert torch.equal(compiled, eager)
+    assert rel_mean_err(eager, ref(x, r)) < 0.03  # int8 weights and activations
 
 
 def test_w8a8_bfloat16_llama():

@@ -5,8 +5,8 @@
 Sentence embeddings (mean pooling over the attention mask, L2-normalised, as sentence-transformers
 does for this model) of each W8A8 variant against the float32 model: cosine, mean and min over
 the sentences in ``data/sentences.txt``. Static per-tensor scales come from a min-max pass over
-``data/calibration.txt`` (kept apart from the evaluated sentences; one sentence per batch, so no
-padding enters the ranges). Then the activation SQNR at the input of every block linear under
+``data/calibration.txt`` (kept apart from the evaluated sentences; ``squash_ops.calibrate``
+leaves padded positions out). Then the activation SQNR at the input of every block linear under
 static per-tensor quantization, with and without migration. ``--sensitivity`` adds one row per
 linear kind quantized alone (everything else float): where the error comes from.
 
@@ -32,9 +32,8 @@ import torch
 from torch import nn
 
 from .. import ops
-from ..migration import calibrate_input_absmax, convert_norms, quantize_w8a8
-from ..migration.transform import DEFAULT_MAX_SHIFT
-from ..quant import W8A8Config
+from ..migration import DEFAULT_MAX_SHIFT, convert_norms, quantize_w8a8
+from ..quant import W8A8Config, calibrate
 
 # The weights live in a local directory; never ask the hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -83,8 +82,10 @@ class Embedder:
         return torch.cat(out)[torch.argsort(torch.tensor(self.order))]
 
 
-def calibration_batches(tokenizer, sentences: list[str]) -> list:
-    return [tokenizer(s, return_tensors="pt") for s in sentences]
+def calibration_batches(tokenizer, sentences: list[str], batch_size: int = 8) -> list:
+    """Padded batches: ``calibrate`` leaves padded positions out of the ranges."""
+    return [tokenizer(sentences[k:k + batch_size], padding=True, return_tensors="pt")
+            for k in range(0, len(sentences), batch_size)]
 
 
 # ---- variants: which block linears get which activation quantization ----
@@ -171,8 +172,9 @@ def evaluate_variant(model, variant: Variant, embed: Embedder, reference: torch.
     t0 = time.perf_counter()
     m = copy.deepcopy(model)
     report = quantize_w8a8(m, variant.layer_config, calibration=calib, migrate=variant.migrate)
-    macs = {p: m.get_submodule(p).in_features * m.get_submodule(p).out_features for p in report.linears}
-    share = sum(macs[p] for p, k in report.linears.items() if k != "float") / sum(macs.values())
+    macs = {p: model.get_submodule(p).in_features * model.get_submodule(p).out_features
+            for p in [*report.replaced.replaced, *report.replaced.skipped]}
+    share = sum(macs[p] for p in report.replaced.replaced) / sum(macs.values())
     cos = (embed(m) * reference).sum(-1)
     worst = torch.argsort(cos)[:5].tolist()
     return CosineResult(variant.name, variant.describe(), share, float(cos.mean()), float(cos.min()),
@@ -194,7 +196,8 @@ def activation_sqnr(model, embed: Embedder, calib: list, migrate: bool,
         f = m.get_submodule(site.norm).factor
         factor.update(dict.fromkeys(site.consumers, f))
     paths = [name for name, mod in m.named_modules() if isinstance(mod, nn.Linear) and linear_kind(name) != "other"]
-    scales = {p: torch.tensor([a / 127]) for p, a in calibrate_input_absmax(m, paths, calib).items()}
+    stats = calibrate(m, calib, observe="all", progress=False)
+    scales = {p: torch.tensor([stats[p].scale]) for p in paths}
     signal = dict.fromkeys(paths, 0.0)
     noise = dict.fromkeys(paths, 0.0)
     mask = None
@@ -272,7 +275,9 @@ def main(argv: list[str] | None = None) -> int:
 
     tokenizer, model = load_minilm()
     sentences = read_sentences()[: args.limit]
-    calib = calibration_batches(tokenizer, read_sentences("calibration.txt"))
+    calib_sentences = read_sentences("calibration.txt")
+    n_calib = len(calib_sentences)
+    calib = calibration_batches(tokenizer, calib_sentences)
     embed = Embedder(tokenizer, sentences)
     reference = embed(model)
 
@@ -287,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     with open(args.json, "w") as f:
         json.dump({
             "model": "sentence-transformers/all-MiniLM-L6-v2", "sentences": len(sentences),
-            "calibration_sentences": len(calib), "max_shift": DEFAULT_MAX_SHIFT,
+            "calibration_sentences": n_calib, "max_shift": DEFAULT_MAX_SHIFT,
             "goals": {"mean_cosine": GOAL_MEAN_COSINE, "min_cosine": GOAL_MIN_COSINE, "sqnr_gain_db": GOAL_SQNR_GAIN_DB},
             "cosine": [{**asdict(r), "goal_met": r.goal_met} for r in results],
             "sqnr_db": sqnr, "sqnr_mean_by_kind": {k: sqnr_by_kind(v) for k, v in sqnr.items()},

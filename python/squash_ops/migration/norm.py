@@ -6,11 +6,16 @@ the following linears: it computes ``y = x_hat * weight + bias`` with ``weight =
 ``m == 1`` is the plain norm, which the W8A8 path uses when migration is off.
 
 With ``act_quant`` set ("dynamic" or "static"), the norm also runs the fused norm + int8 quant op
-and attaches the result to its float output as a ``QuantizedActivation``; the W8A8 linears that
-read this output (q, k, v: one quantization for all three) take it instead of quantizing again.
-The float output is still returned: post-norm blocks add it back as their residual, and the
-HF block code reads its shape. A consumer that does not find the attachment (a float linear, a
-tensor rebuilt on the way) quantizes the float output itself, which is the same computation.
+and attaches the result to its float output (``quant.attach_quantized``); the ``W8A8Linear``
+layers that read this output (q, k, v: one quantization for all three) take it instead of
+quantizing again. The float output is still returned: post-norm blocks add it back as their
+residual, and the HF block code reads its shape. A consumer that does not find the attachment (a
+float linear, a tensor rebuilt on the way) quantizes the float output itself: the same numbers.
+
+Composition with the existing ops: the float output comes from ``layer_norm`` / ``add_layer_norm``
+(the latter also returns the rounded sum ``h``), the int8 one from ``layer_norm_quant(h)``: two
+passes over ``h``, exact. No op returns both the float output and the int8 one of the same norm,
+which a post-norm block needs (see the branch report for the schema that would fuse them).
 """
 
 from __future__ import annotations
@@ -19,14 +24,7 @@ import torch
 from torch import nn
 
 from .. import ops
-from ..quant import QuantizedActivation
-
-_ATTACHED = "_squash_int8_activation"
-
-
-def attached_activation(x: torch.Tensor) -> QuantizedActivation | None:
-    """The int8 form of ``x`` that a fused norm + quant op attached to it, if any."""
-    return getattr(x, _ATTACHED, None)
+from ..quant import QuantizedActivation, W8A8Linear, attach_quantized
 
 
 class MigratedNorm(nn.Module):
@@ -51,22 +49,25 @@ class MigratedNorm(nn.Module):
         self.register_buffer("bias", bias)
         self.register_buffer("factor", factor, persistent=False)
         self.act_quant: str | None = None
-        self.register_buffer("input_scale", None)
+        # Static mode reads the scale of one of its consumers (not a submodule: a plain list), so
+        # recalibrating them needs no re-wiring; consumers of one input all calibrate to one scale.
+        self._scale_from: list[W8A8Linear] = []
 
     def extra_repr(self) -> str:
         migrated = int((self.factor != 1).sum())
         return (f"kind={self.kind}, hidden={self.factor.numel()}, eps={self.eps}, migrated_channels={migrated}, "
                 f"weight={'None' if self.weight is None else 'gamma/factor'}, act_quant={self.act_quant}")
 
-    def set_act_quant(self, mode: str | None, scale: torch.Tensor | None = None) -> None:
-        """Also emit the int8 output: ``"dynamic"`` (per token), ``"static"`` (``scale``, one
-        float32 element, absmax / 127 of the calibrated range) or None (float only)."""
+    def set_act_quant(self, mode: str | None, scale_from: W8A8Linear | None = None) -> None:
+        """Also emit the int8 output: ``"dynamic"`` (per token), ``"static"`` (with the
+        ``input_scale`` of ``scale_from``, a static consumer) or None (float output only)."""
         if mode not in (None, "dynamic", "static"):
             raise ValueError(f"MigratedNorm: act_quant must be None, 'dynamic' or 'static', got {mode!r}")
-        if (mode == "static") != (scale is not None):
-            raise ValueError("MigratedNorm: a static act_quant needs a scale, and only it takes one")
+        if (mode == "static") != (scale_from is not None):
+            raise ValueError("MigratedNorm: a static act_quant takes its scale from a consumer (scale_from), "
+                             "and only a static one does")
         self.act_quant = mode
-        self.input_scale = None if scale is None else scale.detach().to(torch.float32).reshape(1).to(self.factor.device)
+        self._scale_from = [] if scale_from is None else [scale_from]
 
     def _float(self, x, residual):
         if self.kind == "layer":
@@ -74,9 +75,10 @@ class MigratedNorm(nn.Module):
         return ops.rms_norm(x, self.weight, self.eps, residual=residual)
 
     def _quant(self, h):
+        scale = self._scale_from[0].input_scale if self._scale_from else None
         if self.kind == "layer":
-            return ops.layer_norm_quant(h, self.weight, self.bias, self.eps, scale=self.input_scale)
-        return ops.rms_norm_quant(h, self.weight, self.eps, scale=self.input_scale)
+            return ops.layer_norm_quant(h, self.weight, self.bias, self.eps, scale=scale)
+        return ops.rms_norm_quant(h, self.weight, self.eps, scale=scale)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """``norm(x)`` or, with ``residual``, ``norm(x + residual)`` (the sum rounded to x.dtype
@@ -88,10 +90,9 @@ class MigratedNorm(nn.Module):
         else:
             out, h = self._float(x, residual.contiguous())
         if self.act_quant is not None:
-            # Second pass over h: the schema has no op returning both the float output and the
-            # int8 one (see the package README); q is computed from the float32 y, not from out.
+            # A second pass over h (module docstring); q comes from the float32 y, not from out.
             q, scales = self._quant(h)
-            setattr(out, _ATTACHED, QuantizedActivation(q, scales, out.dtype))
+            attach_quantized(out, QuantizedActivation(q, scales, out.dtype))
         return out
 
 
