@@ -1,7 +1,7 @@
 """Gamma migration and the fused norm -> W8A8 path through HF models.
 
 Exactness: a migrated float32 model against a float64 copy of the original must be as close as the
-original float32 model is (within 4x: see _assert_as_exact_as_fp32). Tiny LLaMA (GQA) / OPT / BERT /
+original float32 model is (within 2x: see _assert_as_exact_as_fp32). Tiny LLaMA (GQA) / OPT / BERT /
 RoBERTa from configs with awkward norms (negative, tiny, zero and large gamma; shifts beyond the
 guard), and the real all-MiniLM-L6-v2. W8A8: every quantized linear against an int8 reference
 computed here, fused == unfused, fallbacks, bad inputs, and the accuracy goals on a subset of the
@@ -80,11 +80,11 @@ def _outputs(model, batch) -> dict[str, torch.Tensor]:
     return {"last_hidden_state": out.last_hidden_state, "pooler_output": out.pooler_output}
 
 
-def _assert_as_exact_as_fp32(original, migrated, batch, factor=4.0):
-    """Max error of ``migrated`` (float32) vs a float64 copy of ``original`` <= factor x the
-    original float32 model's own. Migration adds one float32 rounding per folded weight, per
-    beta/m and per residual product, each the size of the model's own roundings; 4x covers the
-    three (measured ratios: 0.8-1.1 on the tiny models, ~2-3 on MiniLM)."""
+def _assert_as_exact_as_fp32(original, migrated, batch, factor=2.0):
+    """Max error of ``migrated`` (float32) vs a float64 copy of ``original`` <= 2x the original
+    float32 model's own (FlashAttention's rule). Migration adds one float32 rounding per folded
+    weight, per beta/m and per residual product, each the size of the model's own roundings
+    (measured ratios: 0.8-1.1 on the tiny models, 0.7-1.2 on MiniLM)."""
     ref = _outputs(copy.deepcopy(original).double(), batch)
     base, got = _outputs(original, batch), _outputs(migrated, batch)
     for key, r in ref.items():
