@@ -27,9 +27,8 @@ void launch(const sa::AttentionPrefillParams& p) {
   using Tr = sa::PrefillTraits<T, D>;
   g_params = p;
   const unsigned m_blocks = (p.seqlen_q + Tr::kBlockM - 1) / Tr::kBlockM;
-  for (unsigned y = 0; y < m_blocks; ++y)
-    for (unsigned x = 0; x < unsigned(p.batch * p.heads_q); ++x)
-      emu::run_block({x, y, 0}, Tr::kThreads, body<T, D>, Tr::kSmemBytes);
+  for (unsigned x = 0; x < m_blocks * p.batch * p.heads_q; ++x)
+    emu::run_block({x, 0, 0}, Tr::kThreads, body<T, D>, Tr::kSmemBytes);
 }
 
 template <typename T>

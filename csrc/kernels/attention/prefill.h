@@ -64,8 +64,7 @@ inline constexpr bool attention_prefill_supports_head_dim(int head_dim) {
 // in a CUDA graph. Returns cudaErrorInvalidValue for unsupported head_dim, a non-positive or
 // non-finite softmax_scale, misaligned pointers/strides or inconsistent sizes (the binding
 // checks these first with readable messages), cudaErrorInvalidConfiguration when the grid
-// would be too large (B * Hq > 2^31 - 1 or more than 65535 row blocks), else the launch error,
-// if any.
+// would be too large (B * Hq * row blocks > 2^31 - 1), else the launch error, if any.
 cudaError_t attention_prefill(const AttentionPrefillParams& params, AttentionDtype dtype,
                               cudaStream_t stream);
 

@@ -167,10 +167,12 @@ struct BlockRows {
 template <int kBlockM>
 __device__ __forceinline__ BlockRows block_rows(const AttentionPrefillParams& p) {
   BlockRows r;
-  r.h = blockIdx.x % p.heads_q;
-  r.b = blockIdx.x / p.heads_q;
+  const unsigned heads = static_cast<unsigned>(p.batch * p.heads_q);
+  const unsigned bh = blockIdx.x % heads, m_rev = blockIdx.x / heads;
+  r.h = static_cast<int>(bh % p.heads_q);
+  r.b = static_cast<int>(bh / p.heads_q);
   const int num_m_blocks = (p.seqlen_q + kBlockM - 1) / kBlockM;
-  r.m0 = (num_m_blocks - 1 - static_cast<int>(blockIdx.y)) * kBlockM;
+  r.m0 = (num_m_blocks - 1 - static_cast<int>(m_rev)) * kBlockM;
   r.len_q = p.seqlen_q, r.len_k = p.seqlen_k;
   r.q_start = 0, r.k_start = 0;
   if (p.cu_seqlens_q != nullptr) {
@@ -184,9 +186,10 @@ __device__ __forceinline__ BlockRows block_rows(const AttentionPrefillParams& p)
 
 }  // namespace prefill_detail
 
-// grid = (B * Hq, row blocks): x = b * Hq + h, so the q heads that share a kv head run side by
-// side (their K/V reads hit L2); y counts row blocks from the LAST one, so with causal masking
-// the longest rows (the most key tiles) are scheduled first and the short ones fill the tail.
+// 1-D grid of row blocks x B x Hq, blockIdx.x = m_rev * (B * Hq) + b * Hq + h (the launch order):
+// the q heads that share a kv head run side by side (their K/V reads hit L2), and m_rev counts
+// row blocks from the LAST one, so with causal masking the longest rows (the most key tiles) are
+// scheduled first and the short ones fill the tail. (1-D: no 65535 limit on row blocks.)
 template <typename T, int kHeadDim>
 __global__ void __launch_bounds__(PrefillTraits<T, kHeadDim>::kThreads,
                                   PrefillTraits<T, kHeadDim>::kMinBlocksPerSm)

@@ -14,7 +14,7 @@ cudaError_t run_attention_prefill(const AttentionPrefillParams& p, cudaStream_t 
   using Tr = PrefillTraits<T, kHeadDim>;
   const long long heads = static_cast<long long>(p.batch) * p.heads_q;
   const long long m_blocks = (static_cast<long long>(p.seqlen_q) + Tr::kBlockM - 1) / Tr::kBlockM;
-  if (heads > 0x7fffffffLL || m_blocks > 65535) return cudaErrorInvalidConfiguration;
+  if (heads * m_blocks > 0x7fffffffLL) return cudaErrorInvalidConfiguration;
   auto* kernel = attention_prefill_kernel<T, kHeadDim>;
   // Above 48 KB of dynamic shared memory a kernel must opt in. Set on every launch: the
   // attribute is per device and the call costs well under a microsecond.
@@ -23,8 +23,7 @@ cudaError_t run_attention_prefill(const AttentionPrefillParams& p, cudaStream_t 
         kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes);
     if (err != cudaSuccess) return err;
   }
-  kernel<<<dim3(static_cast<unsigned>(heads), static_cast<unsigned>(m_blocks)), Tr::kThreads,
-           Tr::kSmemBytes, stream>>>(p);
+  kernel<<<static_cast<unsigned>(heads * m_blocks), Tr::kThreads, Tr::kSmemBytes, stream>>>(p);
   return cudaGetLastError();
 }
 
