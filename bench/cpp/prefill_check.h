@@ -75,20 +75,21 @@ inline std::vector<PrefillCase> emu_cases() {
 }
 
 // The GPU's full set: the emulation set plus long and awkward shapes (seq 1025 and 4096, causal
-// Sq != Sk at length, every GQA ratio of 8 q heads, big varlen batches).
+// Sq != Sk at length, every GQA ratio of 8 q heads, big varlen batches). Few heads: the float64
+// host reference costs ~2.5 ns per (row, visible key, dim); this set is ~7e9 of them (~15 s).
 inline std::vector<PrefillCase> gpu_cases() {
   std::vector<PrefillCase> c = emu_cases();
   for (bool bf16 : {true, false})
     for (int D : {64, 128, 256}) {
-      c.push_back(fixed_case(bf16, D, 2, 1025, 1025, 4, 1, true, 0, D == 128));
-      c.push_back(fixed_case(bf16, D, 1, 1025, 1025, 2, 2, false));
-      c.push_back(fixed_case(bf16, D, 1, 300, 4096, 2, 1, true));
-      c.push_back(fixed_case(bf16, D, 1, 4096, 1000, 2, 1, true));
+      c.push_back(fixed_case(bf16, D, 1, 1025, 1025, 2, 1, true, 0, D == 128));
+      c.push_back(fixed_case(bf16, D, 1, 1025, 1025, 1, 1, false));
+      c.push_back(fixed_case(bf16, D, 1, 300, 4096, 1, 1, true));
+      c.push_back(fixed_case(bf16, D, 1, 4096, 1000, 1, 1, true));
     }
-  for (int hkv : {1, 2, 4, 8}) c.push_back(fixed_case(true, 128, 1, 513, 600, 8, hkv, true));
-  c.push_back(fixed_case(true, 128, 1, 4096, 4096, 2, 1, true));
-  c.push_back(varlen_case(true, 128, {1025, 0, 1, 2000, 77}, {1025, 5, 1, 3000, 0}, 8, 2, true));
-  c.push_back(varlen_case(false, 64, {1025, 0, 1, 2000, 77}, {1025, 5, 1, 3000, 0}, 8, 2, false));
+  for (int hkv : {1, 2, 4, 8}) c.push_back(fixed_case(true, 128, 1, 257, 600, 8, hkv, true));
+  c.push_back(fixed_case(true, 64, 1, 4096, 4096, 1, 1, true));
+  c.push_back(varlen_case(true, 128, {1025, 0, 1, 2000, 77}, {1025, 5, 1, 3000, 0}, 2, 1, true));
+  c.push_back(varlen_case(false, 64, {1025, 0, 1, 2000, 77}, {1025, 5, 1, 3000, 0}, 2, 1, false));
   return c;
 }
 
