@@ -52,7 +52,7 @@ inline PrefillCase varlen_case(bool bf16, int D, std::vector<int> lens_q, std::v
 // The emulation set (also the GPU's quick set, for compute-sanitizer): every instantiation
 // (fp16/bf16 x head dim 64/128/256), causal and not, seq 1/97/257, Sq < Sk and Sq > Sk (rows that
 // see no key), GQA ratios 1/2/3/8, varlen with empty and length-1 sequences, strided layouts, a
-// peaky softmax (large scale), no keys at all. Sizes keep the CPU emulation near a minute.
+// peaky softmax (large scale), no keys at all. Sizes keep the CPU emulation under a minute.
 inline std::vector<PrefillCase> emu_cases() {
   std::vector<PrefillCase> c;
   for (bool bf16 : {true, false}) {
@@ -65,6 +65,8 @@ inline std::vector<PrefillCase> emu_cases() {
     c.push_back(fixed_case(bf16, 64, 1, 97, 257, 4, 2, true));
     c.push_back(fixed_case(bf16, 64, 2, 1, 1, 2, 1, !f));
     c.push_back(fixed_case(bf16, 256, 1, 97, 97, 2, 1, true, 0, f));
+    c.push_back(fixed_case(bf16, 256, 1, 257, 257, 1, 1, !f));
+    c.push_back(fixed_case(bf16, 256, 1, 1, 257, 4, 1, true, 0, f));
     c.push_back(fixed_case(bf16, 256, 1, 33, 130, 2, 2, !f, 3.0f));  // peaky softmax
     c.push_back(fixed_case(bf16, 128, 1, 5, 0, 2, 1, f));           // no keys
     c.push_back(varlen_case(bf16, bf16 ? 128 : 64, {0, 1, 97, 5, 0, 33, 1}, {4, 1, 97, 0, 7, 130, 1},
