@@ -30,23 +30,16 @@
 #include <vector>
 
 #include "attention/prefill.h"
+#include "bench_util.cuh"
 #include "prefill_check.h"
 
 namespace sa = squash::attention;
 
-#define CK(x)                                                                          \
-  do {                                                                                 \
-    cudaError_t e_ = (x);                                                              \
-    if (e_ != cudaSuccess) {                                                           \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x,                  \
-                   cudaGetErrorString(e_));                                            \
-      std::exit(2);                                                                    \
-    }                                                                                  \
-  } while (0)
-
 namespace {
 
 using namespace prefill_check;
+using bench_util::fill;
+using bench_util::median_ms;
 
 sa::AttentionDtype dtype_of(bool bf16) {
   return bf16 ? sa::AttentionDtype::kBFloat16 : sa::AttentionDtype::kFloat16;
@@ -105,43 +98,6 @@ int run_checks(bool quick) {
 // ------------------------------------------------------------------------------------------
 // --bench
 // ------------------------------------------------------------------------------------------
-__global__ void fill_random(uint16_t* p, size_t n, uint32_t seed, bool bf16) {
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
-       i += size_t(gridDim.x) * blockDim.x) {
-    uint32_t x = uint32_t(i) * 2654435761u ^ seed ^ uint32_t(i >> 32) * 40503u;
-    x ^= x >> 15;
-    x *= 2246822519u;
-    x ^= x >> 13;
-    const float f = (x & 0xffffff) * (4.f / 16777216.f) - 2.f;
-    if (bf16) {
-      const __nv_bfloat16 h = __float2bfloat16_rn(f);
-      p[i] = *reinterpret_cast<const uint16_t*>(&h);
-    } else {
-      const __half h = __float2half_rn(f);
-      p[i] = *reinterpret_cast<const uint16_t*>(&h);
-    }
-  }
-}
-
-// Median of per-launch times (ms) of fn().
-template <typename F>
-float median_ms(F&& fn, int iters) {
-  std::vector<cudaEvent_t> ev(iters + 1);
-  for (auto& e : ev) CK(cudaEventCreate(&e));
-  for (int i = 0; i < 2; ++i) fn();  // warm-up
-  CK(cudaEventRecord(ev[0]));
-  for (int i = 0; i < iters; ++i) {
-    fn();
-    CK(cudaEventRecord(ev[i + 1]));
-  }
-  CK(cudaEventSynchronize(ev[iters]));
-  std::vector<float> t(iters);
-  for (int i = 0; i < iters; ++i) CK(cudaEventElapsedTime(&t[i], ev[i], ev[i + 1]));
-  for (auto& e : ev) CK(cudaEventDestroy(e));
-  std::nth_element(t.begin(), t.begin() + iters / 2, t.end());
-  return t[iters / 2];
-}
-
 int run_bench(bool bf16) {
   const int kTokens = 16384, H = 32;
   std::printf("%-6s %-6s %-4s %-7s %-10s %-8s\n", "batch", "seq", "D", "causal", "us",
@@ -155,10 +111,9 @@ int run_bench(bool bf16) {
     CK(cudaMalloc(&v, elems * 2));
     CK(cudaMalloc(&out, elems * 2));
     CK(cudaMalloc(&lse, size_t(kTokens) * H * 4));
-    fill_random<<<1024, 256>>>(q, elems, 1, bf16);
-    fill_random<<<1024, 256>>>(k, elems, 2, bf16);
-    fill_random<<<1024, 256>>>(v, elems, 3, bf16);
-    CK(cudaGetLastError());
+    fill(q, elems, 1, bf16);
+    fill(k, elems, 2, bf16);
+    fill(v, elems, 3, bf16);
     for (int S = 512; S <= 16384; S *= 2)
       for (bool causal : {false, true}) {
         const int B = kTokens / S;
@@ -174,7 +129,7 @@ int run_bench(bool bf16) {
         p.softmax_scale = 1.f / std::sqrt(float(D));
         p.causal = causal;
         const float ms =
-            median_ms([&] { CK(sa::attention_prefill(p, dtype_of(bf16), 0)); }, 20);
+            median_ms([&](int) { CK(sa::attention_prefill(p, dtype_of(bf16), 0)); }, 20);
         const double flops = 4.0 * B * H * double(S) * S * D / (causal ? 2 : 1);
         std::printf("%-6d %-6d %-4d %-7d %-10.1f %-8.1f\n", B, S, D, int(causal), ms * 1e3,
                     flops / (ms * 1e-3) / 1e12);
@@ -203,9 +158,7 @@ int main(int argc, char** argv) {
     }
   }
   if (!check && !bench) check = bench = true;
-  cudaDeviceProp prop;
-  CK(cudaGetDeviceProperties(&prop, 0));
-  std::printf("device: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
+  bench_util::print_device();
   int rc = 0;
   if (check) rc = run_checks(quick);
   if (bench) rc |= run_bench(bf16);

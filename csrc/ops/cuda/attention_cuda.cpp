@@ -79,8 +79,8 @@ int sm_count(int device) {
 constexpr int64_t kIntMax = std::numeric_limits<int32_t>::max();
 constexpr int64_t kMaxSeqlen = int64_t{1} << 30;  // the prefill kernel's row/key indices are int
 
-// q/k/v/out of attention (4-D, with batch) or attention_varlen (3-D packed rows, batch
-// stride 0): the strides of dims [.., seq, head, D].
+// q/k/v/out of attention and attention_decode (4-D, with batch) or attention_varlen (3-D packed
+// rows, batch stride 0): the strides of dims [.., seq, head, D].
 void set_strides(const at::Tensor& t, int64_t& batch, int64_t& seq, int64_t& head) {
   const int64_t o = t.dim() - 3;  // 1 for [B, S, H, D], 0 for [T, H, D]
   batch = o ? lead_stride(t, 0) : 0;
@@ -215,18 +215,10 @@ std::tuple<at::Tensor, at::Tensor> attention_decode_cuda(const at::Tensor& q,
   p.out = out.data_ptr();
   p.lse = lse.data_ptr<float>();
   p.cache_seqlens = cache_seqlens.data_ptr<int32_t>();
-  p.q_batch_stride = lead_stride(q, 0);
-  p.q_seq_stride = lead_stride(q, 1);
-  p.q_head_stride = lead_stride(q, 2);
-  p.k_batch_stride = lead_stride(k_cache, 0);
-  p.k_seq_stride = lead_stride(k_cache, 1);
-  p.k_head_stride = lead_stride(k_cache, 2);
-  p.v_batch_stride = lead_stride(v_cache, 0);
-  p.v_seq_stride = lead_stride(v_cache, 1);
-  p.v_head_stride = lead_stride(v_cache, 2);
-  p.out_batch_stride = lead_stride(out, 0);
-  p.out_seq_stride = lead_stride(out, 1);
-  p.out_head_stride = lead_stride(out, 2);
+  set_strides(q, p.q_batch_stride, p.q_seq_stride, p.q_head_stride);
+  set_strides(k_cache, p.k_batch_stride, p.k_seq_stride, p.k_head_stride);
+  set_strides(v_cache, p.v_batch_stride, p.v_seq_stride, p.v_head_stride);
+  set_strides(out, p.out_batch_stride, p.out_seq_stride, p.out_head_stride);
   p.batch = static_cast<int>(B);
   p.seqlen_q = static_cast<int>(Sq);
   p.heads_q = static_cast<int>(Hq);
