@@ -307,16 +307,21 @@ def _poisoned_cuda_cache(nbytes):
     torch.empty(nbytes // 2 + 1024, dtype=torch.float16, device="cuda").fill_(float("nan"))
 
 
-def _check_gpu(fmt, x, pw_cpu, pw_gpu, bias, dtype):
-    out_cpu = run_prepacked(fmt, x, pw_cpu, bias)
+def _check_gpu(fmt, x, out_cpu, pw_gpu, bias, dtype):
+    """The CUDA op on x vs out_cpu, the CPU op's result for the same x and weights."""
     _poisoned_cuda_cache(out_cpu.numel() * 2)
     out_gpu = run_prepacked(fmt, x.cuda(), pw_gpu, bias.cuda() if bias is not None else None)
     assert out_gpu.is_cuda and out_gpu.dtype == dtype and out_gpu.shape == out_cpu.shape
     out_gpu = out_gpu.cpu()
     assert torch.isfinite(out_gpu).all(), "non-finite output (unwritten or wrong elements)"
     # TARGETS.md bounds (1e-3 fp16, 4e-3 bf16); the kernel accumulates in float32 like the CPU op,
-    # so a correct kernel lands orders of magnitude below them (the emulation sees < 2^-20).
-    assert rel_mean_err(out_gpu, out_cpu) <= GEMM_REL_MEAN_ERR[dtype] / 8
+    # so a correct kernel lands far below them (the host emulation's worst case is the final
+    # rounding); M > 256 dequantizes to x.dtype first (cuBLAS path), which stays within them.
+    assert rel_mean_err(out_gpu, out_cpu) <= GEMM_REL_MEAN_ERR[dtype] / (1 if x.shape[0] > 256 else 8)
+
+
+def _to_gpu(pw):
+    return {key: (v.cuda() if torch.is_tensor(v) else v) for key, v in pw.items()}
 
 
 GPU_FORMATS = [FORMATS[0], ("int4", 128, True), ("int4", 128, False), ("int4", 64, True), ("int4", 32, False),
@@ -327,26 +332,31 @@ GPU_FORMATS = [FORMATS[0], ("int4", 128, True), ("int4", 128, False), ("int4", 6
 @pytest.mark.parametrize("fmt", GPU_FORMATS, ids=_fmt_id)
 @pytest.mark.parametrize("dtype", HALF)
 def test_gpu_prepacked_matches_cpu(fmt, dtype):
+    ms = GPU_M[:6] if SANITIZE else GPU_M
     for n, k in _gpu_nk(fmt):
-        wts, _ = make_weights(fmt, n, k, dtype, torch.float32)
+        wts, _ = make_weights(fmt, n, k, dtype, torch.float32 if n > 24 else dtype)
         pw = prepack(fmt, wts)
-        pw_gpu = {key: (v.cuda() if torch.is_tensor(v) else v) for key, v in pw.items()}
+        pw_gpu = _to_gpu(pw)
         # prepacking on the GPU gives the same bytes
-        pw_on_gpu = prepack(fmt, {key: (v.cuda() if torch.is_tensor(v) else v) for key, v in wts.items()})
+        pw_on_gpu = prepack(fmt, _to_gpu(wts))
         assert all(torch.equal(pw_on_gpu[key].cpu(), v) for key, v in pw.items() if torch.is_tensor(v))
-        for m in GPU_M[:6] if SANITIZE else GPU_M:
-            x = torch.randn(m, k, dtype=dtype)
-            bias = torch.randn(n, dtype=dtype) if m % 2 else None
-            _check_gpu(fmt, x, pw, pw_gpu, bias, dtype)
+        # One CPU reference for all token counts (rows are independent): the canonical CPU op,
+        # which the CPU prepacked op equals by construction (test_prepacked_gemm_vs_float64).
+        xs, bias = torch.randn(sum(ms), k, dtype=dtype), torch.randn(n, dtype=dtype)
+        refs = {b: run_canonical(fmt, xs, wts, bias if b else None) for b in (False, True)}
+        row = 0
+        for m in ms:
+            use_bias = m % 2 == 1
+            _check_gpu(fmt, xs[row : row + m], refs[use_bias][row : row + m], pw_gpu, bias if use_bias else None, dtype)
+            row += m
 
 
-def _configs():
-    # Names as heuristics.h lists them (kPkConfigs); a forced config runs whatever M it can hold.
-    return ["pk_m16_n16", "pk_m16_n32", "pk_m16_n64", "pk_m32_n64", "pk_m64_n128"]
+# heuristics.h kPkConfigs; any config runs any M (rows past its max M run as further row chunks).
+PK_CONFIGS = ["pk_m16_n16", "pk_m16_n32", "pk_m16_n64", "pk_m32_n64", "pk_m64_n128"]
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("config", _configs())
+@pytest.mark.parametrize("config", PK_CONFIGS)
 @pytest.mark.parametrize("splits", [1, 3])
 @pytest.mark.parametrize("fmt", [FORMATS[0], ("int4", 32, False), ("int4", 128, True), ("int4", -1, False)],
                          ids=_fmt_id)
@@ -356,10 +366,10 @@ def test_gpu_prepacked_forced_configs(config, splits, fmt, monkeypatch):
     n, k = (24, 4104) if fmt[0] == "int8" or fmt[1] == -1 else (40, 4160 if fmt[1] == 32 else 4224)
     wts, _ = make_weights(fmt, n, k, dtype, torch.float32)
     pw = prepack(fmt, wts)
-    pw_gpu = {key: (v.cuda() if torch.is_tensor(v) else v) for key, v in pw.items()}
-    for m in (1, 7, 16, 40, 64, 100):
-        x = torch.randn(m, k, dtype=dtype)
-        _check_gpu(fmt, x, pw, pw_gpu, torch.randn(n, dtype=dtype), dtype)
+    pw_gpu = _to_gpu(pw)
+    for m in (1, 40, 100) if SANITIZE else (1, 7, 16, 40, 64, 100):
+        x, bias = torch.randn(m, k, dtype=dtype), torch.randn(n, dtype=dtype)
+        _check_gpu(fmt, x, run_prepacked(fmt, x, pw, bias), pw_gpu, bias, dtype)
 
 
 @pytest.mark.gpu
@@ -368,11 +378,28 @@ def test_gpu_prepacked_leading_dims_strided_and_empty():
     n, k = 40, 4224
     wts, _ = make_weights(fmt, n, k, torch.bfloat16, torch.float32)
     pw = prepack(fmt, wts)
-    pw_gpu = {key: (v.cuda() if torch.is_tensor(v) else v) for key, v in pw.items()}
+    pw_gpu = _to_gpu(pw)
     big = torch.randn(2, 3, k + 64, dtype=torch.bfloat16)
-    x = big[..., 8 : 8 + k]  # leading dims with a row stride, rows 16-byte aligned
-    _check_gpu(fmt, x, pw, pw_gpu, None, torch.bfloat16)
-    x = big[..., 4 : 4 + k]  # rows only 8-byte aligned: the binding copies them
-    _check_gpu(fmt, x, pw, pw_gpu, None, torch.bfloat16)
+    for x in (big[..., 8 : 8 + k],  # leading dims with a row stride, rows 16-byte aligned
+              big[..., 4 : 4 + k]):  # rows only 8-byte aligned: the binding copies them
+        _check_gpu(fmt, x, run_prepacked(fmt, x, pw), pw_gpu, None, torch.bfloat16)
     out = run_prepacked(fmt, torch.randn(0, k, dtype=torch.bfloat16).cuda(), pw_gpu)
     assert out.shape == (0, n) and out.is_cuda
+
+
+@pytest.mark.gpu
+def test_gpu_prepacked_config_env(monkeypatch):
+    fmt = ("int4", 64, True)
+    wts, _ = make_weights(fmt, 16, 256, torch.float16, torch.float32)
+    pw = _to_gpu(prepack(fmt, wts))
+    x = torch.randn(3, 256, dtype=torch.float16, device="cuda")
+    monkeypatch.setenv("SQUASH_WOQ_CONFIG", "pk_nope")
+    with pytest.raises(RuntimeError, match=r"unknown SQUASH_WOQ_CONFIG 'pk_nope' \(prepacked configs: pk_m16_n16, "):
+        run_prepacked(fmt, x, pw)
+    # the canonical ops' kernel names do not apply to the prepacked op (and vice versa)
+    monkeypatch.setenv("SQUASH_WOQ_CONFIG", "gemv_m4")
+    ref = run_prepacked(fmt, x, pw)
+    monkeypatch.setenv("SQUASH_WOQ_CONFIG", "dequant")
+    assert rel_mean_err(run_prepacked(fmt, x, pw).cpu(), ref.cpu()) <= GEMM_REL_MEAN_ERR[torch.float16]
+    monkeypatch.setenv("SQUASH_WOQ_CONFIG", "pk_m16_n16:2")
+    assert so.w4a16_gemm(x, wts["qweight"].cuda(), wts["scales"].cuda(), group_size=64).shape == (3, 16)

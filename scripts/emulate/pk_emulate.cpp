@@ -2,10 +2,9 @@
 // int4 (group-wise 32/64/128 and per-channel, with and without zero points) and int8, fp16 and
 // bf16, bias, split-K with the in-kernel last-split reduction, row chunks past a config's max M,
 // tails in N (N % 16 == 8, partial column blocks) and K (K % 128 != 0, K % 32 != 0), strided x
-// and out rows; and the packed -> dense dequantize kernel. Weights are prepacked here from the
-// formulas of prepacked_layout.h (independently of the ops' view/permute code, which
-// tests/test_prepacked.py checks against the same formulas) and the outputs are compared with a
-// float64 reference on the canonical values. Run: bash scripts/emulate/run.sh
+// and out rows; and the packed -> dense dequantize kernel. Weights are prepacked from the formulas
+// of prepacked_layout.h (bench/cpp/pk_reference.h) and the outputs are compared with a float64
+// reference on the canonical values. Run: bash scripts/emulate/run.sh
 #include "cuda_host_shim.h"
 #include "emu_util.h"
 
@@ -17,12 +16,12 @@
 #include <vector>
 
 #include "gemm/pk_gemm_kernel.cuh"
+#include "pk_reference.h"
 
 using namespace squash::gemm;
 using emu::fromf;
 using emu::tname;
 using emu::tof;
-namespace pack = squash::gemm::pack;
 
 static emu::Tally g_tally;
 
@@ -33,65 +32,9 @@ struct PkCase {
   int splits;
 };
 
-// Canonical weights (codes, float32 scales, zero points) and their prepacked form.
-struct Weights {
-  int N, K, g, G, bits;
-  std::vector<int> codes;  // [N, K]: int4 0..15, int8 -128..127
-  std::vector<float> scales;  // [N, G]
-  std::vector<uint8_t> zeros;  // [N, G] (int4)
-  std::vector<uint8_t> packed;  // [N/8, KT, 512]
-  std::vector<float> scales_packed;  // int4 [N/8, G, 8]; int8 [N]
-  std::vector<uint8_t> zeros_packed;  // [N/8, G, 8]
-};
-
-Weights make_weights(int bits, int N, int K, int group, std::mt19937& rng) {
-  Weights w{N, K, group < 0 ? K : group, 0, bits, {}, {}, {}, {}, {}, {}};
-  w.G = K / w.g;
-  std::uniform_int_distribution<int> u4(0, 15), u8(-128, 127);
-  std::uniform_real_distribution<float> us(0.5f, 2.0f);
-  w.codes.resize(static_cast<size_t>(N) * K);
-  for (auto& c : w.codes) c = bits == 4 ? u4(rng) : u8(rng);
-  w.scales.resize(static_cast<size_t>(N) * w.G);
-  for (auto& s : w.scales) s = us(rng) * (bits == 4 ? 0.05f : 0.005f);
-  w.zeros.resize(w.scales.size());
-  for (auto& z : w.zeros) z = static_cast<uint8_t>(u4(rng));
-  // prepacked_layout.h, byte by byte
-  const int KT = pack::tiles_k(bits, K), NT = N / pack::kTileN;
-  w.packed.resize(static_cast<size_t>(NT) * KT * pack::kTileBytes);
-  for (int tn = 0; tn < NT; ++tn)
-    for (int ku = 0; ku < KT; ++ku)
-      for (int b = 0; b < pack::kTileBytes; ++b) {
-        const int n = tn * pack::kTileN + pack::byte_col(b);
-        auto code = [&](int k, int pad) { return k < K ? w.codes[static_cast<size_t>(n) * K + k] : pad; };
-        int v;
-        if (bits == 4) {
-          const int k0 = ku * pack::tile_k(4);
-          v = code(k0 + pack::int4_byte_k(b, 0), 0) | code(k0 + pack::int4_byte_k(b, 1), 0) << 4;
-        } else {
-          v = code(ku * pack::tile_k(8) + pack::int8_byte_k(b), 0) + 128;
-        }
-        w.packed[(static_cast<size_t>(tn) * KT + ku) * pack::kTileBytes + b] = static_cast<uint8_t>(v);
-      }
-  if (bits == 8) {
-    w.scales_packed = w.scales;
-  } else {
-    w.scales_packed.resize(w.scales.size());
-    w.zeros_packed.resize(w.scales.size());
-    for (int n = 0; n < N; ++n)
-      for (int gi = 0; gi < w.G; ++gi) {
-        const size_t dst = (static_cast<size_t>(n / 8) * w.G + gi) * 8 + n % 8;
-        w.scales_packed[dst] = w.scales[static_cast<size_t>(n) * w.G + gi];
-        w.zeros_packed[dst] = w.zeros[static_cast<size_t>(n) * w.G + gi];
-      }
-  }
-  return w;
-}
-
-double weight_value(const Weights& w, int n, int k, bool zeros) {
-  const size_t gi = static_cast<size_t>(n) * w.G + k / w.g;
-  const int z = w.bits == 4 ? (zeros ? w.zeros[gi] : 8) : 0;
-  return static_cast<double>(w.codes[static_cast<size_t>(n) * w.K + k] - z) * w.scales[gi];
-}
+using pkref::Weights;
+using pkref::make_weights;
+using pkref::weight_value;
 
 template <typename T, int BITS, bool GROUPED, PkConfig CFG>
 void run_config(const PkGemmParams& p, int splits) {

@@ -9,7 +9,7 @@ out=$(mktemp -d); trap 'rm -rf "$out"' EXIT
 build() {  # build <program> <flags...>
   local prog=$1
   shift
-  g++ -std=c++20 -pthread "$@" -Icsrc/kernels -Iscripts/emulate -isystem "$CUDA_HOME/include" \
+  g++ -std=c++20 -pthread "$@" -Icsrc/kernels -Iscripts/emulate -Ibench/cpp -isystem "$CUDA_HOME/include" \
     "scripts/emulate/$prog.cpp" -o "$out/$prog"
 }
 # pk_emulate runs under AddressSanitizer: its cp.async copies are host memcpys from the test's
