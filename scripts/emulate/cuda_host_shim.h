@@ -158,6 +158,7 @@ inline __half2 __hfma2(__half2 a, __half2 b, __half2 c) {
 
 inline int __float2int_rn(float v) { return static_cast<int>(std::nearbyint(v)); }
 inline float __fdiv_rn(float a, float b) { return a / b; }
+inline int __ffs(int v) { return __builtin_ffs(v); }
 inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
 

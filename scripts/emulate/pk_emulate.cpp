@@ -169,7 +169,7 @@ int main(int argc, char** argv) {
   std::mt19937 rng(4321);
   using P = PkConfig;
   // {bits, M, N, K, group, zeros, bias, f16, config, splits}
-  const std::vector<PkCase> cases = {
+  std::vector<PkCase> cases = {
       // int4, group-wise: N % 16 == 8, K tiles not a multiple of the stage, partial last stage
       {4, 1, 24, 1280, 128, true, true, true, P::kM16N16, 1},
       {4, 3, 40, 1280, 128, false, false, false, P::kM16N16, 2},
@@ -189,10 +189,27 @@ int main(int argc, char** argv) {
       {8, 64, 16, 192, -1, false, true, false, P::kM64N128, 3},
       {8, 30, 8, 64, -1, false, false, true, P::kM32N64, 1},       // N = 8, one k tile
   };
-  for (size_t i = 0; i < cases.size(); ++i) {
-    if (quick && i % 3 != 0) continue;
-    if (cases[i].f16) check_pk<__half>(cases[i], rng);
-    else check_pk<__nv_bfloat16>(cases[i], rng);
+  // Sweep: every config x every format, cycling token counts (across the 16/32/64 boundaries and
+  // row chunks), split counts, dtypes and N tails.
+  struct Format {
+    int bits, group;
+    bool zeros;
+    int K;  // % 128 != 0 where the format allows
+  };
+  const Format formats[] = {{4, 32, true, 1056}, {4, 64, false, 576}, {4, 128, true, 640},
+                            {4, -1, true, 264}, {8, -1, false, 328}};
+  const int sweep_m[] = {1, 9, 17, 33, 64, 70};
+  int i = 0;
+  for (int c = 0; c < static_cast<int>(P::kCount); ++c)
+    for (const Format& f : formats) {
+      cases.push_back({f.bits, sweep_m[i % 6], 24 + 16 * (i % 3), f.K, f.group, f.zeros, i % 2 == 0, i % 2 == 1,
+                       static_cast<P>(c), 1 + i % 3});
+      ++i;
+    }
+  for (size_t j = 0; j < cases.size(); ++j) {
+    if (quick && j % 3 != 0) continue;
+    if (cases[j].f16) check_pk<__half>(cases[j], rng);
+    else check_pk<__nv_bfloat16>(cases[j], rng);
   }
   check_pk_dequant<__nv_bfloat16, 4>(24, 1056, 32, true, rng);
   check_pk_dequant<__half, 4>(16, 4104, -1, false, rng);

@@ -172,6 +172,7 @@ __global__ void __launch_bounds__(PkTraits<BITS, CFG>::kThreads, 1) pk_gemm_kern
   const int KT = (K + Tr::kTileK - 1) / Tr::kTileK;
   const int G = GROUPED ? K / group : 1;
   const int gps = GROUPED ? Tr::kTK / group : 0;  // groups per stage (group divides kTK)
+  const int gps_log2 = GROUPED ? __ffs(gps) - 1 : 0;  // gps is a power of two: shifts, not divisions
   const bool has_zeros = BITS == 4 && p.zeros != nullptr;
 
   // This split's stages [st_begin, st_end) and k tiles [.., unit_end).
@@ -212,7 +213,7 @@ __global__ void __launch_bounds__(PkTraits<BITS, CFG>::kThreads, 1) pk_gemm_kern
       // Scales (32 bytes per tile and group) and zero points (8 bytes) of the stage's groups.
       const int gi0 = k0 / group;
       for (int c = tid; c < Tr::kTilesN * gps * 2; c += Tr::kThreads) {
-        const int j = c / (2 * gps), gg = (c >> 1) % gps;
+        const int j = c >> (gps_log2 + 1), gg = (c >> 1) & (gps - 1);
         const int tn = nt0 + j, gi = gi0 + gg;
         const bool ok = tn < NT && gi < G;
         const int64_t off = ok ? (static_cast<int64_t>(tn) * G + gi) * pack::kTileN + 4 * (c & 1) : 0;
@@ -220,7 +221,7 @@ __global__ void __launch_bounds__(PkTraits<BITS, CFG>::kThreads, 1) pk_gemm_kern
       }
       if (has_zeros) {
         for (int c = tid; c < Tr::kTilesN * gps; c += Tr::kThreads) {
-          const int j = c / gps, gg = c % gps;
+          const int j = c >> gps_log2, gg = c & (gps - 1);
           const int tn = nt0 + j, gi = gi0 + gg;
           const bool ok = tn < NT && gi < G;
           const int64_t off = ok ? (static_cast<int64_t>(tn) * G + gi) * pack::kTileN : 0;
