@@ -134,12 +134,15 @@ TORCH_LIBRARY_IMPL(squash, CPU, m) {
 }
 
 // The layout transforms are device-agnostic ATen code: the same functions serve CUDA tensors
-// (load time: weights may already sit on the GPU). Registering the CUDA key needs no CUDA headers.
+// (load time: weights may already sit on the GPU). Registered only in builds with the CUDA ops,
+// so that has_cuda_kernel / cuda_available keep meaning "this build runs squash kernels on GPUs".
+#ifdef SQUASH_WITH_CUDA
 TORCH_LIBRARY_IMPL(squash, CUDA, m) {
   m.impl("prepack_int4_weight", &prepack_int4_weight);
   m.impl("unprepack_int4_weight", &unprepack_int4_weight);
   m.impl("prepack_int8_weight", &prepack_int8_weight);
   m.impl("unprepack_int8_weight", &unprepack_int8_weight);
 }
+#endif
 
 }  // namespace squash

@@ -23,6 +23,8 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <map>
@@ -48,12 +50,20 @@ struct SmInfo {
   int arch;
 };
 
+// Queried once per device (three driver calls per GEMM would show in eager decoding).
 SmInfo sm_info(int device) {
-  int sms = 0, major = 0, minor = 0;
-  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
-  cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
-  return {sms > 0 ? sms : 132, major * 10 + minor};
+  static std::array<std::atomic<int>, 64> cached{};  // sm_count << 16 | arch, 0 = not yet
+  if (device < 0 || device >= static_cast<int>(cached.size())) return {132, 90};
+  int v = cached[device].load(std::memory_order_relaxed);
+  if (v == 0) {
+    int sms = 0, major = 0, minor = 0;
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
+    v = (sms > 0 ? sms : 132) << 16 | (major * 10 + minor);
+    cached[device].store(v, std::memory_order_relaxed);
+  }
+  return {v >> 16, v & 0xFFFF};
 }
 
 // The forced plan from SQUASH_WOQ_CONFIG, if it names a prepacked config or "dequant".
