@@ -175,7 +175,7 @@ __global__ void __launch_bounds__(PkTraits<BITS, CFG>::kThreads, 1) pk_gemm_kern
   const int gps_log2 = GROUPED ? __ffs(gps) - 1 : 0;  // gps is a power of two: shifts, not divisions
   const bool has_zeros = BITS == 4 && p.zeros != nullptr;
 
-  // This split's stages [st_begin, st_end) and k tiles [.., unit_end).
+  // This split's stages [st_begin, st_begin + n_st) and k tiles up to unit_end.
   const int stages_total = (KT + Tr::kUnits - 1) / Tr::kUnits;
   const int per_split = (stages_total + gridDim.z - 1) / gridDim.z;
   const int st_begin = blockIdx.z * per_split;
