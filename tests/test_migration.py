@@ -20,7 +20,7 @@ from squash_ops.migration import (
     migration_factors, quantize_w8a8,
 )
 from squash_ops.quant import W8A8Config, W8A8Linear, attached_quantized, calibrate, replace_linear
-from helpers import rel_mean_err
+from helpers import GEMM_REL_MEAN_ERR, rel_mean_err
 
 transformers = pytest.importorskip("transformers")
 
@@ -219,22 +219,38 @@ def test_w8a8_config_errors():
 
 
 def _int8_reference(lin: W8A8Linear, x: torch.Tensor) -> torch.Tensor:
-    """float64: x quantized per token (dynamic) or with the layer's scale (static), round half to
-    even, clamp +-127, times the dequantized int8 weight, plus bias."""
-    x = x.double()
-    if lin.config.activation == "static":
-        s = lin.input_scale.double()
+    """float64 output of ``lin`` for input ``x``.
+
+    Without an attachment: x quantized here, per token (dynamic) or with the layer's scale
+    (static), round half to even, clamp +-127. With one (from a fused norm, which quantizes the
+    float32 norm output, not ``x`` rounded to a half dtype): the attached int8, after checking it
+    is ``x`` quantized, i.e. within half a step of ``x`` clamped to the range, plus ``x``'s own
+    rounding to its dtype. Then times the dequantized int8 weight, plus bias."""
+    x64 = x.double()
+    pre = attached_quantized(x)
+    if pre is None:
+        s = lin.input_scale.double() if lin.config.activation == "static" else x64.abs().amax(-1, keepdim=True) / 127
+        xq = torch.clamp(torch.round(x64 / s), -127, 127) * s
     else:
-        s = x.abs().amax(-1, keepdim=True) / 127
-    xq = torch.clamp(torch.round(x / s), -127, 127) * s
+        s = pre.scales.double()[..., None]
+        xq = pre.q.double() * s
+        clamped = torch.minimum(torch.maximum(x64, -127 * s), 127 * s)
+        slack = s / 2 + x64.abs() * torch.finfo(x.dtype).eps + 1e-12
+        assert bool(((xq - clamped).abs() <= slack).all())
     out = xq @ (lin.qweight.double() * lin.scales.double()[:, None]).T
     return out if lin.bias is None else out + lin.bias.double()
 
 
+# Per-layer tolerance against _int8_reference: the int8 GEMM is exact, so float32 leaves only the
+# scale products (1e-5); bfloat16 adds one rounding of the output (2^-9 relative).
+LAYER_TOL = {torch.float32: 1e-5, torch.bfloat16: GEMM_REL_MEAN_ERR[torch.bfloat16]}
+
+
 @pytest.mark.parametrize("activation", ["dynamic", "static"])
-@pytest.mark.parametrize("family", ["llama", "opt_project_out", "bert"])
-def test_w8a8_path_is_the_int8_computation(family, activation):
-    model = _tiny(family)
+@pytest.mark.parametrize("family,dtype", [("llama", torch.float32), ("opt_project_out", torch.float32),
+                                          ("bert", torch.float32), ("llama", torch.bfloat16)], ids=str)
+def test_w8a8_path_is_the_int8_computation(family, dtype, activation):
+    model = _tiny(family).to(dtype)
     batch = _inputs()
     q = copy.deepcopy(model)
     report = quantize_w8a8(q, W8A8Config(activation), calibration=[_inputs(seq=9) for _ in range(3)])
@@ -253,8 +269,8 @@ def test_w8a8_path_is_the_int8_computation(family, activation):
         def hook(mod, args, out):
             x = args[0]
             seen[path] = attached_quantized(x) is not None
-            # The int8 GEMM is exact; what is left is float scale products: 1e-5 of the output.
-            assert rel_mean_err(out, _int8_reference(mod, x)) < 1e-5, path
+            assert out.dtype == dtype
+            assert rel_mean_err(out, _int8_reference(mod, x)) < LAYER_TOL[dtype], path
         return hook
 
     for path in quantized:
@@ -266,11 +282,14 @@ def test_w8a8_path_is_the_int8_computation(family, activation):
         q.get_submodule(path.norm).set_act_quant(None)
     unfused = _outputs(q, batch)
     for key, ref in _outputs(model, batch).items():
-        # float32: the fused op quantizes the same float32 y the consumer would.
-        assert torch.equal(fused[key], unfused[key])
+        if dtype == torch.float32:
+            # The fused op quantizes the same float32 y the consumer would.
+            assert torch.equal(fused[key], unfused[key])
         valid = batch["attention_mask"].bool() if key != "pooler_output" else slice(None)
-        # int8 weights and activations vs the float model: a few percent at most on random weights.
-        assert rel_mean_err(fused[key][valid], ref[valid]) < 0.05
+        # int8 weights and activations vs the float model, static scales calibrated on other
+        # batches (values beyond them clip): 2-6% on these random models over seeds; a broken
+        # scale or weight layout is far beyond 15%.
+        assert rel_mean_err(fused[key][valid], ref[valid]) < 0.15
 
 
 def test_w8a8_per_layer_fallback_and_mixed_modes():
@@ -354,16 +373,6 @@ def test_fused_w8a8_block_compiles_without_graph_breaks():
     compiled = torch.compile(block, fullgraph=True)(x, r)
     assert torch.equal(compiled, eager)
     assert rel_mean_err(eager, ref(x, r)) < 0.03  # int8 weights and activations
-
-
-def test_w8a8_bfloat16_llama():
-    model = _tiny("llama").to(torch.bfloat16)
-    q = copy.deepcopy(model)
-    quantize_w8a8(q, W8A8Config("static"), calibration=[_inputs()])
-    batch = _inputs()
-    got, ref = _outputs(q, batch)["logits"], _outputs(model, batch)["logits"]
-    assert got.dtype == torch.bfloat16
-    assert rel_mean_err(got, ref) < 0.05
 
 
 # ---- the real MiniLM ----
