@@ -4,8 +4,8 @@ Exactness: a migrated float32 model against a float64 copy of the original must 
 original float32 model is (within 2x: see _assert_as_exact_as_fp32). Tiny LLaMA (GQA) / OPT / BERT /
 RoBERTa from configs with awkward norms (negative, tiny, zero and large gamma; shifts beyond the
 guard), and the real all-MiniLM-L6-v2. W8A8: every quantized linear against an int8 reference
-computed here, fused == unfused, fallbacks, bad inputs, and the accuracy goals on a subset of the
-evaluation sentences.
+computed here, fused == unfused, fallbacks, bad inputs, and the accuracy goals on the evaluation
+sentences.
 """
 
 import copy
@@ -384,7 +384,12 @@ def minilm():
     from squash_ops.eval import minilm as ev
 
     tokenizer, model = ev.load_minilm()
-    return ev, tokenizer, model
+    # MiniLM's ops are small (<= 0.3 M elements): on a shared 2-core machine OpenMP's second thread
+    # waits for a busy core at every op (measured: one SQNR pass 23 s with 2 threads, 0.9 s with 1).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield ev, tokenizer, model
+    torch.set_num_threads(threads)
 
 
 def test_sentence_data(minilm):
@@ -408,11 +413,12 @@ def test_migration_is_exact_on_minilm(minilm):
 
 
 def test_minilm_accuracy_goals(minilm):
-    """The goals of issue 5 on every 6th evaluation sentence (the full set: python -m
+    """The goals of issue 5 over all evaluation sentences (the full table: python -m
     squash_ops.eval.minilm): the recommended W8A8 configuration with migration meets mean >= 0.999
-    and min >= 0.995 cosine, and migration raises the FFN input's static-per-tensor SQNR by >= 3 dB."""
+    and min >= 0.995 cosine, and migration raises the FFN input's static-per-tensor SQNR by >= 3 dB
+    (the q/k/v inputs lose 3 dB: see migration/transform.py)."""
     ev, tokenizer, model = minilm
-    sentences = ev.read_sentences()[::6]
+    sentences = ev.read_sentences()
     calib = ev.calibration_batches(tokenizer, ev.read_sentences("calibration.txt"))
     embed = ev.Embedder(tokenizer, sentences)
     reference = embed(model)
