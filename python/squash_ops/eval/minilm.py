@@ -1,6 +1,6 @@
 """W8A8 (+ gamma migration) accuracy on the real all-MiniLM-L6-v2, on the CPU reference ops.
 
-    python -m squash_ops.eval.minilm [--limit N] [--json PATH] [--sensitivity]
+    python -m squash_ops.eval.minilm [--limit N] [--json PATH] [--sensitivity] [--threads N]
 
 Sentence embeddings (mean pooling over the attention mask, L2-normalised, as sentence-transformers
 does for this model) of each W8A8 variant against the float32 model: cosine, mean and min over
@@ -274,7 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N sentences")
     parser.add_argument("--json", default="out/minilm_w8a8_accuracy.json", help="where to write the results")
     parser.add_argument("--sensitivity", action="store_true", help="also quantize each linear kind alone")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (1 is fastest on a busy machine: MiniLM's ops are small)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     tokenizer, model = load_minilm()
     sentences = read_sentences()[: args.limit]

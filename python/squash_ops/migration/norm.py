@@ -14,8 +14,10 @@ float linear, a tensor rebuilt on the way) quantizes the float output itself: th
 
 Composition with the existing ops: the float output comes from ``layer_norm`` / ``add_layer_norm``
 (the latter also returns the rounded sum ``h``), the int8 one from ``layer_norm_quant(h)``: two
-passes over ``h``, exact. No op returns both the float output and the int8 one of the same norm,
-which a post-norm block needs (see the branch report for the schema that would fuse them).
+passes over ``h``, exact. A post-norm block needs both outputs of one norm (the float one is the
+next residual), plus the residual scaled by ``m`` (one more elementwise pass, in
+``ResidualScaledOutput``); an op taking ``residual_scale`` and returning ``(out, q, scales)``
+would do all of it in one pass over ``x`` and ``residual``.
 """
 
 from __future__ import annotations
