@@ -1,5 +1,5 @@
-// CUDA implementations of w8a16_gemm, w4a16_gemm and quantize_activation_int8 (schemas in
-// csrc/ops/library.cpp). Validation is shared with the CPU ops (ops/gemm.h); this file shapes
+// CUDA implementations of w8a16_gemm, w4a16_gemm, quantize_activation_int8 and w8a8_gemm (schemas
+// in csrc/ops/library.cpp). Validation is shared with the CPU ops (ops/gemm.h); this file shapes
 // tensors into the torch-free params of csrc/kernels/gemm, picks the kernel with the pure
 // heuristics of kernels/gemm/heuristics.h (choose_woq_plan) and launches on the current stream.
 //
@@ -13,6 +13,10 @@
 // "dequant" forces dequantize + cuBLAS; a config name from heuristics.h ("gemv_m1" ..
 // "gemv_m16", "mma_m8" .. "mma_m64"), optionally ":<splits>", forces that kernel (an error if it
 // cannot run these arguments). Unset or empty: the heuristic.
+//
+// w8a8_gemm runs CUTLASS int8 tensor-core GEMMs (kernels/gemm/w8a8_gemm.h) with the scales and
+// bias fused in the epilogue; the config comes from choose_w8a8_config (w8a8_heuristics.h) or
+// SQUASH_W8A8_CONFIG=<name from that table> (an error if it cannot run here).
 #include <ATen/ATen.h>
 #include "ops/message.h"
 #include <c10/cuda/CUDAGuard.h>
@@ -31,6 +35,7 @@
 #include <tuple>
 #include <vector>
 
+#include "kernels/gemm/w8a8_gemm.h"
 #include "kernels/gemm/woq_gemm.h"
 #include "ops/gemm.h"
 
@@ -263,6 +268,96 @@ std::tuple<at::Tensor, at::Tensor> quantize_activation_int8_cuda(const at::Tenso
   return {q, scales};
 }
 
+// The config forced by SQUASH_W8A8_CONFIG, if any.
+std::optional<gemm::W8A8Config> forced_w8a8_config(const char* op) {
+  const char* env = std::getenv("SQUASH_W8A8_CONFIG");
+  if (env == nullptr || env[0] == '\0') return std::nullopt;
+  std::string names;
+  for (int c = 0; c < static_cast<int>(gemm::W8A8Config::kCount); ++c) {
+    const auto cfg = static_cast<gemm::W8A8Config>(c);
+    if (std::strcmp(env, gemm::w8a8_config_info(cfg).name) == 0) return cfg;
+    names += (c ? ", " : "") + std::string(gemm::w8a8_config_info(cfg).name);
+  }
+  SQUASH_CHECK(false, "squash::", op, ": unknown SQUASH_W8A8_CONFIG '", env, "' (expected one of ",
+              names, ")");
+  return std::nullopt;  // not reached
+}
+
+// t as a contiguous tensor whose data is 16-byte aligned (a view at an odd offset is copied).
+at::Tensor aligned16(const at::Tensor& t) {
+  at::Tensor c = t.contiguous();
+  return aligned(c, 16) ? c : c.clone();
+}
+
+at::Tensor w8a8_gemm_cuda(const at::Tensor& x_q, const at::Tensor& x_scales, const at::Tensor& qweight,
+                          const at::Tensor& w_scales, const OptTensor& bias, at::ScalarType out_dtype) {
+  const char* op = "w8a8_gemm";
+  check_w8a8_gemm_args(x_q, x_scales, qweight, w_scales, bias, out_dtype);
+  const int64_t K = x_q.size(-1);
+  const int64_t N = qweight.size(0);
+  // CUTLASS's int8 tensor-core GEMMs load 16-byte rows of x_q and qweight and store 16-byte
+  // vectors of out: the CPU op takes any K and N, the CUDA op needs these.
+  SQUASH_CHECK_VALUE(K % gemm::kW8A8AlignK == 0 && N % gemm::kW8A8AlignN == 0, "squash::", op,
+                    ": on CUDA, K = x_q.shape[-1] must be a multiple of ", gemm::kW8A8AlignK,
+                    " and N = qweight.shape[0] a multiple of ", gemm::kW8A8AlignN,
+                    " (int8 tensor-core alignment), got K=", K, " N=", N,
+                    "; zero-pad K (x_q and qweight columns) / N (qweight rows), or run on CPU");
+  SQUASH_CHECK(N <= INT32_MAX && K <= INT32_MAX, "squash::", op, ": weight too large");
+
+  c10::cuda::CUDAGuard guard(x_q.device());
+  std::vector<int64_t> out_shape(x_q.sizes().begin(), x_q.sizes().end() - 1);
+  out_shape.push_back(N);
+  at::Tensor x2 = as_rows(x_q, K);
+  const int64_t M = x2.size(0);
+  if (M == 0) return at::empty(out_shape, x_q.options().dtype(out_dtype));
+  SQUASH_CHECK(M <= INT32_MAX, "squash::", op, ": too many rows (", M, ")");
+  const DeviceInfo dev = device_info(x_q.get_device());
+  SQUASH_CHECK(dev.arch >= 80 && dev.arch < 100, "squash::", op,
+              ": no kernel for compute capability ", dev.arch / 10, ".", dev.arch % 10,
+              " (built for sm_80 and sm_90a)");
+
+  // Rows of x_q start 16-byte aligned (cp.async / TMA); the rare misaligned view is copied.
+  if (!aligned(x2, 16) || (M > 1 && x2.stride(0) % 16 != 0)) x2 = x2.clone(at::MemoryFormat::Contiguous);
+  const at::Tensor qw = aligned16(qweight);
+  const at::Tensor xs = x_scales.contiguous();
+  const at::Tensor ws = aligned16(w_scales);
+  // The epilogue reads a float32 bias; an fp16/bf16 bias converts exactly.
+  const at::Tensor b = bias ? aligned16(bias->to(at::kFloat)) : at::Tensor();
+  at::Tensor out = at::empty({M, N}, x_q.options().dtype(out_dtype));
+
+  gemm::W8A8GemmParams p;
+  p.x = x2.data_ptr<int8_t>();
+  p.x_scales = xs.data_ptr<float>();
+  p.qweight = qw.data_ptr<int8_t>();
+  p.w_scales = ws.data_ptr<float>();
+  p.bias = bias ? b.data_ptr<float>() : nullptr;
+  p.out = out.data_ptr();
+  p.M = static_cast<int>(M);
+  p.N = static_cast<int>(N);
+  p.K = static_cast<int>(K);
+  p.ldx = M > 1 ? x2.stride(0) : K;
+  p.ldw = K;
+  p.ldo = N;
+  p.x_scales_per_row = xs.numel() != 1;
+  p.w_scales_per_col = ws.numel() != 1;
+  p.out_dtype = to_gemm_dtype(op, out_dtype);
+  p.sm_count = dev.sm_count;
+
+  const std::optional<gemm::W8A8Config> forced = forced_w8a8_config(op);
+  const gemm::W8A8Config config =
+      forced ? *forced : gemm::choose_w8a8_config(p.M, p.N, p.K, dev.arch);
+  const char* name = gemm::w8a8_config_info(config).name;
+  SQUASH_CHECK(gemm::w8a8_config_runs_on(config, dev.arch), "squash::", op, ": SQUASH_W8A8_CONFIG=",
+              name, " cannot run on compute capability ", dev.arch / 10, ".", dev.arch % 10);
+  SQUASH_CHECK(gemm::w8a8_supported(p, config), "squash::", op, ": the ", name,
+              " kernel cannot run M=", M, " N=", N, " K=", K, " (alignment of x_q, qweight or out)");
+  const cudaError_t err =
+      gemm::w8a8_gemm(p, config, c10::cuda::getCurrentCUDAStream().stream());
+  SQUASH_CHECK(err == cudaSuccess, "squash::", op, ": CUDA error in the ", name, " kernel (M=", M,
+              " N=", N, " K=", K, " ", out_dtype, "): ", cudaGetErrorString(err));
+  return out.view(out_shape);
+}
+
 }  // namespace
 }  // namespace squash
 
@@ -270,4 +365,5 @@ TORCH_LIBRARY_IMPL(squash, CUDA, m) {
   m.impl("w8a16_gemm", &squash::w8a16_gemm_cuda);
   m.impl("w4a16_gemm", &squash::w4a16_gemm_cuda);
   m.impl("quantize_activation_int8", &squash::quantize_activation_int8_cuda);
+  m.impl("w8a8_gemm", &squash::w8a8_gemm_cuda);
 }
