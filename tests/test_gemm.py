@@ -401,12 +401,22 @@ def test_bad_inputs_w8a8():
 
 
 # ---------------------------------------------------------------- GPU: CUDA ops vs the CPU ops
-# The ops allocate their outputs, so there is nothing to poison: every element is compared, and
-# NaN/inf fails. Inputs are fresh per case; shapes are awkward on purpose (M = 1, 2, 3, 33;
-# N = 111 and 11008; K = 4104, a multiple of 8 but not of 16 or 32; K = 4224 = 33 * 128).
+# The ops allocate their outputs: every element is compared and NaN/inf fails (the W8A8 and
+# CUTLASS tests also poison the caching allocator first, _poison_outputs). Inputs are fresh per
+# case; shapes are awkward on purpose (M = 1, 2, 3, 33; N = 111 and 11008; K = 4104, a multiple
+# of 8 but not of 16 or 32; K = 4224 = 33 * 128). M = 128 takes the large-M path: CUTLASS for
+# the grouped int4 shapes, dequantize + cuBLAS for K = 4104 and N = 111 (outside its shape rule).
 GPU_M = [1, 2, 3, 16, 33, 128]
 GPU_NK = {"int8": [(11008, 4104), (111, 4104)], "g-1": [(11008, 4104), (111, 4104)],
           "grouped": [(11008, 4224), (111, 4224)]}
+SANITIZE = bool(os.environ.get("SQUASH_SANITIZE"))  # compute-sanitizer runs: a few blocks suffice
+
+
+def _poison_outputs(m, n, dtype):
+    """Freed NaN-filled blocks of an [m, n] output's size: the caching allocator hands them to the
+    op's output next, so an element a kernel fails to write stays NaN."""
+    blocks = [torch.full((m, n), float("nan"), dtype=dtype, device="cuda") for _ in range(4)]
+    del blocks
 
 
 def _gpu_shapes(fmt):
@@ -457,6 +467,61 @@ def test_gpu_weight_only_leading_dims_strided_and_empty(fmt):
     assert out.shape == (0, n) and out.is_cuda
 
 
+# The CUTLASS mixed-input path (large M; forced here at every M so each config is covered on any
+# shape it takes): the weights are converted in registers and rounded to x.dtype once before the
+# MMA, so the reference is x @ round_to_dtype(dequant(W)).T in float64, held to the per-element
+# float32-accumulation bound plus one final rounding (assert_close_to_ref) - much tighter than
+# the TARGETS relative mean error. K = 4224 = 33 * 128, N = 136 = 17 * 8 (no tile divides them).
+CUTLASS_FORMATS = [FORMATS[0], ("int4", 128, True), ("int4", 128, False), ("int4", 64, False), ("int4", -1, True)]
+
+
+def woq_cutlass_configs():
+    """The CUTLASS config names of csrc/kernels/gemm/heuristics.h (SQUASH_WOQ_CONFIG values)."""
+    header = pathlib.Path(__file__).resolve().parent.parent / "csrc/kernels/gemm/heuristics.h"
+    return re.findall(r'\{"(cutlass_sm\d+_\w+)", \d+,', header.read_text())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("config", woq_cutlass_configs())
+@pytest.mark.parametrize("fmt", CUTLASS_FORMATS, ids=_fmt_id)
+def test_gpu_weight_only_cutlass(config, fmt, monkeypatch):
+    major, minor = torch.cuda.get_device_capability()
+    arch = major * 10 + minor
+    # woq_cutlass_config_runs_on: the 3.x configs need sm_90; the 2.x one takes int8 on 8.x-9.x.
+    runs = arch == 90 if config.startswith("cutlass_sm90") else fmt[0] == "int8" and 80 <= arch < 100
+    if not runs:
+        pytest.skip(f"{config} does not run {_fmt_id(fmt)} on compute capability {major}.{minor}")
+    monkeypatch.setenv("SQUASH_WOQ_CONFIG", config)
+    shapes = [(136, 4224)] if SANITIZE else [(136, 4224), (4096, 4096)]
+    for j, (n, k) in enumerate(shapes):
+        for i, m in enumerate([1, 65] if SANITIZE else [1, 65, 200]):
+            dtype = HALF[(i + j) % 2]
+            wts, w64 = make_weights(fmt, n, k, dtype, torch.float32 if i % 2 else dtype)
+            wts_gpu = {key: (v.cuda() if torch.is_tensor(v) else v) for key, v in wts.items()}
+            x = torch.randn(m, k, dtype=dtype)
+            bias = torch.randn(n, dtype=dtype) if (i + j) % 2 else None
+            _poison_outputs(m, n, dtype)
+            out = run_weight_only(fmt, x.cuda(), wts_gpu, bias.cuda() if bias is not None else None)
+            assert out.is_cuda and out.shape == (m, n)
+            ref, err32 = ref_linear(x, w64.float().to(dtype).double(), bias)
+            assert_close_to_ref(out.cpu(), ref, err32, dtype)
+
+
+@pytest.mark.gpu
+def test_gpu_weight_only_cutlass_refuses_what_it_cannot_run(monkeypatch):
+    wts, _ = make_weights(("int4", 32, False), 136, 4224, torch.bfloat16, torch.float32)
+    wts = {key: (v.cuda() if torch.is_tensor(v) else v) for key, v in wts.items()}
+    x = torch.randn(100, 4224, dtype=torch.bfloat16, device="cuda")
+    # group 32 is below CUTLASS's K tile (64): the heuristic falls back to dequantize + cuBLAS...
+    out = run_weight_only(("int4", 32, False), x, wts)
+    assert out.shape == (100, 136) and torch.isfinite(out).all()
+    # ...and forcing a CUTLASS config says it cannot run.
+    for config in woq_cutlass_configs():
+        monkeypatch.setenv("SQUASH_WOQ_CONFIG", config)
+        with pytest.raises(RuntimeError, match=rf"SQUASH_WOQ_CONFIG={config} cannot run M=100 N=136 K=4224 group=32"):
+            run_weight_only(("int4", 32, False), x, wts)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, *HALF])
 @pytest.mark.parametrize("static", [False, True])
@@ -482,7 +547,6 @@ def test_gpu_quantize_activation_matches_cpu(dtype, static):
 # the output's size): an element the kernel fails to write stays NaN and fails the comparison.
 # Shapes: K = 4112 = 257 * 16 (not a multiple of any K tile), K = 16 (less than one K tile),
 # N = 136 = 17 * 8 (not a multiple of any N tile); M across every heuristic branch.
-SANITIZE = bool(os.environ.get("SQUASH_SANITIZE"))  # compute-sanitizer runs: a few blocks suffice
 W8A8_M = [1, 33, 129] if SANITIZE else [1, 2, 3, 16, 33, 64, 65, 128, 129, 300]
 W8A8_NK = [(136, 4112), (64, 16)] if SANITIZE else [(11008, 4112), (136, 4112), (4096, 4096), (64, 16)]
 
@@ -498,11 +562,6 @@ def _w8a8_runs_here(config):
     major, minor = torch.cuda.get_device_capability()
     arch = major * 10 + minor
     return arch == 90 if config.startswith("sm90") else 80 <= arch < 100
-
-
-def _poison_outputs(m, n, dtype):
-    blocks = [torch.full((m, n), float("nan"), dtype=dtype, device="cuda") for _ in range(4)]
-    del blocks
 
 
 def _w8a8_case(m, n, k, out_dtype, per_token, bias_kind, weights=None):

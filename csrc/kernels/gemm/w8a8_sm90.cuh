@@ -9,18 +9,7 @@
 #pragma once
 #include <cuda_runtime.h>
 
-#include <cute/tensor.hpp>
-#include <cutlass/cutlass.h>
-#include <cutlass/epilogue/collective/collective_builder.hpp>
-#include <cutlass/epilogue/fusion/sm90_visitor_compute_tma_warpspecialized.hpp>
-#include <cutlass/epilogue/fusion/sm90_visitor_load_tma_warpspecialized.hpp>
-#include <cutlass/epilogue/fusion/sm90_visitor_tma_warpspecialized.hpp>
-#include <cutlass/gemm/collective/collective_builder.hpp>
-#include <cutlass/gemm/device/gemm_universal_adapter.h>
-#include <cutlass/gemm/kernel/gemm_universal.hpp>
-#include <cutlass/kernel_hardware_info.h>
-
-#include "gemm/w8a8_common.cuh"
+#include "gemm/sm90_gemm.cuh"
 #include "gemm/w8a8_gemm.h"
 #include "gemm/w8a8_launch.h"
 
@@ -81,7 +70,7 @@ struct W8A8Sm90Kernel {
   static_assert(kW8A8AlignK % kAlignAB == 0 && kW8A8AlignN % kAlignOut == 0,
                 "the binding's K/N alignment rule must cover the kernel's");
 
-  // EVT: out = W8A8ScaleBias(acc, x_scale[m], w_scale[n], bias[n]). The scale strides are
+  // EVT: out = ScaleBiasRn(acc, x_scale[m], w_scale[n], bias[n]). The scale strides are
   // run-time bools (CUTLASS's dynamic broadcast): true = a vector, false = one scalar.
   using Acc = cutlass::epilogue::fusion::Sm90AccFetch;
   using XScale = cutlass::epilogue::fusion::Sm90ColBroadcast<
@@ -92,33 +81,19 @@ struct W8A8Sm90Kernel {
   using Bias = cutlass::epilogue::fusion::Sm90RowBroadcast<
       0, TileShape, float, float, cute::Stride<cute::_0, cute::_1, cute::_0>>;
   using Compute = cutlass::epilogue::fusion::Sm90Compute<
-      W8A8ScaleBias, ElementOut, float, cutlass::FloatRoundStyle::round_to_nearest>;
+      ScaleBiasRn, ElementOut, float, cutlass::FloatRoundStyle::round_to_nearest>;
   using EVT = cutlass::epilogue::fusion::Sm90EVT<Compute, Acc, XScale, WScale, Bias>;
 
-  using CollectiveEpilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
-      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, typename Cfg::ClusterShape,
-      cutlass::epilogue::collective::EpilogueTileAuto, int32_t, float,
-      void, cutlass::layout::RowMajor, kAlignOut,  // no C operand
-      ElementOut, cutlass::layout::RowMajor, kAlignOut,
-      typename Cfg::EpilogueSchedule, EVT>::CollectiveOp;
-
-  using CollectiveMainloop = typename cutlass::gemm::collective::CollectiveBuilder<
-      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp,
-      int8_t, cutlass::layout::RowMajor, kAlignAB,
-      int8_t, cutlass::layout::ColumnMajor, kAlignAB,
-      int32_t, TileShape, typename Cfg::ClusterShape,
-      cutlass::gemm::collective::StageCountAutoCarveout<
-          static_cast<int>(sizeof(typename CollectiveEpilogue::SharedStorage))>,
-      typename Cfg::MainloopSchedule>::CollectiveOp;
-
-  using GemmKernel = cutlass::gemm::kernel::GemmUniversal<
-      cute::Shape<int, int, int, int>, CollectiveMainloop, CollectiveEpilogue>;
-  using Gemm = cutlass::gemm::device::GemmUniversalAdapter<GemmKernel>;
+  using Gemm = typename Sm90Gemm<int8_t, cutlass::layout::RowMajor, kAlignAB, int8_t,
+                                 cutlass::layout::ColumnMajor, kAlignAB, int32_t, ElementOut,
+                                 cutlass::layout::RowMajor, kAlignOut, TileShape,
+                                 typename Cfg::ClusterShape, typename Cfg::MainloopSchedule,
+                                 typename Cfg::EpilogueSchedule, EVT>::Gemm;
 };
 
 template <DType D, W8A8Config C>
 cudaError_t w8a8_sm90_run(const W8A8GemmParams& p, cudaStream_t stream) {
-  using ElementOut = typename W8A8OutElement<D>::type;
+  using ElementOut = typename CutlassElement<D>::type;
   using K = W8A8Sm90Kernel<ElementOut, C>;
   using Gemm = typename K::Gemm;
   using StrideA = typename Gemm::GemmKernel::StrideA;
@@ -128,12 +103,6 @@ cudaError_t w8a8_sm90_run(const W8A8GemmParams& p, cudaStream_t stream) {
   using cute::_0;
   using cute::_1;
 
-  cutlass::KernelHardwareInfo hw;
-  hw.sm_count = p.sm_count;
-  if (hw.sm_count <= 0) {
-    if (cudaGetDevice(&hw.device_id) != cudaSuccess) return cudaGetLastError();
-    hw.sm_count = cutlass::KernelHardwareInfo::query_device_multiprocessor_count(hw.device_id);
-  }
   // Argument trees follow the EVT types: {children..., node}.
   typename K::EVT::Arguments evt{
       {},                                                    // Acc
@@ -147,8 +116,8 @@ cudaError_t w8a8_sm90_run(const W8A8GemmParams& p, cudaStream_t stream) {
       {p.M, p.N, p.K, 1},
       {p.x, StrideA{p.ldx, _1{}, int64_t{0}}, p.qweight, StrideB{p.ldw, _1{}, int64_t{0}}},
       {evt, nullptr, StrideC{}, static_cast<ElementOut*>(p.out), StrideD{p.ldo, _1{}, int64_t{0}}},
-      hw};
-  return w8a8_launch_adapter<Gemm>(args, stream);
+      cutlass_hw_info(p.sm_count)};
+  return cutlass_launch_adapter<Gemm>(args, stream);
 }
 
 }  // namespace squash::gemm

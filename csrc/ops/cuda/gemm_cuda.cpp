@@ -5,14 +5,16 @@
 //
 // Paths: small M -> the CUDA-core GEMV (M <= 4, or up to 16 where the tensor-core kernel does not
 // apply) or the tensor-core kernel (M <= 64; int4 groups that are multiples of 128, int8 with
-// K % 64 == 0); larger M (or shapes neither takes, e.g. K % 8 != 0) -> dequantize to a dense
-// x.dtype [N, K] weight and at::linear (cuBLAS). The latter rounds each dequantized weight to
-// x.dtype once (relative error up to 2^-9 for bf16, 2^-12 for fp16), which the others avoid.
+// K % 64 == 0); larger M (or shapes neither takes) -> a CUTLASS mixed-input GEMM on the quantized
+// weights (kernels/gemm/woq_cutlass.h: sm_90 int4/int8, sm_80 int8) where its shape rule allows,
+// else dequantize to a dense x.dtype [N, K] weight and at::linear (cuBLAS, e.g. K % 8 != 0 or
+// int4 group 32). Both round each dequantized weight to x.dtype once (relative error up to 2^-9
+// for bf16, 2^-12 for fp16), which the small-M kernels avoid.
 //
 // SQUASH_WOQ_CONFIG (environment, read per call so a benchmark can sweep it in one process):
 // "dequant" forces dequantize + cuBLAS; a config name from heuristics.h ("gemv_m1" ..
-// "gemv_m16", "mma_m8" .. "mma_m64"), optionally ":<splits>", forces that kernel (an error if it
-// cannot run these arguments). Unset or empty: the heuristic.
+// "gemv_m16", "mma_m8" .. "mma_m64" optionally ":<splits>", "cutlass_sm90_64x128", ...) forces
+// that kernel (an error if it cannot run these arguments). Unset or empty: the heuristic.
 //
 // w8a8_gemm runs CUTLASS int8 tensor-core GEMMs (kernels/gemm/w8a8_gemm.h) with the scales and
 // bias fused in the epilogue; the config comes from choose_w8a8_config (w8a8_heuristics.h) or
@@ -36,6 +38,7 @@
 #include <vector>
 
 #include "kernels/gemm/w8a8_gemm.h"
+#include "kernels/gemm/woq_cutlass.h"
 #include "kernels/gemm/woq_gemm.h"
 #include "ops/gemm.h"
 
@@ -91,6 +94,17 @@ at::Tensor as_rows(const at::Tensor& x, int64_t K) {
   return r;
 }
 
+// The CUTLASS config SQUASH_WOQ_CONFIG names, if it names one.
+std::optional<gemm::WoqCutlassConfig> forced_cutlass_config() {
+  const char* env = std::getenv("SQUASH_WOQ_CONFIG");
+  if (env == nullptr) return std::nullopt;
+  for (int c = 0; c < static_cast<int>(gemm::WoqCutlassConfig::kCount); ++c) {
+    const auto cfg = static_cast<gemm::WoqCutlassConfig>(c);
+    if (std::strcmp(env, gemm::woq_cutlass_config_info(cfg).name) == 0) return cfg;
+  }
+  return std::nullopt;
+}
+
 // The forced plan from SQUASH_WOQ_CONFIG, if any.
 std::optional<WoqPlan> forced_plan(const char* op) {
   const char* env = std::getenv("SQUASH_WOQ_CONFIG");
@@ -113,8 +127,10 @@ std::optional<WoqPlan> forced_plan(const char* op) {
     if (name == gemm::mma_config_info(cfg).name)
       return WoqPlan{WoqPath::kMma, GemvConfig::kM1, cfg, splits};
   }
+  if (forced_cutlass_config()) return WoqPlan{WoqPath::kCutlass, GemvConfig::kM1, MmaConfig::kM8, 1};
   SQUASH_CHECK(false, "squash::", op, ": unknown SQUASH_WOQ_CONFIG '", s,
-              "' (expected dequant, gemv_m1/2/4/8/16 or mma_m8/16/32/64, optionally :splits)");
+              "' (expected dequant, gemv_m1/2/4/8/16 or mma_m8/16/32/64 optionally :splits, or "
+              "cutlass_sm90_64x128/cutlass_sm90_128x128/cutlass_sm80_128x128)");
   return std::nullopt;  // not reached
 }
 
@@ -122,8 +138,54 @@ const char* plan_name(const WoqPlan& plan) {
   switch (plan.path) {
     case WoqPath::kGemv: return gemm::gemv_config_info(plan.gemv).name;
     case WoqPath::kMma: return gemm::mma_config_info(plan.mma).name;
+    case WoqPath::kCutlass: return "cutlass";
     default: return "dequant";
   }
+}
+
+// The CUTLASS mixed-input path (kernels/gemm/woq_cutlass.h) on x2 [M, K] rows: the scales are
+// put in CUTLASS's layout ([K/group, N] float32, and -zero * scale for int4) by one small kernel
+// per call - the work a prepack op would do once at load time - then one GEMM.
+at::Tensor woq_cutlass_cuda(const char* op, int bits, at::Tensor x2, const at::Tensor& qweight,
+                            const at::Tensor& scales, const OptTensor& zeros, int64_t group,
+                            const OptTensor& bias, gemm::WoqCutlassConfig config, const DeviceInfo& dev) {
+  const int64_t M = x2.size(0), K = x2.size(1), N = qweight.size(0), G = K / group;
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+  if (!aligned(x2, 16) || (M > 1 && x2.stride(0) % 8 != 0)) x2 = x2.clone(at::MemoryFormat::Contiguous);
+  const at::Tensor qw = aligned(qweight, 16) ? qweight : qweight.clone();
+  const at::Tensor b = bias && !aligned(*bias, 16) ? bias->clone() : (bias ? *bias : at::Tensor());
+  at::Tensor st = at::empty({bits == 4 ? 2 : 1, G, N}, x2.options().dtype(at::kFloat));
+  const gemm::DType dtype = to_gemm_dtype(op, x2.scalar_type());
+  cudaError_t err = gemm::woq_cutlass_scales(
+      scales.data_ptr(), scales.scalar_type() == at::kFloat, dtype,
+      zeros ? zeros->data_ptr<uint8_t>() : nullptr, static_cast<int>(N), static_cast<int>(G),
+      st.data_ptr<float>(), bits == 4 ? st.data_ptr<float>() + G * N : nullptr, stream);
+  SQUASH_CHECK(err == cudaSuccess, "squash::", op, ": CUDA error in the CUTLASS scale layout kernel: ",
+              cudaGetErrorString(err));
+  at::Tensor out = at::empty({M, N}, x2.options());
+  gemm::WoqCutlassParams cp;
+  cp.x = x2.data_ptr();
+  cp.qweight = qw.data_ptr();
+  cp.scales_t = st.data_ptr<float>();
+  cp.zeros_t = bits == 4 ? st.data_ptr<float>() + G * N : nullptr;
+  cp.bias = bias ? b.data_ptr() : nullptr;
+  cp.out = out.data_ptr();
+  cp.M = static_cast<int>(M);
+  cp.N = static_cast<int>(N);
+  cp.K = static_cast<int>(K);
+  cp.group = static_cast<int>(group);
+  cp.ldx = M > 1 ? x2.stride(0) : K;
+  cp.ldo = N;
+  cp.bits = bits;
+  cp.dtype = dtype;
+  cp.sm_count = dev.sm_count;
+  const char* name = gemm::woq_cutlass_config_info(config).name;
+  SQUASH_CHECK(gemm::woq_cutlass_supported(cp, config), "squash::", op, ": the ", name,
+              " kernel cannot run these pointers (alignment)");
+  err = gemm::woq_cutlass_gemm(cp, config, stream);
+  SQUASH_CHECK(err == cudaSuccess, "squash::", op, ": CUDA error in the ", name, " kernel (M=", M,
+              " N=", N, " K=", K, " group=", group, " ", x2.scalar_type(), "): ", cudaGetErrorString(err));
+  return out;
 }
 
 // Shared by both weight-only GEMMs once their arguments are validated. group: effective group
@@ -194,18 +256,27 @@ at::Tensor woq_gemm_cuda(const char* op, int bits, const at::Tensor& x, const at
 
   const bool gemv_ok = small && gemm::woq_gemv_supported(p);
   const bool mma_ok = small && gemm::woq_mma_supported(p);
-  WoqPlan plan =
-      gemm::choose_woq_plan(p.M, p.N, p.K, bits, dev.sm_count, dev.arch, gemv_ok, mma_ok);
+  const gemm::WoqCutlassConfig cutlass_cfg = forced_cutlass_config().value_or(
+      gemm::choose_woq_cutlass_config(p.M, p.N, p.K, bits, dev.arch));
+  const bool cutlass_ok = M <= INT32_MAX && gemm::woq_cutlass_config_runs_on(cutlass_cfg, dev.arch, bits) &&
+                          gemm::woq_cutlass_shape_ok(p.M, p.N, p.K, p.group, bits, p.dtype, cutlass_cfg);
+  WoqPlan plan = gemm::choose_woq_plan_cutlass(p.M, p.N, p.K, bits, dev.sm_count, dev.arch, gemv_ok,
+                                               mma_ok, cutlass_ok);
   if (forced) {
     plan = *forced;
     const bool ok = plan.path == WoqPath::kDequantMatmul ||
                     (plan.path == WoqPath::kGemv && gemv_ok &&
                      M <= gemm::gemv_config_info(plan.gemv).max_m) ||
                     (plan.path == WoqPath::kMma && mma_ok &&
-                     M <= gemm::mma_config_info(plan.mma).max_m);
-    SQUASH_CHECK(ok, "squash::", op, ": SQUASH_WOQ_CONFIG=", plan_name(plan), " cannot run M=", M,
-                " N=", N, " K=", K, " group=", group);
+                     M <= gemm::mma_config_info(plan.mma).max_m) ||
+                    (plan.path == WoqPath::kCutlass && cutlass_ok);
+    SQUASH_CHECK(ok, "squash::", op, ": SQUASH_WOQ_CONFIG=", std::getenv("SQUASH_WOQ_CONFIG"),
+                " cannot run M=", M, " N=", N, " K=", K, " group=", group, " on compute capability ",
+                dev.arch);
   }
+  if (plan.path == WoqPath::kCutlass)
+    return woq_cutlass_cuda(op, bits, x2, qweight, scales, zeros, group, bias, cutlass_cfg, dev)
+        .view(out_shape);
 
   if (plan.path != WoqPath::kDequantMatmul) {
     at::Tensor workspace;
