@@ -32,6 +32,24 @@ class QuantizedActivation(NamedTuple):
     dtype: torch.dtype
 
 
+_ATTACHED = "_squash_int8_activation"
+
+
+def attach_quantized(x: torch.Tensor, quantized: QuantizedActivation) -> torch.Tensor:
+    """Attach ``x``'s int8 form (made upstream, e.g. by a fused norm + quant op) to ``x`` itself.
+
+    Every ``W8A8Linear`` that reads this tensor object (q, k and v all read one norm output) uses
+    it instead of quantizing ``x`` again; anything else sees a plain float tensor. Returns ``x``.
+    """
+    setattr(x, _ATTACHED, quantized)
+    return x
+
+
+def attached_quantized(x: torch.Tensor) -> QuantizedActivation | None:
+    """The ``QuantizedActivation`` attached to ``x`` by ``attach_quantized``, if any."""
+    return getattr(x, _ATTACHED, None)
+
+
 def _compute_dtype(weight: torch.Tensor, requested: torch.dtype | None) -> torch.dtype:
     """Activation dtype of the weight-only GEMMs: fp16/bf16 (the ops' contract); an fp32 model
     runs its quantized layers in bf16 (same exponent range as fp32, so no overflow)."""
@@ -203,7 +221,8 @@ class W8A8Linear(_QuantLinear):
     """int8 x int8 with int32 accumulation: y = (x_q @ q.T) * x_scale[token] * w_scale[n] + bias.
 
     Input: a float tensor (quantized here: per token when dynamic, with the calibrated per-tensor
-    ``input_scale`` when static) or a ``QuantizedActivation`` from a fused norm + quant op.
+    ``input_scale`` when static, unless an int8 form is attached to it: ``attach_quantized``) or a
+    ``QuantizedActivation`` from a fused norm + quant op.
     Output dtype: the input's float dtype.
     """
 
@@ -254,7 +273,8 @@ class W8A8Linear(_QuantLinear):
 
     def forward(self, x: torch.Tensor | QuantizedActivation) -> torch.Tensor:
         if not isinstance(x, QuantizedActivation):
-            x = self.quantize_input(x)
+            pre = attached_quantized(x)
+            x = self.quantize_input(x) if pre is None else pre
         elif x.q.shape[-1] != self.in_features:
             raise ValueError(f"W8A8Linear: input must be [..., {self.in_features}], got shape {list(x.q.shape)}")
         return ops.w8a8_gemm(x.q, x.scales, self.qweight, self.scales, bias=self.bias, out_dtype=x.dtype)

@@ -1,0 +1,1 @@
+"""Accuracy evaluations on real models (``python -m squash_ops.eval.minilm``)."""

@@ -1,0 +1,129 @@
+"""The W8A8 path through a model: (migrated) norm -> fused norm + int8 quant -> W8A8 linears.
+
+``quantize_w8a8(model, config, calibration=batches)`` chains four steps, each usable alone:
+
+1. ``convert_norms`` / ``migrate_gamma``: every norm site becomes a ``MigratedNorm`` (gamma folded
+   into its consumers unless ``migrate=False``);
+2. ``replace_linear``: the chosen block linears become ``W8A8Linear`` (int8 per-channel weights);
+3. ``calibrate``: static per-tensor activation scales (static layers only);
+4. ``fuse_norm_quant``: a norm whose W8A8 consumers share one activation mode emits their int8
+   input itself, with the fused ``*_norm_quant`` op: q, k, v are quantized once.
+
+Linears no norm feeds (attention output, FFN down-projection) quantize their own input
+(``quantize_activation_int8``), per token or with their calibrated scale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..quant import CalibrationStats, ReplaceReport, W8A8Config, W8A8Linear, calibrate, replace_linear
+from .families import block_linears, norm_sites
+from .norm import MigratedNorm
+from .transform import DEFAULT_MAX_SHIFT, MigrationReport, convert_norms
+
+LayerConfig = Callable[[str, nn.Linear], "W8A8Config | None"]
+
+
+def fuse_norm_quant(model: nn.Module) -> dict[str, str | None]:
+    """Let every converted norm emit the int8 input of its ``W8A8Linear`` consumers.
+
+    A site fuses when its W8A8 consumers agree on the activation mode (float consumers keep
+    reading the float output) and, when static, on the calibrated scale; otherwise each consumer
+    quantizes for itself. Run it after ``calibrate`` (static scales are read from the consumers at
+    run time, so recalibrating later needs no new call). Returns norm path -> fused mode or None.
+    """
+    sites, _ = norm_sites(model)
+    fused = {}
+    for site in sites:
+        norm = model.get_submodule(site.norm)
+        if not isinstance(norm, MigratedNorm):
+            raise ValueError(f"fuse_norm_quant: {site.norm} is a {type(norm).__name__}; convert the norms first "
+                             "(migrate_gamma or convert_norms)")
+        consumers = [m for m in (model.get_submodule(p) for p in site.consumers) if isinstance(m, W8A8Linear)]
+        modes = {c.config.activation for c in consumers}
+        mode = modes.pop() if len(modes) == 1 else None
+        if mode == "static":
+            scales = [c.input_scale for c in consumers]
+            if any(s is None for s in scales):
+                raise ValueError(f"fuse_norm_quant: a static consumer of {site.norm} has no input scale; calibrate first")
+            if not all(torch.equal(s, scales[0]) for s in scales):
+                mode = None
+        norm.set_act_quant(mode, consumers[0] if mode == "static" else None)
+        fused[site.norm] = mode
+    return fused
+
+
+@dataclass
+class W8A8Report:
+    migration: MigrationReport
+    replaced: ReplaceReport
+    calibration: CalibrationStats | None
+    # norm path -> activation mode of its fused int8 output (None: float output only)
+    fused_norms: dict[str, str | None] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        fused = sum(mode is not None for mode in self.fused_norms.values())
+        return (f"{self.migration}\n{self.replaced.summary()}\n"
+                f"norms with a fused int8 output: {fused}/{len(self.fused_norms)}")
+
+
+def _per_layer(model: nn.Module, config: W8A8Config | LayerConfig) -> dict[str, W8A8Config | None]:
+    if isinstance(config, W8A8Config):
+        return dict.fromkeys(block_linears(model), config)
+    if not callable(config):
+        raise TypeError(f"config must be a W8A8Config or a callable (path, linear) -> W8A8Config | None, got {config!r}")
+    out = {}
+    for path in block_linears(model):
+        cfg = config(path, model.get_submodule(path))
+        if cfg is not None and not isinstance(cfg, W8A8Config):
+            raise TypeError(f"config({path!r}) must return a W8A8Config or None, got {cfg!r}")
+        out[path] = cfg
+    return out
+
+
+def quantize_w8a8(
+    model: nn.Module,
+    config: W8A8Config | LayerConfig = W8A8Config(),
+    *,
+    calibration: Iterable | None = None,
+    migrate: bool = True,
+    max_shift: float = DEFAULT_MAX_SHIFT,
+    method: str = "minmax",
+    percentile: float = 99.99,
+    progress: bool = False,
+) -> W8A8Report:
+    """W8A8 of the linears inside the transformer blocks of a supported HF model, in place.
+
+    Args:
+        model: a float HF model (``families.SUPPORTED_MODEL_TYPES``), not yet migrated.
+        config: one ``W8A8Config`` for all block linears, or ``config(path, linear)`` returning a
+            ``W8A8Config`` or None (that linear stays float: a fallback for sensitive layers).
+        calibration: batches for ``calibrate`` (HF batch dicts; padding is left out); required
+            when any linear is static.
+        migrate: gamma migration before quantizing (else the norms are converted with factor 1,
+            which still fuses their int8 output).
+        max_shift: the migration's tiny-gamma guard (``transform.migration_factors``).
+        method, percentile, progress: passed to ``calibrate``.
+
+    Embeddings, pooler and heads stay float. Invalid arguments raise before the model is touched.
+    """
+    per_layer = _per_layer(model, config)
+    static = [p for p, c in per_layer.items() if c is not None and c.activation == "static"]
+    if static:
+        if calibration is None:
+            raise ValueError(f"quantize_w8a8: {len(static)} linears use static activation scales; pass calibration batches")
+        calibration = list(calibration)
+        if not calibration:
+            raise ValueError("quantize_w8a8: calibration has no batches")
+        if method not in ("minmax", "percentile"):
+            raise ValueError(f"quantize_w8a8: method must be 'minmax' or 'percentile', got {method!r}")
+
+    migration = convert_norms(model, max_shift if migrate else None)
+    replaced = replace_linear(model, W8A8Config(), filter_fn=lambda _name, _module: False, overrides=per_layer)
+    stats = calibrate(model, calibration, method, percentile, progress=progress) if static else None
+    return W8A8Report(migration, replaced, stats, fuse_norm_quant(model))
