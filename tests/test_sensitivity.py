@@ -270,7 +270,7 @@ def test_filter_and_skipped_layers():
     assert report.ranking == ["0"]
     assert "multiple of group_size 64, got 96" in report.skipped["2"]
     assert report.fallback(min_cosine=0.5, progress=False).plan == {"0": W4A16Config(64), "2": None, "4": None}
-    report = analyze_sensitivity(model, W8A16Config(), batches, filter_fn=lambda m, n: n != "4", progress=False)
+    report = analyze_sensitivity(model, W8A16Config(), batches, filter_fn=lambda n, m: n != "4", progress=False)
     assert sorted(report.ranking) == ["0", "2"] and report.skipped == {"4": "excluded by filter_fn"}
 
 
@@ -288,7 +288,7 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="eval_batches is empty"):
         analyze_sensitivity(model, W8A16Config(), batches, eval_batches=iter([]))
     with pytest.raises(ValueError, match=r"no nn.Linear to analyze under W8A16Config\(\)"):
-        analyze_sensitivity(model, W8A16Config(), batches, filter_fn=lambda m, n: False)
+        analyze_sensitivity(model, W8A16Config(), batches, filter_fn=lambda n, m: False)
     with pytest.raises(ValueError, match="metric_fn returned nan; it must return a finite float"):
         analyze_sensitivity(model, W8A16Config(), batches, metric_fn=lambda m: float("nan"), progress=False)
     class DictOut(nn.Module):

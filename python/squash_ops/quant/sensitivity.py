@@ -6,7 +6,7 @@
     replace_linear(model, W4A16Config(), overrides=fb.plan)
     report.plot("sensitivity.png", fallback=fb)
 
-For every ``nn.Linear`` (all of them, or those ``filter_fn(module, name)`` accepts) the analysis
+For every ``nn.Linear`` (all of them, or those ``filter_fn(name, module)`` accepts) the analysis
 quantizes that layer alone and measures three errors:
 
 - ``sqnr_db``: the layer's own output SQNR, 10*log10(sum y^2 / sum (y_q - y)^2), on the
@@ -32,6 +32,7 @@ every trial; the model is left as it was found.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import QuantConfig, W8A8Config
+from .config import QuantConfig, W8A8Config, config_from_dict, config_to_dict
 from .linear import quantize_linear
 
 Batch = Any  # a dict of model kwargs (HF batch), a tensor, or a tuple of positional args
@@ -187,7 +188,37 @@ class FallbackResult:
     float_layers: list[str]
     final: Evaluation
     budget: Budget
+    config: QuantConfig
     trials: list[Evaluation] = field(default_factory=list)
+
+    def save(self, path: str | Path) -> Path:
+        """The plan as JSON (``load_plan`` reads it back), with the budget and the verified
+        numbers for whoever reads the file."""
+        path = Path(path)
+        doc = {
+            "config": config_to_dict(self.config),
+            "overrides": {n: (None if c is None else config_to_dict(c)) for n, c in self.plan.items()},
+            "float_layers": self.float_layers,
+            "budget": self.budget.describe(),
+            "cosine": self.final.cosine,
+            "min_cosine": self.final.min_cosine,
+            "relative_drop": self.final.relative_drop,
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(doc, indent=1) + "\n")
+        return path
+
+
+def load_plan(path: str | Path) -> tuple[QuantConfig, Plan]:
+    """``(config, overrides)`` from a file written by ``FallbackResult.save``:
+    ``replace_linear(model, config, overrides=overrides)`` applies it."""
+    try:
+        doc = json.loads(Path(path).read_text())
+        config = config_from_dict(doc["config"])
+        overrides = {n: (None if c is None else config_from_dict(c)) for n, c in doc["overrides"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"load_plan: {path} is not a sensitivity plan file ({type(e).__name__}: {e})") from e
+    return config, overrides
 
 
 class SensitivityReport:
@@ -279,7 +310,7 @@ class SensitivityReport:
                 trial = check(candidate)
                 if trial.meets_budget:
                     kept, ev = candidate, trial
-        return FallbackResult(self.plan(kept), kept, ev, budget, trials)
+        return FallbackResult(self.plan(kept), kept, ev, budget, self.config, trials)
 
     # -- presentation ---------------------------------------------------------------------------
 
@@ -291,20 +322,25 @@ class SensitivityReport:
         title = f"Sensitivity of each linear under {self.config} (only that layer quantized)"
         if has_metric:
             title += f"; float metric {self.baseline_metric:.6g}"
-        table = Table(title=title)
-        for col in ("rank", "layer", "out x in", "SQNR dB", "cosine", "worst cos"):
-            table.add_column(col, justify="left" if col == "layer" else "right")
+        # No box and unbreakable numbers: on an 80-column terminal only the layer names fold.
+        # (Per-layer metric values are left out: base * (1 - drop) when wanted; the drop is what ranks.)
+        table = Table(title=title, box=None, pad_edge=False, header_style="bold")
+        cols = ["#", "layer", "out x in", "SQNR dB", "cosine", "worst cos"]
         if has_metric:
-            table.add_column("metric", justify="right")
-            table.add_column("rel. drop", justify="right")
+            cols.append("rel. drop")
         if fallback is not None:
-            table.add_column("plan", justify="center")
+            cols.append("plan")
+        for col in cols:
+            if col == "layer":
+                table.add_column(col, overflow="fold", min_width=16, ratio=1)
+            else:
+                table.add_column(col, justify="right", no_wrap=True)
         keep = set(fallback.float_layers) if fallback else set()
         for rank, layer in enumerate(self.layers[:top], 1):
             row = [str(rank), layer.name, f"{layer.shape[0]}x{layer.shape[1]}", f"{layer.sqnr_db:.1f}",
                    f"{layer.cosine:.6f}", f"{layer.min_cosine:.6f}"]
             if has_metric:
-                row += [f"{layer.metric:.6g}", f"{layer.relative_drop:+.3%}"]
+                row.append(f"{layer.relative_drop:+.3%}")
             if fallback is not None:
                 row.append("[bold yellow]float[/]" if layer.name in keep else "quant")
             table.add_row(*row, style="yellow" if layer.name in keep else None)
@@ -444,17 +480,17 @@ def analyze_sensitivity(
     eval_batches: Iterable[Batch] | None = None,
     metric_fn: Callable[[nn.Module], float] | None = None,
     higher_is_better: bool = True,
-    filter_fn: Callable[[nn.Module, str], bool] | None = None,
-    output_fn: Callable[[Any, Batch], torch.Tensor] = default_output,
+    filter_fn: Callable[[str, nn.Module], bool] | None = None,
+    output_fn: Callable[[Any, Batch], torch.Tensor] | None = None,
     progress: bool = True,
 ) -> SensitivityReport:
     """Quantize each nn.Linear of ``model`` alone under ``config`` and rank the errors.
 
     ``batches``: calibration batches (HF batch dicts, tensors or tuples) for the layers' SQNR.
     ``eval_batches`` (default ``batches``): for the output cosine vs float. ``metric_fn(model)``:
-    optional scalar metric (``higher_is_better`` gives its direction). ``filter_fn(module, name)``:
+    optional scalar metric (``higher_is_better`` gives its direction). ``filter_fn(name, module)``:
     which linears to analyze (default all). ``output_fn(outputs, batch)``: the tensor compared
-    (default: logits / last_hidden_state). Layers the config cannot take (e.g. in_features not a
+    (default ``default_output``: logits / last_hidden_state). Layers the config cannot take (e.g. in_features not a
     multiple of the int4 group) are listed in ``report.skipped`` with the reason.
     """
     if not isinstance(model, nn.Module):
@@ -473,7 +509,7 @@ def analyze_sensitivity(
     names, packed, skipped = [], {}, {}
     for name in tqdm(all_linears, desc="packing", unit="layer", disable=not progress, leave=False):
         module = model.get_submodule(name)
-        if filter_fn is not None and not filter_fn(module, name):
+        if filter_fn is not None and not filter_fn(name, module):
             skipped[name] = "excluded by filter_fn"
             continue
         try:
@@ -486,8 +522,8 @@ def analyze_sensitivity(
         raise ValueError(f"analyze_sensitivity: no nn.Linear to analyze under {config} "
                          f"(skipped: {skipped or 'the model has none'})")
 
-    an = _Analysis(model, config, names, packed, skipped, all_linears, eval_batches, output_fn, metric_fn,
-                   higher_is_better)
+    an = _Analysis(model, config, names, packed, skipped, all_linears, eval_batches,
+                   output_fn or default_output, metric_fn, higher_is_better)
     was_training = model.training
     model.eval()
     try:

