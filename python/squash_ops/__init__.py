@@ -9,9 +9,15 @@ import torch  # noqa: F401  (must be imported before the extension, which links 
 from . import _C  # noqa: F401  (registers torch.ops.squash.*)
 from .ops import *  # noqa: F401,F403
 from .ops import __all__ as _ops_all
+from .quant import CalibrationStats, ReplaceReport, W4A16Config, W8A8Config, W8A16Config, calibrate, replace_linear
+
+# The model-level API, next to the ops: configs, replace_linear and its report, calibrate.
+_quant_api = [
+    "W8A16Config", "W4A16Config", "W8A8Config", "replace_linear", "ReplaceReport", "calibrate", "CalibrationStats",
+]
 
 __version__ = "0.1.0"
-__all__ = list(_ops_all) + ["cuda_available", "has_cuda_kernel"]
+__all__ = list(_ops_all) + _quant_api + ["cuda_available", "has_cuda_kernel"]
 
 
 def has_cuda_kernel(op: str) -> bool:

@@ -2,8 +2,12 @@
 
 from .config import QuantConfig, W4A16Config, W8A8Config, W8A16Config, config_from_dict, config_to_dict
 from .linear import QuantizedActivation, W4A16Linear, W8A8Linear, W8A16Linear, quantize_linear
+from .replace import ReplaceReport, replace_linear, scheme_label
+from .calibrate import ActivationStats, CalibrationStats, calibrate
 
 __all__ = [
     "QuantConfig", "W4A16Config", "W8A8Config", "W8A16Config", "config_from_dict", "config_to_dict",
     "QuantizedActivation", "W4A16Linear", "W8A8Linear", "W8A16Linear", "quantize_linear",
+    "ReplaceReport", "replace_linear", "scheme_label",
+    "ActivationStats", "CalibrationStats", "calibrate",
 ]

@@ -209,6 +209,12 @@ class W8A8Linear(_QuantLinear):
 MODULES: dict[str, type[_QuantLinear]] = {"w8a16": W8A16Linear, "w4a16": W4A16Linear, "w8a8": W8A8Linear}
 
 
-def quantize_linear(linear: nn.Linear, config: QuantConfig) -> _QuantLinear:
-    """The quantized module for ``config``, packed from ``linear``'s weight (``linear`` unchanged)."""
-    return MODULES[config.name].from_linear(linear, config)
+def quantize_linear(linear: nn.Linear, config: QuantConfig, compute_dtype: torch.dtype | None = None) -> _QuantLinear:
+    """The quantized module for ``config``, packed from ``linear``'s weight (``linear`` unchanged).
+
+    ``compute_dtype`` (float16/bfloat16) is the activation dtype of the weight-only schemes; by
+    default the weight's dtype when half, else bfloat16. W8A8 ignores it (its output follows the input).
+    """
+    if config.name == "w8a8":
+        return W8A8Linear.from_linear(linear, config)
+    return MODULES[config.name].from_linear(linear, config, compute_dtype=compute_dtype)
