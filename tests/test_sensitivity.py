@@ -13,8 +13,9 @@ from torch import nn
 from transformers import BertConfig, BertModel, LlamaConfig, LlamaForCausalLM
 
 import squash_ops  # noqa: F401
-from squash_ops.quant import W4A16Config, W8A8Config, W8A16Config, quantize_linear
+from squash_ops.quant import W4A16Config, W8A8Config, W8A16Config, calibrate, quantize_linear, replace_linear
 from squash_ops.quant.sensitivity import analyze_sensitivity, row_cosines
+from quant_models import tiny_llama, token_batch
 
 CONFIGS = [W4A16Config(32), W8A16Config(), W8A8Config()]
 LLAMA_TARGET = "model.layers.1.mlp.down_proj"
@@ -42,14 +43,15 @@ def _make_sensitive(model, name, outlier):
         w[:, 3] = outlier * w.std()
 
 
-def _apply_plan(model, plan):
-    """An independent application of a plan (what replace_linear does with per-layer overrides)."""
+def _apply_plan(model, plan, batches=None):
+    """The plan applied the way a user does: a copy, replace_linear with the plan as overrides,
+    then calibrate when static W8A8 layers need scales."""
     model = copy.deepcopy(model)
-    for name, config in plan.items():
-        if config is not None:
-            prefix, _, child = name.rpartition(".")
-            parent = model.get_submodule(prefix) if prefix else model
-            setattr(parent, child, quantize_linear(getattr(parent, child), config))
+    config = next(c for c in plan.values() if c is not None)
+    report = replace_linear(model, config, overrides=plan)
+    assert set(report.replaced) == {n for n, c in plan.items() if c is not None}
+    if batches is not None:
+        calibrate(model, batches, progress=False)
     return model
 
 
@@ -265,13 +267,40 @@ def test_filter_and_skipped_layers():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 96), nn.ReLU(), nn.Linear(96, 48), nn.ReLU(), nn.Linear(48, 8))
     batches = [torch.randn(4, 64)]
-    # group 64: in_features 96 and 48 are not multiples -> skipped with the module's reason.
+    # group 64: in_features 96 and 48 are not multiples -> skipped with replace_linear's reason.
     report = analyze_sensitivity(model, W4A16Config(64), batches, progress=False)
     assert report.ranking == ["0"]
-    assert "multiple of group_size 64, got 96" in report.skipped["2"]
+    assert report.skipped["2"] == "in_features 96 is not a multiple of group_size 64"
     assert report.fallback(min_cosine=0.5, progress=False).plan == {"0": W4A16Config(64), "2": None, "4": None}
     report = analyze_sensitivity(model, W8A16Config(), batches, filter_fn=lambda n, m: n != "4", progress=False)
     assert sorted(report.ranking) == ["0", "2"] and report.skipped == {"4": "excluded by filter_fn"}
+
+
+def test_tied_lm_head_is_left_as_replace_linear_leaves_it():
+    model = tiny_llama(tie=True)  # lm_head shares the embedding matrix
+    batches = [token_batch()]
+    report = analyze_sensitivity(model, W8A16Config(), batches, progress=False)
+    assert "lm_head" not in report.ranking and "tied to model.embed_tokens.weight" in report.skipped["lm_head"]
+    fb = report.fallback(min_cosine=0.99, progress=False)
+    assert fb.plan["lm_head"] is None
+    assert _mean_cosine(_apply_plan(model, fb.plan), model, batches) == pytest.approx(fb.final.cosine, abs=1e-12)
+
+
+def test_w8a8_static_calibrated_like_the_user_would():
+    """Static scales: single-layer trials use the float model's calibration; every fallback plan is
+    calibrated after the swap, so replace_linear + calibrate on the same batches reproduces it."""
+    model = tiny_llama(seed=2, tie=False)
+    batches = [token_batch(seed=1), token_batch(seed=2)]
+    report = analyze_sensitivity(model, W8A8Config("static"), batches, progress=False)
+    name = report.ranking[0]
+    alone = {n: (c if n == name else None) for n, c in report.plan().items()}
+    assert _mean_cosine(_apply_plan(model, alone, batches), model, batches) == pytest.approx(
+        report[name].cosine, abs=1e-12)
+    all_quant = report.evaluate()
+    fb = report.fallback(min_cosine=1 - (1 - all_quant.cosine) / 2, progress=False)
+    assert fb.float_layers
+    assert _mean_cosine(_apply_plan(model, fb.plan, batches), model, batches) == pytest.approx(
+        fb.final.cosine, abs=1e-12)
 
 
 def test_bad_inputs():

@@ -3,11 +3,11 @@
     report = analyze_sensitivity(model, W4A16Config(), batches, metric_fn=accuracy)
     rich.print(report.table())
     fb = report.fallback(max_relative_drop=0.01)      # or min_cosine=0.999
-    replace_linear(model, W4A16Config(), overrides=fb.plan)
+    replace_linear(model, W4A16Config(), overrides=fb.plan)   # + calibrate() for W8A8 static
     report.plot("sensitivity.png", fallback=fb)
 
-For every ``nn.Linear`` (all of them, or those ``filter_fn(name, module)`` accepts) the analysis
-quantizes that layer alone and measures three errors:
+For every ``nn.Linear`` that ``replace_linear(model, config, filter_fn)`` would replace the
+analysis quantizes that layer alone and measures three errors:
 
 - ``sqnr_db``: the layer's own output SQNR, 10*log10(sum y^2 / sum (y_q - y)^2), on the
   calibration batches. Its input is the float model's (every other layer is float), so one float
@@ -22,11 +22,14 @@ Layers are ranked most sensitive first: by relative drop when a metric is given,
 cosine, ties by SQNR. ``fallback`` then keeps layers in float (the model's own dtype: they stay
 the original ``nn.Linear``) greedily in that order until the *combined* model, every other layer
 quantized, meets the budget: per-layer errors do not add up exactly, so each candidate plan is
-evaluated, never predicted. A pruning pass then re-quantizes every float layer whose return still
-meets the budget, so no float layer of the result can be dropped on its own.
+evaluated, never predicted. A pruning pass then tries each float layer back in quantized form
+(least sensitive first) and keeps it quantized where the budget still holds. Greedy, so the fewest
+float layers is not guaranteed in general, but each evaluation is of the real combined model.
 
 Each layer is packed once (``quantize_linear``) and its packed module is swapped in and out for
-every trial; the model is left as it was found.
+every trial; the model is left as it was found. W8A8 static: every evaluated plan is calibrated
+the way its user would (``calibrate`` on the same batches, after the swap); alone in the model
+a layer sees float inputs, so one float calibration pass serves every single-layer trial.
 """
 
 from __future__ import annotations
@@ -42,8 +45,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from .calibrate import calibrate
 from .config import QuantConfig, W8A8Config, config_from_dict, config_to_dict
 from .linear import quantize_linear
+from .replace import ReplaceReport
+from .replace import _plan as _replace_plan  # its layer choice, so the plans match replace_linear
 
 Batch = Any  # a dict of model kwargs (HF batch), a tensor, or a tuple of positional args
 Plan = dict[str, "QuantConfig | None"]
@@ -400,18 +406,20 @@ class SensitivityReport:
 class _Analysis:
     """The model, its packed layers, the eval batches and the float reference outputs."""
 
-    def __init__(self, model, config, names, packed, skipped, all_linears, eval_batches, output_fn,
-                 metric_fn, higher_is_better):
+    def __init__(self, model, config, names, packed, skipped, all_linears, batches, eval_batches, output_fn,
+                 metric_fn, higher_is_better, calibration):
         self.model = model
         self.config = config
         self.names = names  # analyzed layers, model order
         self.packed = packed
         self.skipped = skipped
         self.all_linears = all_linears
+        self.batches = batches
         self.eval_batches = eval_batches
         self.output_fn = output_fn
         self.metric_fn = metric_fn
         self.higher_is_better = higher_is_better
+        self.calibration = calibration  # calibrate() kwargs; None unless W8A8 static
         self.reference: list[torch.Tensor] = []
         self.baseline_metric: float | None = None
 
@@ -447,10 +455,16 @@ class _Analysis:
         base = abs(self.baseline_metric)
         return self.drop(value) / base if base else math.nan
 
-    def evaluate(self, quantized: frozenset[str]) -> Evaluation:
-        with torch.inference_mode(), self.swapped(sorted(quantized)):
-            cos = torch.cat([row_cosines(o, r) for o, r in zip(self.outputs(), self.reference)])
-            metric = self.metric() if self.metric_fn is not None else None
+    def evaluate(self, quantized: frozenset[str], calibrated: bool = False) -> Evaluation:
+        """The model with ``quantized`` swapped in. Static W8A8: calibrated first, as a user of
+        the plan would (replace_linear, then calibrate on the same batches), unless the caller
+        knows the scales are already those (``calibrated``)."""
+        with self.swapped(sorted(quantized)):
+            if self.calibration is not None and quantized and not calibrated:
+                calibrate(self.model, self.batches, progress=False, **self.calibration)
+            with torch.inference_mode():
+                cos = torch.cat([row_cosines(o, r) for o, r in zip(self.outputs(), self.reference)])
+                metric = self.metric() if self.metric_fn is not None else None
         drop = self.relative_drop(metric) if metric is not None else None
         return Evaluation(quantized, cos.mean().item(), cos.min().item(), metric, drop)
 
@@ -482,58 +496,66 @@ def analyze_sensitivity(
     higher_is_better: bool = True,
     filter_fn: Callable[[str, nn.Module], bool] | None = None,
     output_fn: Callable[[Any, Batch], torch.Tensor] | None = None,
+    calibrate_method: str = "minmax",
+    percentile: float = 99.99,
     progress: bool = True,
 ) -> SensitivityReport:
     """Quantize each nn.Linear of ``model`` alone under ``config`` and rank the errors.
 
-    ``batches``: calibration batches (HF batch dicts, tensors or tuples) for the layers' SQNR.
+    ``batches``: calibration batches (HF batch dicts, tensors or tuples) for the layers' SQNR and,
+    with ``W8A8Config("static")``, for ``calibrate(model, batches, calibrate_method, percentile)``.
     ``eval_batches`` (default ``batches``): for the output cosine vs float. ``metric_fn(model)``:
-    optional scalar metric (``higher_is_better`` gives its direction). ``filter_fn(name, module)``:
-    which linears to analyze (default all). ``output_fn(outputs, batch)``: the tensor compared
-    (default ``default_output``: logits / last_hidden_state). Layers the config cannot take (e.g. in_features not a
-    multiple of the int4 group) are listed in ``report.skipped`` with the reason.
+    optional scalar metric (``higher_is_better`` gives its direction). ``filter_fn(name,
+    module)``: which linears to analyze, as in ``replace_linear``. ``output_fn(outputs, batch)``:
+    the tensor compared (default ``default_output``: logits / last_hidden_state).
+
+    The layers analyzed are those ``replace_linear(model, config, filter_fn)`` would replace; the
+    others (tied to an embedding, in_features the int4 group does not divide, hooked, ...) are in
+    ``report.skipped`` with replace_linear's reason, and stay float in every plan.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"analyze_sensitivity: model must be an nn.Module, got {type(model).__name__}")
     if not isinstance(config, QuantConfig.__args__):
         raise TypeError(f"analyze_sensitivity: config must be a W8A16Config, W4A16Config or W8A8Config, "
                         f"got {type(config).__name__}")
-    if isinstance(config, W8A8Config) and config.activation == "static":
-        raise NotImplementedError("analyze_sensitivity: W8A8 static needs calibrate(); not wired yet")
     batches = _check_batches(batches, "batches")
     eval_batches = batches if eval_batches is None else _check_batches(eval_batches, "eval_batches")
+    static = isinstance(config, W8A8Config) and config.activation == "static"
+    calibration = {"method": calibrate_method, "percentile": percentile} if static else None
 
-    from tqdm.auto import tqdm
-
+    # replace_linear's own choice of layers and its reasons for the rest (nothing is packed there).
+    choice = ReplaceReport()
+    names = [paths[0] for paths, _ in _replace_plan(model, config, filter_fn, {}, choice)]
     all_linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    names, packed, skipped = [], {}, {}
-    for name in tqdm(all_linears, desc="packing", unit="layer", disable=not progress, leave=False):
-        module = model.get_submodule(name)
-        if filter_fn is not None and not filter_fn(name, module):
-            skipped[name] = "excluded by filter_fn"
-            continue
-        try:
-            packed[name] = quantize_linear(module, config)  # packed once, reused by every trial
-        except ValueError as e:  # shapes the scheme cannot take; the module says why
-            skipped[name] = str(e)
-            continue
-        names.append(name)
+    skipped = {n: why for n, why in choice.skipped.items() if n in all_linears}
     if not names:
         raise ValueError(f"analyze_sensitivity: no nn.Linear to analyze under {config} "
                          f"(skipped: {skipped or 'the model has none'})")
 
-    an = _Analysis(model, config, names, packed, skipped, all_linears, eval_batches,
-                   output_fn or default_output, metric_fn, higher_is_better)
+    from tqdm.auto import tqdm
+
+    packed = {  # packed once, reused by every trial
+        name: quantize_linear(model.get_submodule(name), config)
+        for name in tqdm(names, desc="packing", unit="layer", disable=not progress, leave=False)
+    }
+    an = _Analysis(model, config, names, packed, skipped, all_linears, batches, eval_batches,
+                   output_fn or default_output, metric_fn, higher_is_better, calibration)
     was_training = model.training
     model.eval()
     try:
+        if static:
+            # Alone in the model, a layer sees the float model's inputs: one float pass gives every
+            # layer the scale that calibrating with only it swapped in would.
+            stats = calibrate(model, batches, observe="all", progress=False, **calibration)
+            for name in names:
+                packed[name].set_input_scale(stats[name].scale)
         sqnr = _sqnr_pass(an, batches)
         with torch.inference_mode():
             an.reference = an.outputs()
             an.baseline_metric = an.metric() if metric_fn is not None else None
         layers = []
         for name in tqdm(names, desc="sensitivity", unit="layer", disable=not progress, leave=False):
-            ev = an.evaluate(frozenset([name]))
+            ev = an.evaluate(frozenset([name]), calibrated=True)
             w = model.get_submodule(name).weight
             layers.append(LayerSensitivity(name, tuple(w.shape), sqnr[name], ev.cosine, ev.min_cosine,
                                            ev.metric, ev.relative_drop))
