@@ -2,7 +2,7 @@
 
     squash sensitivity [MODEL_DIR] [--scheme w4a16] [--min-cosine 0.999 | --max-drop 0.01]
                        [--plot sens.png] [--plan-out plan.json]
-    squash eval        [MODEL_DIR] [--scheme w8a8 | --plan plan.json]
+    squash eval        [MODEL_DIR] [--scheme w8a8 | --plan plan.json | --quantized OUT_DIR]
     squash quantize    [MODEL_DIR] -o OUT_DIR [--scheme w4a16 | --plan plan.json]
     squash bench       [--suites w4a16,norm] [--quick] [...any bench.run option]
 
@@ -43,6 +43,7 @@ class Loaded:
     tokenizer: object
     kind: str  # "encoder" | "causal"
     path: Path
+    name: str  # for titles: the directory's name, or the bundled model's
 
 
 def model_path(path: str | None) -> Path:
@@ -64,6 +65,7 @@ def model_path(path: str | None) -> Path:
 
 def load_model(path: str | None, device: str) -> Loaded:
     """float32 model + tokenizer from disk; causal LMs by their architecture name."""
+    bundled = path is None
     path = model_path(path)
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
     import torch
@@ -79,7 +81,8 @@ def load_model(path: str | None, device: str) -> Loaded:
                        f"(tokenizer.save_pretrained)") from None
     if tokenizer.pad_token is None:  # LLaMA-style tokenizers: batches need some pad id
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-    return Loaded(model, tokenizer, "causal" if causal else "encoder", path)
+    name = "all-MiniLM-L6-v2 (bundled)" if bundled else path.name
+    return Loaded(model, tokenizer, "causal" if causal else "encoder", path, name)
 
 
 def read_texts(text_file: str | None, samples: int) -> list[str]:
@@ -154,8 +157,154 @@ def scheme_config(args):
         raise CliError(str(e)) from None
 
 
+def quantize_model(model, args, batches, console):
+    """``model`` quantized in place by the scheme options or ``--plan`` (replace_linear), static
+    W8A8 layers calibrated on ``batches()`` (called only then); prints replace_linear's summary.
+    Returns the config."""
+    from .quant import calibrate, replace_linear
+
+    overrides = None
+    if args.plan:
+        from .quant.sensitivity import load_plan
+
+        try:
+            config, overrides = load_plan(args.plan)
+        except ValueError as e:
+            raise CliError(str(e)) from None
+    else:
+        config = scheme_config(args)
+    try:
+        report = replace_linear(model, config, overrides=overrides)
+    except ValueError as e:  # a plan from another model names layers this one does not have
+        raise CliError(str(e)) from None
+    console.print(report.summary(), soft_wrap=True)
+    if any(getattr(c, "activation", None) == "static" for c in report.replaced.values()):
+        calibrate(model, batches(), method=args.calibration, percentile=args.percentile)
+    return config
+
+
+def compare(reference, quantized, batches, kind: str) -> list[tuple[str, str]]:
+    """Accuracy of ``quantized`` against ``reference`` on the same batches, as (what, value)
+    rows: sentence-embedding cosine for encoders; logits cosine, top-1 agreement and perplexity
+    for causal LMs."""
+    import torch
+
+    from .quant.sensitivity import row_cosines, run_batch
+
+    with torch.inference_mode():
+        if kind == "encoder":
+            cos = torch.cat([row_cosines(sentence_embeddings(run_batch(quantized, b), b),
+                                         sentence_embeddings(run_batch(reference, b), b)) for b in batches])
+            return [("sentence embedding cosine, mean", f"{cos.mean().item():.6f}"),
+                    ("sentence embedding cosine, min", f"{cos.min().item():.6f}"),
+                    ("sentences", str(cos.numel()))]
+        ref, out = _causal_stats(reference, batches), _causal_stats(quantized, batches)
+    cos, agree = [], []
+    for b, (lr, _, _), (lq, _, _) in zip(batches, ref, out):
+        mask = b["attention_mask"].to(lr.device).bool()
+        cos.append(row_cosines(lq[mask], lr[mask]))
+        agree.append(lq[mask].argmax(-1) == lr[mask].argmax(-1))
+    cos, agree = torch.cat(cos), torch.cat(agree).double()
+    tokens = sum(n for _, _, n in ref)
+    ppl_ref = math.exp(sum(s for _, s, _ in ref) / tokens)
+    ppl_q = math.exp(sum(s for _, s, _ in out) / tokens)
+    return [("logits cosine per token, mean", f"{cos.mean().item():.6f}"),
+            ("logits cosine per token, min", f"{cos.min().item():.6f}"),
+            ("top-1 agreement with float32", f"{agree.mean().item():.2%}"),
+            ("perplexity float32 -> quantized", f"{ppl_ref:.4g} -> {ppl_q:.4g} ({ppl_q / ppl_ref - 1:+.3%})"),
+            ("tokens", str(cos.numel()))]
+
+
+def forward_ms(models: list, batches, device: str, reps: int = 3) -> list[float]:
+    """Wall time of one pass over the batches per model, in ms: the best of ``reps`` passes, the
+    models taking turns (on a shared machine, load that comes and goes hits each alike)."""
+    import torch
+
+    from .quant.sensitivity import run_batch
+
+    def one_pass(model) -> float:
+        start = time.perf_counter()
+        for b in batches:
+            run_batch(model, b)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return (time.perf_counter() - start) * 1e3
+
+    best = [math.inf] * len(models)
+    with torch.inference_mode():
+        for model in models:  # warm-up: first-call allocations and kernel selection
+            run_batch(model, batches[0])
+        for _ in range(reps):
+            for i, model in enumerate(models):
+                best[i] = min(best[i], one_pass(model))
+    return best
+
+
+def load_saved(directory: str, reference: Loaded, device: str):
+    """The model ``squash quantize`` saved in ``directory``, rebuilt on a meta skeleton of the
+    reference's class (its weights come from the file only)."""
+    import torch
+    from transformers import AutoConfig
+
+    from .quant.serialization import load_quantized
+
+    if not (Path(directory) / "config.json").is_file():
+        raise CliError(f"--quantized {directory} is not a directory written by squash quantize (no config.json)")
+    with torch.device("meta"):
+        skeleton = type(reference.model)(AutoConfig.from_pretrained(directory, local_files_only=True))
+    try:
+        return load_quantized(skeleton, directory, device=device)
+    except (OSError, ValueError) as e:  # CheckpointError is a ValueError naming file and layer
+        raise CliError(str(e)) from None
+
+
 # ----------------------------------------------------------------------------------------------
 # Subcommands
+
+
+def cmd_quantize(args, console) -> int:
+    from .quant.serialization import save_quantized
+
+    loaded = load_model(args.model, args.device)
+
+    def calibration_batches():
+        texts = read_texts(args.text_file, args.samples)
+        return text_batches(loaded, texts, args.batch_size, args.max_length)
+
+    quantize_model(loaded.model, args, calibration_batches, console)
+    out = save_quantized(loaded.model, args.output)
+    loaded.tokenizer.save_pretrained(out)
+    model_arg = f"{args.model} " if args.model else ""
+    console.print(f"saved: {out} (check it: squash eval {model_arg}--quantized {out})", soft_wrap=True)
+    return 0
+
+
+def cmd_eval(args, console) -> int:
+    from rich.table import Table
+
+    reference = load_model(args.model, args.device)
+    batches = text_batches(reference, read_texts(args.text_file, args.samples), args.batch_size, args.max_length)
+    if args.quantized and args.plan:
+        raise CliError("--quantized evaluates a saved model; --plan quantizes here: give one of them")
+    if args.quantized:
+        quantized, config = load_saved(args.quantized, reference, args.device), args.quantized
+    else:
+        quantized = copy.deepcopy(reference.model)
+        config = quantize_model(quantized, args, lambda: batches, console)
+        config = f"plan {args.plan}" if args.plan else config
+    rows = compare(reference.model, quantized, batches, reference.kind)
+    t_ref, t_q = forward_ms([reference.model, quantized], batches, args.device)
+    rows.append((f"time per pass on {args.device}: float32 -> quantized",
+                 f"{t_ref:.1f} ms -> {t_q:.1f} ms ({t_ref / t_q:.2f}x)"))
+    console.print(f"[bold]{reference.name}[/] ({reference.kind}): {config} vs float32", soft_wrap=True)
+    table = Table()
+    table.add_column("metric", overflow="fold")
+    table.add_column("value", justify="right", no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    return 0
+
 
 
 def cmd_sensitivity(args, console) -> int:
@@ -167,7 +316,7 @@ def cmd_sensitivity(args, console) -> int:
         raise CliError("--max-drop is a relative perplexity budget, for causal LMs; for an encoder use --min-cosine")
     batches = text_batches(loaded, read_texts(args.text_file, args.samples), args.batch_size, args.max_length)
     causal = loaded.kind == "causal"
-    console.print(f"[bold]{loaded.path}[/] ({loaded.kind}, {sum(len(b['input_ids']) for b in batches)} texts) "
+    console.print(f"[bold]{loaded.name}[/] ({loaded.kind}, {sum(len(b['input_ids']) for b in batches)} texts) "
                   f"under {config}: quantizing each linear alone", soft_wrap=True)
     report = analyze_sensitivity(
         loaded.model, config, batches,
@@ -246,6 +395,14 @@ def _add_model_args(p: argparse.ArgumentParser, default_scheme: str) -> None:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
 
 
+def _add_quantize_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plan", help="a plan from squash sensitivity --plan-out (its scheme and float layers "
+                                  "replace --scheme and the scheme options)")
+    p.add_argument("--calibration", choices=("minmax", "percentile"), default="minmax",
+                   help="w8a8 static: how the activation range is chosen")
+    p.add_argument("--percentile", type=float, default=99.99, help="with --calibration percentile")
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value <= 0:
@@ -268,6 +425,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", help="write a PNG plot here (needs matplotlib)")
     p.add_argument("--plan-out", help="write the fallback plan (JSON) here; needs a budget")
     p.set_defaults(func=cmd_sensitivity)
+
+    p = sub.add_parser("eval", help="accuracy (and time) of the quantized model vs float32")
+    _add_model_args(p, "w8a8")
+    _add_quantize_args(p)
+    p.add_argument("--quantized", help="evaluate this directory from squash quantize instead of quantizing "
+                                       "MODEL_DIR here")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("quantize", help="quantize and save (safetensors + squash_config.json + tokenizer)")
+    _add_model_args(p, "w8a8")
+    _add_quantize_args(p)
+    p.add_argument("-o", "--output", required=True, help="directory to write")
+    p.set_defaults(func=cmd_quantize)
 
     # Its options are bench.run's, passed through as they are (main: parse_known_args).
     p = sub.add_parser("bench", help="run the GPU benchmark suites (bench/run.py; options passed through)",
