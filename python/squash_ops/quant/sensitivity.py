@@ -45,7 +45,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .calibrate import calibrate
+from .calibrate import _model_device, _to, calibrate
 from .config import QuantConfig, W8A8Config, config_from_dict, config_to_dict
 from .linear import quantize_linear
 from .replace import ReplaceReport
@@ -59,21 +59,10 @@ Plan = dict[str, "QuantConfig | None"]
 # Running a model on batches
 
 
-def _to_device(obj, device: torch.device):
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
-    if isinstance(obj, Mapping):
-        return {k: _to_device(v, device) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_device(v, device) for v in obj)
-    return obj
-
-
 def run_batch(model: nn.Module, batch: Batch):
     """``model(**batch)`` for a dict (an HF batch), ``model(*batch)`` for a tuple or list,
-    ``model(batch)`` for a tensor; the batch is moved to the model's device first."""
-    device = next(model.parameters()).device
-    batch = _to_device(batch, device)
+    ``model(batch)`` for a tensor (as ``calibrate`` feeds them); moved to the model's device."""
+    batch = _to(batch, _model_device(model))
     if isinstance(batch, Mapping):
         return model(**batch)
     if isinstance(batch, (list, tuple)):
