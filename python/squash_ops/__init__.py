@@ -6,17 +6,22 @@ Importing the package loads the native library, which registers every op under
 
 import torch  # noqa: F401  (must be imported before the extension, which links against it)
 
+__version__ = "0.1.0"  # before the imports below: checkpoints written by quant/ record it
+
 from . import _C  # noqa: F401  (registers torch.ops.squash.*)
 from .ops import *  # noqa: F401,F403
 from .ops import __all__ as _ops_all
-from .quant import CalibrationStats, ReplaceReport, W4A16Config, W8A8Config, W8A16Config, calibrate, replace_linear
+from .quant import (
+    CalibrationStats, CheckpointError, ReplaceReport, W4A16Config, W8A8Config, W8A16Config, calibrate,
+    load_quantized, replace_linear, save_quantized,
+)
 
-# The model-level API, next to the ops: configs, replace_linear and its report, calibrate.
+# The model-level API, next to the ops: configs, replace_linear and its report, calibrate, save/load.
 _quant_api = [
     "W8A16Config", "W4A16Config", "W8A8Config", "replace_linear", "ReplaceReport", "calibrate", "CalibrationStats",
+    "save_quantized", "load_quantized", "CheckpointError",
 ]
 
-__version__ = "0.1.0"
 __all__ = list(_ops_all) + _quant_api + ["cuda_available", "has_cuda_kernel"]
 
 

@@ -1,13 +1,16 @@
 """Model-level quantization: configs and the quantized replacements of ``nn.Linear``."""
 
 from .config import QuantConfig, W4A16Config, W8A8Config, W8A16Config, config_from_dict, config_to_dict
-from .linear import QuantizedActivation, W4A16Linear, W8A8Linear, W8A16Linear, quantize_linear
+from .linear import QuantizedActivation, W4A16Linear, W8A8Linear, W8A16Linear, empty_quantized_linear, quantize_linear
 from .replace import ReplaceReport, replace_linear, scheme_label
 from .calibrate import ActivationStats, CalibrationStats, calibrate
+from .serialization import CheckpointError, load_quantized, save_quantized
 
 __all__ = [
     "QuantConfig", "W4A16Config", "W8A8Config", "W8A16Config", "config_from_dict", "config_to_dict",
     "QuantizedActivation", "W4A16Linear", "W8A8Linear", "W8A16Linear", "quantize_linear",
+    "empty_quantized_linear",
     "ReplaceReport", "replace_linear", "scheme_label",
     "ActivationStats", "CalibrationStats", "calibrate",
+    "CheckpointError", "load_quantized", "save_quantized",
 ]

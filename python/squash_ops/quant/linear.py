@@ -56,6 +56,11 @@ class _QuantLinear(nn.Module):
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, config={self.config}"
 
+    def optional_buffers(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        """Buffers only some instances hold (None otherwise): name -> (shape, dtype). Loading a
+        checkpoint that has one creates it first (see serialization.py)."""
+        return {}
+
     def _check_input(self, x: torch.Tensor) -> None:
         if x.shape[-1] != self.in_features:
             raise ValueError(
@@ -175,6 +180,9 @@ class W8A8Linear(_QuantLinear):
             m.bias.copy_(linear.bias.detach())
         return m.to(w.device)
 
+    def optional_buffers(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        return {"input_scale": ((1,), torch.float32)}
+
     def set_input_scale(self, scale: float | torch.Tensor) -> None:
         """Per-tensor activation scale (absmax / 127 of the calibrated range) for static mode."""
         scale = torch.as_tensor(scale, dtype=torch.float32).reshape(1)
@@ -207,6 +215,21 @@ class W8A8Linear(_QuantLinear):
 
 
 MODULES: dict[str, type[_QuantLinear]] = {"w8a16": W8A16Linear, "w4a16": W4A16Linear, "w8a8": W8A8Linear}
+
+
+def empty_quantized_linear(
+    config: QuantConfig, in_features: int, out_features: int, bias: bool = True,
+    compute_dtype: torch.dtype | None = None, device=None,
+) -> _QuantLinear:
+    """An unfilled module of ``config``'s scheme (zeros; nothing allocated on ``device="meta"``),
+    e.g. to receive a checkpoint. ``compute_dtype`` applies to the weight-only schemes (default
+    bfloat16)."""
+    cd = compute_dtype or torch.bfloat16
+    if isinstance(config, W8A16Config):
+        return W8A16Linear(in_features, out_features, bias, cd, device)
+    if isinstance(config, W4A16Config):
+        return W4A16Linear(in_features, out_features, bias, config, cd, device)
+    return W8A8Linear(in_features, out_features, bias, config, device)
 
 
 def quantize_linear(linear: nn.Linear, config: QuantConfig, compute_dtype: torch.dtype | None = None) -> _QuantLinear:

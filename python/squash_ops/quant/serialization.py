@@ -1,0 +1,290 @@
+"""Save a quantized model and rebuild it bit-exactly from a float skeleton.
+
+A directory holds:
+
+- ``squash_model.safetensors``: every parameter and buffer of the model (quantized layers in the
+  canonical format of docs/FORMATS.md, the float rest as it was, non-persistent buffers included
+  so a skeleton built on the meta device comes back complete). A tensor shared by several names
+  (tied embeddings) is stored once.
+- ``squash_config.json``: format name and version, the model class, and per quantized layer its
+  scheme config, sizes, bias, compute dtype and optional buffers (a static scale, an input
+  permutation); the shared-tensor aliases; a save id that the safetensors metadata repeats, so
+  files from two different saves are never mixed.
+- ``config.json`` when the model has a Hugging Face config, so the skeleton can be rebuilt from the
+  directory alone (``AutoConfig.from_pretrained(directory)``).
+
+``load_quantized(skeleton, directory)`` swaps the skeleton's layers for empty quantized modules
+(on the meta device), then assigns every tensor from the file after checking its name, shape and
+dtype against what the model expects; any mismatch raises ``CheckpointError`` naming the file and
+the layer. The loaded tensors replace the skeleton's (so its dtype follows the file).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from .. import __version__
+from .config import config_from_dict, config_to_dict
+from .linear import _QuantLinear, empty_quantized_linear
+
+FORMAT = "squash_ops.quantized"
+FORMAT_VERSION = 1
+CONFIG_FILE = "squash_config.json"
+TENSORS_FILE = "squash_model.safetensors"
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+class CheckpointError(ValueError):
+    """A quantized checkpoint that cannot be loaded into the given model (the message names the
+    file and, where one is at fault, the layer)."""
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _layer_spec(module: _QuantLinear) -> dict:
+    compute = getattr(module, "compute_dtype", None)
+    return {
+        "module": type(module).__name__,
+        "config": config_to_dict(module.config),
+        "in_features": module.in_features,
+        "out_features": module.out_features,
+        "bias": module.bias is not None,
+        "compute_dtype": None if compute is None else _dtype_name(compute),
+        "optional_buffers": sorted(n for n in module.optional_buffers() if getattr(module, n) is not None),
+    }
+
+
+def _all_tensors(model: nn.Module):
+    """(qualified name, tensor) of every parameter and buffer (non-persistent ones too), under
+    every name it is reachable by."""
+    for mod_name, module in model.named_modules(remove_duplicate=False):
+        for store in (module._parameters, module._buffers):
+            for attr, t in store.items():
+                if t is not None:
+                    yield f"{mod_name}.{attr}".lstrip("."), t
+
+
+def _atomic_write(path: Path, write) -> None:
+    # A crash mid-save leaves the previous file (or none), never a truncated one.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def save_quantized(model: nn.Module, directory: str | os.PathLike) -> Path:
+    """Write ``model`` (quantized by ``replace_linear``, calibrated or not) to ``directory``
+    (created if needed; our two files are overwritten). Returns the directory."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    layers = {name: _layer_spec(m) for name, m in model.named_modules() if isinstance(m, _QuantLinear)}
+    tensors: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    first_name: dict[int, str] = {}
+    storages: set[tuple] = set()
+    for name, t in _all_tensors(model):
+        if t.is_meta:
+            raise ValueError(f"save_quantized: {name} is on the meta device; nothing to save")
+        if id(t) in first_name:
+            if first_name[id(t)] != name:
+                aliases[name] = first_name[id(t)]
+            continue
+        first_name[id(t)] = name
+        storage = (t.device, t.untyped_storage().data_ptr())
+        # safetensors refuses two entries over one storage: distinct views of one storage are
+        # stored as copies (rare; ties are the same tensor object and become aliases above).
+        t = t.detach().to("cpu").contiguous()
+        tensors[name] = t.clone() if storage in storages else t
+        storages.add(storage)
+    save_id = uuid.uuid4().hex
+    header = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "squash_ops_version": __version__,
+        "save_id": save_id, "architecture": type(model).__name__, "tensors": TENSORS_FILE,
+        "layers": layers, "aliases": aliases,
+    }
+    _atomic_write(directory / TENSORS_FILE, lambda p: save_file(
+        tensors, p, metadata={"format": "pt", "squash_format_version": str(FORMAT_VERSION), "save_id": save_id}))
+    _atomic_write(directory / CONFIG_FILE, lambda p: Path(p).write_text(json.dumps(header, indent=1) + "\n"))
+    hf_config = getattr(model, "config", None)
+    if hasattr(hf_config, "save_pretrained"):
+        hf_config.save_pretrained(directory)
+    return directory
+
+
+def _read_header(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"load_quantized: {path} not found (was the model saved with save_quantized?)")
+    try:
+        header = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"load_quantized: {path} is not valid JSON ({e})") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise CheckpointError(f"load_quantized: {path} is not a squash_ops quantized-model config "
+                              f"(format {header.get('format') if isinstance(header, dict) else None!r})")
+    version = header.get("format_version")
+    if version != FORMAT_VERSION:
+        newer = isinstance(version, int) and version > FORMAT_VERSION
+        raise CheckpointError(
+            f"load_quantized: {path} has format_version {version!r}; this squash_ops ({__version__}) reads "
+            f"version {FORMAT_VERSION}" + ("; upgrade squash_ops" if newer else "")
+        )
+    for key, kind in (("layers", dict), ("aliases", dict), ("architecture", str), ("save_id", str)):
+        if not isinstance(header.get(key), kind):
+            raise CheckpointError(f"load_quantized: {path}: '{key}' is missing or not a {kind.__name__}")
+    return header
+
+
+def _empty_layer(spec: dict, name: str, where: Path) -> _QuantLinear:
+    try:
+        config = config_from_dict(spec["config"])
+        compute = spec.get("compute_dtype")
+        module = empty_quantized_linear(
+            config, int(spec["in_features"]), int(spec["out_features"]), bool(spec["bias"]),
+            None if compute is None else getattr(torch, compute), device="meta",
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise CheckpointError(f"load_quantized: {where}: layer {name}: bad entry ({type(e).__name__}: {e})") from None
+    if type(module).__name__ != spec.get("module"):
+        raise CheckpointError(f"load_quantized: {where}: layer {name}: module {spec.get('module')!r} does not match "
+                              f"scheme {config.name!r}")
+    optional = module.optional_buffers()
+    for buf in spec.get("optional_buffers", []):
+        if buf not in optional:
+            raise CheckpointError(f"load_quantized: {where}: layer {name}: unknown buffer {buf!r}")
+        shape, dtype = optional[buf]
+        setattr(module, buf, torch.empty(shape, dtype=dtype, device="meta"))
+    return module
+
+
+def _swap_layers(model: nn.Module, header: dict, where: Path) -> None:
+    paths: dict[int, list[str]] = {}
+    for name, m in model.named_modules(remove_duplicate=False):
+        paths.setdefault(id(m), []).append(name)
+    for name, spec in header["layers"].items():
+        try:
+            current = model.get_submodule(name)
+        except AttributeError:
+            raise CheckpointError(f"load_quantized: {where}: layer {name} is not in the model "
+                                  f"({type(model).__name__}); was it built from the same config?") from None
+        module = _empty_layer(spec, name, where)
+        if not isinstance(current, (nn.Linear, _QuantLinear)):
+            raise CheckpointError(f"load_quantized: {where}: layer {name} is a {type(current).__name__} in the "
+                                  f"model, not a linear layer")
+        if (current.in_features, current.out_features) != (module.in_features, module.out_features):
+            raise CheckpointError(
+                f"load_quantized: {where}: layer {name} is {module.in_features}->{module.out_features} in the "
+                f"checkpoint but {current.in_features}->{current.out_features} in the model"
+            )
+        for path in paths[id(current)]:
+            parent, _, attr = path.rpartition(".")
+            setattr(model.get_submodule(parent), attr, module)
+
+
+def _assign(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
+    parent, _, attr = name.rpartition(".")
+    owner = model.get_submodule(parent)
+    if attr in owner._parameters:
+        old = owner._parameters[attr]
+        requires_grad = old.requires_grad if tensor.is_floating_point() else False
+        owner._parameters[attr] = tensor if isinstance(tensor, nn.Parameter) else nn.Parameter(tensor, requires_grad)
+    else:
+        owner._buffers[attr] = tensor
+
+
+def _check_tensor(name: str, got: torch.Tensor, expected: torch.Tensor, where: Path, layers: dict) -> None:
+    layer = name.rpartition(".")[0]
+    what = f"layer {layer}: " if layer in layers else ""
+    if tuple(got.shape) != tuple(expected.shape):
+        raise CheckpointError(f"load_quantized: {where}: {what}{name} has shape {list(got.shape)}, the model "
+                              f"expects {list(expected.shape)}")
+    # Float tensors take the checkpoint's dtype (a bf16 model loads into an fp32-built skeleton);
+    # quantized tensors must be exactly the format's.
+    if got.dtype != expected.dtype and not (got.is_floating_point() and expected.is_floating_point()
+                                            and layer not in layers):
+        raise CheckpointError(f"load_quantized: {where}: {what}{name} has dtype {_dtype_name(got.dtype)}, the "
+                              f"model expects {_dtype_name(expected.dtype)}")
+
+
+def load_quantized(model: nn.Module, directory: str | os.PathLike, *, device=None) -> nn.Module:
+    """Rebuild the quantized model saved by ``save_quantized`` into ``model``, a float skeleton of
+    the same architecture and config (its weights are not used: it may live on the meta device).
+
+    Tensors land on ``device`` (default: the skeleton's device, or CPU for a meta skeleton).
+    Returns ``model`` in eval mode, bit-exact with the saved one. Raises ``FileNotFoundError`` for a missing
+    file and ``CheckpointError`` (a ``ValueError``) for a corrupt or mismatched one, naming the
+    file and the layer.
+    """
+    directory = Path(directory)
+    config_path, tensors_path = directory / CONFIG_FILE, directory / TENSORS_FILE
+    header = _read_header(config_path)
+    if header["architecture"] != type(model).__name__:
+        raise CheckpointError(f"load_quantized: {config_path} was saved from a {header['architecture']}, "
+                              f"not a {type(model).__name__}")
+    if device is None:
+        first = next(iter(_all_tensors(model)), (None, None))[1]
+        device = "cpu" if first is None or first.is_meta else first.device
+    if not tensors_path.is_file():
+        raise FileNotFoundError(f"load_quantized: {tensors_path} not found")
+    try:
+        handle = safe_open(tensors_path, framework="pt", device=str(device))
+    except SafetensorError as e:
+        raise CheckpointError(f"load_quantized: {tensors_path} cannot be read (truncated or corrupt?): {e}") from None
+    with handle as f:
+        save_id = (f.metadata() or {}).get("save_id")
+        if save_id != header["save_id"]:
+            raise CheckpointError(f"load_quantized: {tensors_path} and {config_path} come from different saves "
+                                  f"(save id {save_id!r} vs {header['save_id']!r})")
+        _swap_layers(model, header, config_path)
+        expected = dict(_all_tensors(model))
+        aliases = header["aliases"]
+        stored = list(f.keys())
+        layers = header["layers"]
+        unexpected = [k for k in stored if k not in expected]
+        if unexpected:
+            raise CheckpointError(f"load_quantized: {tensors_path} holds tensors the model does not have: "
+                                  f"{', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}")
+        bad_aliases = [a for a, src in aliases.items() if a not in expected or src not in stored]
+        missing = [k for k in expected if k not in stored and k not in aliases]
+        for names, what in ((missing, "misses tensors the model needs"), (bad_aliases, "has broken aliases")):
+            if names:
+                owners = sorted({n.rpartition(".")[0] for n in names if n.rpartition(".")[0] in layers})
+                raise CheckpointError(
+                    f"load_quantized: {tensors_path} {what}: {', '.join(names[:8])}"
+                    f"{' ...' if len(names) > 8 else ''}" + (f" (layers {', '.join(owners)})" if owners else "")
+                )
+        for name in stored:
+            # Shape/dtype come from the header, so a mismatch is caught before reading the data.
+            sl = f.get_slice(name)
+            if sl.get_dtype() not in _SAFETENSORS_DTYPES:
+                raise CheckpointError(f"load_quantized: {tensors_path}: {name} has unsupported dtype {sl.get_dtype()}")
+            got = torch.empty(sl.get_shape(), dtype=_SAFETENSORS_DTYPES[sl.get_dtype()], device="meta")
+            _check_tensor(name, got, expected[name], tensors_path, layers)
+        for name in stored:
+            _assign(model, name, f.get_tensor(name))
+    for alias, source in aliases.items():
+        src_parent, _, src_attr = source.rpartition(".")
+        owner = model.get_submodule(src_parent)
+        _assign(model, alias, owner._parameters.get(src_attr, owner._buffers.get(src_attr)))
+    # An inference checkpoint, like from_pretrained: a freshly built skeleton is in training mode
+    # (dropout on).
+    return model.eval()
+
