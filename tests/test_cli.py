@@ -125,6 +125,47 @@ def test_sensitivity_causal_lm_perplexity_budget(capsys, tmp_path, text_file, ll
     assert len(doc["overrides"]) == 15  # 7 linears per layer + lm_head
 
 
+def test_quantize_then_eval_the_saved_model(capsys, tmp_path, text_file, llama_dir):
+    """The saved model evaluates exactly like the same quantization done in memory."""
+    out_dir = tmp_path / "q"
+    rc, out = _run(capsys, "quantize", llama_dir, "--scheme", "w4a16", "--group-size", "64", "-o", out_dir)
+    assert rc == 0, out
+    assert "15 linear layers quantized" in out and f"squash eval {llama_dir} --quantized {out_dir}" in out
+    assert {"squash_config.json", "squash_model.safetensors", "config.json", "tokenizer.json"} <= {
+        p.name for p in out_dir.iterdir()}
+    args = ["--text-file", text_file, "--samples", "4"]
+    rc, saved = _run(capsys, "eval", llama_dir, "--quantized", out_dir, *args)
+    assert rc == 0, saved
+    rc, here = _run(capsys, "eval", llama_dir, "--scheme", "w4a16", "--group-size", "64", *args)
+    assert rc == 0, here
+    for metric in ("logits cosine per token, mean", "top-1 agreement with float32", "perplexity float32"):
+        assert _value(saved, metric) == _value(here, metric)
+
+
+def test_quantize_minilm_static(capsys, tmp_path, text_file):
+    _minilm_path()
+    out_dir = tmp_path / "q"
+    rc, out = _run(capsys, "quantize", "--activation", "static", "-o", out_dir)
+    assert rc == 2 and "no text to run the model on: pass --text-file" in out  # calibration needs text
+    args = ["--activation", "static", "--text-file", text_file, "--samples", "8"]
+    rc, out = _run(capsys, "quantize", *args, "-o", out_dir)
+    assert rc == 0, out
+    layers = json.loads((out_dir / "squash_config.json").read_text())["layers"]
+    assert len(layers) == 37 and all(spec["optional_buffers"] == ["input_scale"] for spec in layers.values())
+    rc, saved = _run(capsys, "eval", "--quantized", out_dir, "--text-file", text_file, "--samples", "8")
+    rc2, here = _run(capsys, "eval", *args)
+    assert rc == rc2 == 0
+    metric = "sentence embedding cosine, mean"
+    assert _value(saved, metric) == _value(here, metric)
+    # The saved directory is not a float model; eval says what to do with it.
+    rc, out = _run(capsys, "eval", out_dir, "--text-file", text_file)
+    assert rc == 2 and "holds a model saved by squash quantize" in out
+    rc, out = _run(capsys, "eval", "--quantized", out_dir, "--plan", "p.json", "--text-file", text_file)
+    assert rc == 2 and "give one of them" in out
+    rc, out = _run(capsys, "eval", "--quantized", tmp_path, "--text-file", text_file)
+    assert rc == 2 and "is not a directory written by squash quantize" in out
+
+
 def test_bench_without_gpu(capsys, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a GPU is here: bench would run the suites")

@@ -60,6 +60,9 @@ def model_path(path: str | None) -> Path:
     p = Path(path)
     if not (p / "config.json").is_file():
         raise CliError(f"{path} is not a Hugging Face model directory (no config.json in it)")
+    if (p / "squash_config.json").is_file():
+        raise CliError(f"{path} holds a model saved by squash quantize: give its float model as MODEL_DIR and "
+                       f"this directory as --quantized")
     return p
 
 
@@ -73,7 +76,10 @@ def load_model(path: str | None, device: str) -> Loaded:
     config = AutoConfig.from_pretrained(path, local_files_only=True)
     causal = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in (config.architectures or []))
     cls = AutoModelForCausalLM if causal else AutoModel
-    model = cls.from_pretrained(path, local_files_only=True, dtype=torch.float32).eval().to(device)
+    try:
+        model = cls.from_pretrained(path, local_files_only=True, dtype=torch.float32).eval().to(device)
+    except OSError as e:  # no weights file, unreadable files
+        raise CliError(f"cannot load the model in {path}: {e}") from None
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as e:
