@@ -116,10 +116,11 @@ def test_eval_causal_lm(capsys, text_file, llama_dir):
 
 def test_sensitivity_causal_lm_perplexity_budget(capsys, tmp_path, text_file, llama_dir):
     plan = tmp_path / "plan.json"
-    rc, out = _run(capsys, "sensitivity", llama_dir, "--scheme", "w8a8", "--text-file", text_file,
-                   "--samples", "6", "--max-drop", "0.0001", "--plan-out", plan)
+    rc, out = _run(capsys, "sensitivity", llama_dir, "--scheme", "w8a8", "--activation", "static",
+                   "--calibration", "percentile", "--text-file", text_file, "--samples", "6", "--max-drop",
+                   "0.0001", "--plan-out", plan)
     assert rc == 0, out
-    assert "(causal, 6 texts)" in out and "rel. drop" in out and "relative metric drop <= 0.01%" in out
+    assert "(causal, 6 texts) under W8A8Config(activation='static')" in out and "rel. drop" in out and "relative metric drop <= 0.01%" in out
     doc = json.loads(plan.read_text())
     assert doc["relative_drop"] <= 0.0001
     assert len(doc["overrides"]) == 15  # 7 linears per layer + lm_head

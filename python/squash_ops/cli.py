@@ -328,6 +328,7 @@ def cmd_sensitivity(args, console) -> int:
         loaded.model, config, batches,
         metric_fn=(lambda m: perplexity(m, batches)) if causal else None, higher_is_better=False,
         output_fn=None if causal else sentence_embeddings,
+        calibrate_method=args.calibration, percentile=args.percentile,
     )
     fallback = None
     if args.min_cosine is not None or args.max_drop is not None:
@@ -399,11 +400,15 @@ def _add_model_args(p: argparse.ArgumentParser, default_scheme: str) -> None:
     p.add_argument("--batch-size", type=_positive, default=16)
     p.add_argument("--max-length", type=_positive, default=128, help="tokens per text at most")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    _add_calibration_args(p)
 
 
 def _add_quantize_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plan", help="a plan from squash sensitivity --plan-out (its scheme and float layers "
                                   "replace --scheme and the scheme options)")
+
+
+def _add_calibration_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration", choices=("minmax", "percentile"), default="minmax",
                    help="w8a8 static: how the activation range is chosen")
     p.add_argument("--percentile", type=float, default=99.99, help="with --calibration percentile")
