@@ -13,13 +13,13 @@ from .ops import *  # noqa: F401,F403
 from .ops import __all__ as _ops_all
 from .quant import (
     CalibrationStats, CheckpointError, ReplaceReport, W4A16Config, W8A8Config, W8A16Config, calibrate,
-    load_quantized, replace_linear, save_quantized,
+    import_awq, import_gptq, load_quantized, replace_linear, save_quantized,
 )
 
-# The model-level API, next to the ops: configs, replace_linear and its report, calibrate, save/load.
+# The model-level API, next to the ops: configs, replace_linear and its report, calibrate, save/load, GPTQ/AWQ import.
 _quant_api = [
     "W8A16Config", "W4A16Config", "W8A8Config", "replace_linear", "ReplaceReport", "calibrate", "CalibrationStats",
-    "save_quantized", "load_quantized", "CheckpointError",
+    "save_quantized", "load_quantized", "CheckpointError", "import_gptq", "import_awq",
 ]
 
 __all__ = list(_ops_all) + _quant_api + ["cuda_available", "has_cuda_kernel"]

@@ -5,6 +5,7 @@ from .linear import QuantizedActivation, W4A16Linear, W8A8Linear, W8A16Linear, e
 from .replace import ReplaceReport, replace_linear, scheme_label
 from .calibrate import ActivationStats, CalibrationStats, calibrate
 from .serialization import CheckpointError, load_quantized, save_quantized
+from .importers import awq_linear, gptq_linear, import_awq, import_gptq
 
 __all__ = [
     "QuantConfig", "W4A16Config", "W8A8Config", "W8A16Config", "config_from_dict", "config_to_dict",
@@ -13,4 +14,5 @@ __all__ = [
     "ReplaceReport", "replace_linear", "scheme_label",
     "ActivationStats", "CalibrationStats", "calibrate",
     "CheckpointError", "load_quantized", "save_quantized",
+    "awq_linear", "gptq_linear", "import_awq", "import_gptq",
 ]

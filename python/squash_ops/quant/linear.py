@@ -61,6 +61,12 @@ class _QuantLinear(nn.Module):
         checkpoint that has one creates it first (see serialization.py)."""
         return {}
 
+    def validate(self) -> None:
+        """Raise ValueError when a buffer holds values the format forbids (after loading one)."""
+        for name, t in self.named_buffers(recurse=False):
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise ValueError(f"{name} holds inf or NaN")
+
     def _check_input(self, x: torch.Tensor) -> None:
         if x.shape[-1] != self.in_features:
             raise ValueError(
@@ -102,7 +108,13 @@ class W8A16Linear(_QuantLinear):
 
 class W4A16Linear(_QuantLinear):
     """y = x @ ((q - z) * s).T + bias with int4 ``qweight`` [N, K/2] (two values per byte),
-    float32 ``scales`` [N, K/g] and uint8 ``zeros`` [N, K/g] (None when symmetric: zero 8)."""
+    float32 ``scales`` [N, K/g] and uint8 ``zeros`` [N, K/g] (None when symmetric: zero 8).
+
+    Optional ``input_perm`` (int32 [K], a permutation): the packed columns are the input channels
+    in that order, i.e. y = x[..., input_perm] @ W'.T. GPTQ act-order checkpoints group input
+    channels in a permuted order; permuting the activation keeps them exact instead of
+    requantizing into contiguous groups (Marlin and ExLlama do the same gather).
+    """
 
     def __init__(
         self, in_features, out_features, bias=True, config: W4A16Config = W4A16Config(),
@@ -126,6 +138,27 @@ class W4A16Linear(_QuantLinear):
         self.register_buffer(
             "bias", torch.zeros(out_features, dtype=self.compute_dtype, device=device) if bias else None
         )
+        self.register_buffer("input_perm", None)
+
+    def optional_buffers(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        return {"input_perm": ((self.in_features,), torch.int32)}
+
+    def set_input_permutation(self, perm: torch.Tensor | None) -> None:
+        """Use packed column i for input channel ``perm[i]`` (None: identity)."""
+        if perm is not None:
+            perm = torch.as_tensor(perm)
+            if perm.shape != (self.in_features,) or not torch.equal(
+                    torch.sort(perm.cpu().long()).values, torch.arange(self.in_features)):
+                raise ValueError(f"W4A16Linear: input_perm must be a permutation of 0..{self.in_features - 1}")
+            perm = perm.to(torch.int32, copy=False).to(self.qweight.device)
+        self.input_perm = perm
+
+    def validate(self) -> None:
+        super().validate()
+        if self.zeros is not None and int(self.zeros.max()) > 15:
+            raise ValueError("zeros must be 0..15")
+        if self.input_perm is not None:
+            self.set_input_permutation(self.input_perm)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, config: W4A16Config = W4A16Config(), compute_dtype=None):
@@ -142,11 +175,19 @@ class W4A16Linear(_QuantLinear):
         return m.to(w.device)
 
     def dequantized_weight(self) -> torch.Tensor:
+        """float32 [N, K] in the model's input-channel order (``input_perm`` undone)."""
         zeros = None if self.zeros is None else self.zeros.cpu()
-        return ops.dequantize_int4_weight(self.qweight.cpu(), self.scales.cpu(), zeros, self.config.group_size)
+        w = ops.dequantize_int4_weight(self.qweight.cpu(), self.scales.cpu(), zeros, self.config.group_size)
+        if self.input_perm is None:
+            return w
+        out = torch.empty_like(w)
+        out[:, self.input_perm.cpu().long()] = w
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
+        if self.input_perm is not None:
+            x = x.index_select(-1, self.input_perm)
         y = ops.w4a16_gemm(x.to(self.compute_dtype), self.qweight, self.scales, zeros=self.zeros,
                            group_size=self.config.group_size, bias=self.bias)
         return y.to(x.dtype)
@@ -182,6 +223,11 @@ class W8A8Linear(_QuantLinear):
 
     def optional_buffers(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
         return {"input_scale": ((1,), torch.float32)}
+
+    def validate(self) -> None:
+        super().validate()
+        if self.input_scale is not None:
+            self.set_input_scale(self.input_scale)
 
     def set_input_scale(self, scale: float | torch.Tensor) -> None:
         """Per-tensor activation scale (absmax / 127 of the calibrated range) for static mode."""

@@ -132,24 +132,24 @@ def save_quantized(model: nn.Module, directory: str | os.PathLike) -> Path:
 
 def _read_header(path: Path) -> dict:
     if not path.is_file():
-        raise FileNotFoundError(f"load_quantized: {path} not found (was the model saved with save_quantized?)")
+        raise FileNotFoundError(f"{path} not found (was the model saved with save_quantized?)")
     try:
         header = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"load_quantized: {path} is not valid JSON ({e})") from None
+        raise CheckpointError(f"{path} is not valid JSON ({e})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise CheckpointError(f"load_quantized: {path} is not a squash_ops quantized-model config "
+        raise CheckpointError(f"{path} is not a squash_ops quantized-model config "
                               f"(format {header.get('format') if isinstance(header, dict) else None!r})")
     version = header.get("format_version")
     if version != FORMAT_VERSION:
         newer = isinstance(version, int) and version > FORMAT_VERSION
         raise CheckpointError(
-            f"load_quantized: {path} has format_version {version!r}; this squash_ops ({__version__}) reads "
+            f"{path} has format_version {version!r}; this squash_ops ({__version__}) reads "
             f"version {FORMAT_VERSION}" + ("; upgrade squash_ops" if newer else "")
         )
     for key, kind in (("layers", dict), ("aliases", dict), ("architecture", str), ("save_id", str)):
         if not isinstance(header.get(key), kind):
-            raise CheckpointError(f"load_quantized: {path}: '{key}' is missing or not a {kind.__name__}")
+            raise CheckpointError(f"{path}: '{key}' is missing or not a {kind.__name__}")
     return header
 
 
@@ -162,14 +162,14 @@ def _empty_layer(spec: dict, name: str, where: Path) -> _QuantLinear:
             None if compute is None else getattr(torch, compute), device="meta",
         )
     except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise CheckpointError(f"load_quantized: {where}: layer {name}: bad entry ({type(e).__name__}: {e})") from None
+        raise CheckpointError(f"{where}: layer {name}: bad entry ({type(e).__name__}: {e})") from None
     if type(module).__name__ != spec.get("module"):
-        raise CheckpointError(f"load_quantized: {where}: layer {name}: module {spec.get('module')!r} does not match "
+        raise CheckpointError(f"{where}: layer {name}: module {spec.get('module')!r} does not match "
                               f"scheme {config.name!r}")
     optional = module.optional_buffers()
     for buf in spec.get("optional_buffers", []):
         if buf not in optional:
-            raise CheckpointError(f"load_quantized: {where}: layer {name}: unknown buffer {buf!r}")
+            raise CheckpointError(f"{where}: layer {name}: unknown buffer {buf!r}")
         shape, dtype = optional[buf]
         setattr(module, buf, torch.empty(shape, dtype=dtype, device="meta"))
     return module
@@ -183,15 +183,15 @@ def _swap_layers(model: nn.Module, header: dict, where: Path) -> None:
         try:
             current = model.get_submodule(name)
         except AttributeError:
-            raise CheckpointError(f"load_quantized: {where}: layer {name} is not in the model "
+            raise CheckpointError(f"{where}: layer {name} is not in the model "
                                   f"({type(model).__name__}); was it built from the same config?") from None
         module = _empty_layer(spec, name, where)
         if not isinstance(current, (nn.Linear, _QuantLinear)):
-            raise CheckpointError(f"load_quantized: {where}: layer {name} is a {type(current).__name__} in the "
+            raise CheckpointError(f"{where}: layer {name} is a {type(current).__name__} in the "
                                   f"model, not a linear layer")
         if (current.in_features, current.out_features) != (module.in_features, module.out_features):
             raise CheckpointError(
-                f"load_quantized: {where}: layer {name} is {module.in_features}->{module.out_features} in the "
+                f"{where}: layer {name} is {module.in_features}->{module.out_features} in the "
                 f"checkpoint but {current.in_features}->{current.out_features} in the model"
             )
         for path in paths[id(current)]:
@@ -210,18 +210,159 @@ def _assign(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
         owner._buffers[attr] = tensor
 
 
-def _check_tensor(name: str, got: torch.Tensor, expected: torch.Tensor, where: Path, layers: dict) -> None:
+class TensorSource:
+    """Named tensors to load, read lazily: an in-memory dict or safetensors files (one, or the
+    shards of a directory). ``label`` names it in error messages."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor] | None = None, files=(), device="cpu", label=""):
+        self.label = label
+        self._dict = tensors or {}
+        self._where: dict[str, object] = {}
+        self._handles = []
+        self.device = device
+        for path in files:
+            try:
+                handle = safe_open(path, framework="pt", device=str(device))
+            except SafetensorError as e:
+                self.close()
+                raise CheckpointError(f"{path} cannot be read (truncated or corrupt?): {e}") from None
+            self._handles.append(handle)
+            for name in handle.keys():
+                self._where[name] = handle
+
+    @classmethod
+    def open(cls, checkpoint, device="cpu") -> "TensorSource":
+        """A dict of tensors, a .safetensors file or a directory of .safetensors shards."""
+        if isinstance(checkpoint, dict):
+            return cls(checkpoint, label="the checkpoint dict")
+        path = Path(checkpoint)
+        files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path]
+        if not files or not all(f.is_file() for f in files):
+            raise FileNotFoundError(f"{path}: no safetensors file found")
+        return cls(files=files, device=device, label=str(path))
+
+    def metadata(self) -> dict:
+        return (self._handles[0].metadata() or {}) if self._handles else {}
+
+    def names(self) -> list[str]:
+        return list(self._dict) + list(self._where)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._dict or name in self._where
+
+    def meta(self, name: str) -> torch.Tensor:
+        """A meta tensor of the stored shape and dtype (the data is not read)."""
+        if name in self._dict:
+            return self._dict[name].to("meta")
+        sl = self._where[name].get_slice(name)
+        if sl.get_dtype() not in _SAFETENSORS_DTYPES:
+            raise CheckpointError(f"{self.label}: {name} has unsupported dtype {sl.get_dtype()}")
+        return torch.empty(sl.get_shape(), dtype=_SAFETENSORS_DTYPES[sl.get_dtype()], device="meta")
+
+    def get(self, name: str) -> torch.Tensor:
+        if name in self._dict:
+            return self._dict[name].to(self.device)
+        return self._where[name].get_tensor(name)
+
+    def close(self) -> None:
+        for h in self._handles:
+            h.__exit__(None, None, None)
+        self._handles = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _check_tensor(name: str, got: torch.Tensor, expected: torch.Tensor, where: str, layers) -> None:
     layer = name.rpartition(".")[0]
     what = f"layer {layer}: " if layer in layers else ""
     if tuple(got.shape) != tuple(expected.shape):
-        raise CheckpointError(f"load_quantized: {where}: {what}{name} has shape {list(got.shape)}, the model "
+        raise CheckpointError(f"{where}: {what}{name} has shape {list(got.shape)}, the model "
                               f"expects {list(expected.shape)}")
     # Float tensors take the checkpoint's dtype (a bf16 model loads into an fp32-built skeleton);
     # quantized tensors must be exactly the format's.
     if got.dtype != expected.dtype and not (got.is_floating_point() and expected.is_floating_point()
                                             and layer not in layers):
-        raise CheckpointError(f"load_quantized: {where}: {what}{name} has dtype {_dtype_name(got.dtype)}, the "
+        raise CheckpointError(f"{where}: {what}{name} has dtype {_dtype_name(got.dtype)}, the "
                               f"model expects {_dtype_name(expected.dtype)}")
+
+
+def _tensor_at(model: nn.Module, name: str) -> torch.Tensor:
+    parent, _, attr = name.rpartition(".")
+    owner = model.get_submodule(parent)
+    return owner._parameters[attr] if attr in owner._parameters else owner._buffers[attr]
+
+
+def _is_nonpersistent(model: nn.Module, name: str) -> bool:
+    parent, _, attr = name.rpartition(".")
+    return attr in model.get_submodule(parent)._non_persistent_buffers_set
+
+
+def fill_model(model: nn.Module, source: TensorSource, *, layers=(), aliases: dict[str, str] | None = None,
+               filled=(), skip=(), keep_nonpersistent: bool = False) -> None:
+    """Assign every parameter and buffer of ``model`` from ``source`` after checking that the names,
+    shapes and dtypes match (``layers``: quantized layer names, whose tensors must keep the exact
+    dtype). A name not stored is taken from the stored name it is tied to, in the model (same
+    tensor object) or by ``aliases`` (name -> stored name). Tensors of the modules in ``filled``
+    are left as they are; stored names in ``skip`` are ignored. ``keep_nonpersistent``: the
+    model's non-persistent buffers (which ordinary checkpoints never hold, e.g. rotary inv_freq)
+    are kept from the model when not stored. Nothing is assigned unless everything checks out."""
+    aliases = aliases or {}
+    filled = tuple(f"{m}." for m in filled)
+    expected = {n: t for n, t in _all_tensors(model) if not n.startswith(filled)}
+    stored = [n for n in source.names() if n not in skip]
+    ties: dict[int, list[str]] = {}
+    for n, t in expected.items():
+        ties.setdefault(id(t), []).append(n)
+    where = source.label
+
+    def listing(names):
+        owners = sorted({n.rpartition(".")[0] for n in names if n.rpartition(".")[0] in layers})
+        return (f"{', '.join(names[:8])}{' ...' if len(names) > 8 else ''}"
+                + (f" (layers {', '.join(owners)})" if owners else ""))
+
+    unexpected = [n for n in stored if n not in expected]
+    if unexpected:
+        raise CheckpointError(f"{where} holds tensors the model does not have: {listing(unexpected)}")
+    bad_aliases = [a for a, src in aliases.items() if a not in expected or src not in source]
+    if bad_aliases:
+        raise CheckpointError(f"{where} has broken aliases: {listing(bad_aliases)}")
+    stored_set = set(stored)
+    tied_to = {}
+    for n, t in expected.items():
+        if n not in stored_set:
+            src = aliases.get(n) or next((o for o in ties[id(t)] if o in stored_set), None)
+            tied_to[n] = src
+    kept = [n for n, src in tied_to.items() if src is None and keep_nonpersistent and _is_nonpersistent(model, n)]
+    missing = [n for n, src in tied_to.items() if src is None and n not in kept]
+    if missing:
+        raise CheckpointError(f"{where} misses tensors the model needs: {listing(missing)}")
+    on_meta = [n for n in kept if expected[n].is_meta]
+    if on_meta:
+        raise CheckpointError(
+            f"{where}: the model's non-persistent buffers {listing(on_meta)} are on the meta device and no "
+            "checkpoint holds them: build the skeleton on a real device so its constructor computes them"
+        )
+    for n in kept:
+        del tied_to[n]
+    for name in stored:
+        _check_tensor(name, source.meta(name), expected[name], where, layers)
+    for name in stored:
+        _assign(model, name, source.get(name))
+    for name, src in tied_to.items():
+        _assign(model, name, _tensor_at(model, src))
+    for name in kept:
+        _assign(model, name, expected[name].to(source.device))
+
+
+def _default_device(model: nn.Module, device):
+    if device is not None:
+        return device
+    first = next(iter(_all_tensors(model)), (None, None))[1]
+    return "cpu" if first is None or first.is_meta else first.device
 
 
 def load_quantized(model: nn.Module, directory: str | os.PathLike, *, device=None) -> nn.Module:
@@ -229,62 +370,33 @@ def load_quantized(model: nn.Module, directory: str | os.PathLike, *, device=Non
     the same architecture and config (its weights are not used: it may live on the meta device).
 
     Tensors land on ``device`` (default: the skeleton's device, or CPU for a meta skeleton).
-    Returns ``model`` in eval mode, bit-exact with the saved one. Raises ``FileNotFoundError`` for a missing
-    file and ``CheckpointError`` (a ``ValueError``) for a corrupt or mismatched one, naming the
-    file and the layer.
+    Returns ``model`` in eval mode, bit-exact with the saved one. Raises ``FileNotFoundError`` for
+    a missing file and ``CheckpointError`` (a ``ValueError``) for a corrupt or mismatched one,
+    naming the file and the layer.
     """
     directory = Path(directory)
     config_path, tensors_path = directory / CONFIG_FILE, directory / TENSORS_FILE
-    header = _read_header(config_path)
-    if header["architecture"] != type(model).__name__:
-        raise CheckpointError(f"load_quantized: {config_path} was saved from a {header['architecture']}, "
-                              f"not a {type(model).__name__}")
-    if device is None:
-        first = next(iter(_all_tensors(model)), (None, None))[1]
-        device = "cpu" if first is None or first.is_meta else first.device
-    if not tensors_path.is_file():
-        raise FileNotFoundError(f"load_quantized: {tensors_path} not found")
     try:
-        handle = safe_open(tensors_path, framework="pt", device=str(device))
-    except SafetensorError as e:
-        raise CheckpointError(f"load_quantized: {tensors_path} cannot be read (truncated or corrupt?): {e}") from None
-    with handle as f:
-        save_id = (f.metadata() or {}).get("save_id")
-        if save_id != header["save_id"]:
-            raise CheckpointError(f"load_quantized: {tensors_path} and {config_path} come from different saves "
-                                  f"(save id {save_id!r} vs {header['save_id']!r})")
-        _swap_layers(model, header, config_path)
-        expected = dict(_all_tensors(model))
-        aliases = header["aliases"]
-        stored = list(f.keys())
-        layers = header["layers"]
-        unexpected = [k for k in stored if k not in expected]
-        if unexpected:
-            raise CheckpointError(f"load_quantized: {tensors_path} holds tensors the model does not have: "
-                                  f"{', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}")
-        bad_aliases = [a for a, src in aliases.items() if a not in expected or src not in stored]
-        missing = [k for k in expected if k not in stored and k not in aliases]
-        for names, what in ((missing, "misses tensors the model needs"), (bad_aliases, "has broken aliases")):
-            if names:
-                owners = sorted({n.rpartition(".")[0] for n in names if n.rpartition(".")[0] in layers})
-                raise CheckpointError(
-                    f"load_quantized: {tensors_path} {what}: {', '.join(names[:8])}"
-                    f"{' ...' if len(names) > 8 else ''}" + (f" (layers {', '.join(owners)})" if owners else "")
-                )
-        for name in stored:
-            # Shape/dtype come from the header, so a mismatch is caught before reading the data.
-            sl = f.get_slice(name)
-            if sl.get_dtype() not in _SAFETENSORS_DTYPES:
-                raise CheckpointError(f"load_quantized: {tensors_path}: {name} has unsupported dtype {sl.get_dtype()}")
-            got = torch.empty(sl.get_shape(), dtype=_SAFETENSORS_DTYPES[sl.get_dtype()], device="meta")
-            _check_tensor(name, got, expected[name], tensors_path, layers)
-        for name in stored:
-            _assign(model, name, f.get_tensor(name))
-    for alias, source in aliases.items():
-        src_parent, _, src_attr = source.rpartition(".")
-        owner = model.get_submodule(src_parent)
-        _assign(model, alias, owner._parameters.get(src_attr, owner._buffers.get(src_attr)))
+        header = _read_header(config_path)
+        if header["architecture"] != type(model).__name__:
+            raise CheckpointError(f"{config_path} was saved from a {header['architecture']}, "
+                                  f"not a {type(model).__name__}")
+        if not tensors_path.is_file():
+            raise FileNotFoundError(f"{tensors_path} not found")
+        with TensorSource(files=[tensors_path], device=_default_device(model, device), label=str(tensors_path)) as src:
+            save_id = src.metadata().get("save_id")
+            if save_id != header["save_id"]:
+                raise CheckpointError(f"{tensors_path} and {config_path} come from different saves "
+                                      f"(save id {save_id!r} vs {header['save_id']!r})")
+            _swap_layers(model, header, config_path)
+            fill_model(model, src, layers=header["layers"], aliases=header["aliases"])
+        for name in header["layers"]:
+            try:
+                model.get_submodule(name).validate()
+            except ValueError as e:
+                raise CheckpointError(f"{tensors_path}: layer {name}: {e}") from None
+    except (CheckpointError, FileNotFoundError) as e:
+        raise type(e)(f"load_quantized: {e}") from None
     # An inference checkpoint, like from_pretrained: a freshly built skeleton is in training mode
     # (dropout on).
     return model.eval()
-
