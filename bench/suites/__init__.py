@@ -6,7 +6,7 @@ the run goes on; the squash impl is measured only where `ctx.has_squash(op)`.
 
 import importlib
 
-ORDER = ("ceiling", "w4a16", "w8a16", "w8a8", "norm", "norm_quant", "attn_fwd", "attn_decode")
+ORDER = ("ceiling", "w4a16", "w8a16", "w8a8", "norm", "norm_quant", "attn_fwd", "attn_decode", "e2e_decode")
 
 
 def load(name: str):

@@ -42,6 +42,17 @@ def _compute_dtype(weight: torch.Tensor, requested: torch.dtype | None) -> torch
     return weight.dtype if weight.dtype in _HALF_DTYPES else torch.bfloat16
 
 
+def _pack_int8(m: "_QuantLinear", linear: nn.Linear) -> "_QuantLinear":
+    """Fills an int8-weight module (W8A16 / W8A8) from ``linear`` and moves it to its device."""
+    w = linear.weight.detach()
+    q, s = ops.quantize_int8_weight(w.to("cpu", torch.float32))
+    m.qweight.copy_(q)
+    m.scales.copy_(s)
+    if linear.bias is not None:
+        m.bias.copy_(linear.bias.detach())
+    return m.to(w.device)
+
+
 class _QuantLinear(nn.Module):
     """Shared bookkeeping: sizes, the scheme's config and the repr."""
 
@@ -88,14 +99,9 @@ class W8A16Linear(_QuantLinear):
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, config: W8A16Config | None = None, compute_dtype=None):
-        w = linear.weight.detach()
-        m = cls(linear.in_features, linear.out_features, linear.bias is not None, _compute_dtype(w, compute_dtype))
-        q, s = ops.quantize_int8_weight(w.to("cpu", torch.float32))
-        m.qweight.copy_(q)
-        m.scales.copy_(s)
-        if linear.bias is not None:
-            m.bias.copy_(linear.bias.detach())
-        return m.to(w.device)
+        m = cls(linear.in_features, linear.out_features, linear.bias is not None,
+                _compute_dtype(linear.weight, compute_dtype))
+        return _pack_int8(m, linear)
 
     def dequantized_weight(self) -> torch.Tensor:
         return ops.dequantize_int8_weight(self.qweight.cpu(), self.scales.cpu())
@@ -212,14 +218,8 @@ class W8A8Linear(_QuantLinear):
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, config: W8A8Config = W8A8Config()):
-        w = linear.weight.detach()
         m = cls(linear.in_features, linear.out_features, linear.bias is not None, config)
-        q, s = ops.quantize_int8_weight(w.to("cpu", torch.float32))
-        m.qweight.copy_(q)
-        m.scales.copy_(s)
-        if linear.bias is not None:
-            m.bias.copy_(linear.bias.detach())
-        return m.to(w.device)
+        return _pack_int8(m, linear)
 
     def optional_buffers(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
         return {"input_scale": ((1,), torch.float32)}
