@@ -123,27 +123,29 @@ def sentence_embeddings(outputs, batch):
     return F.normalize((h * mask).sum(1) / mask.sum(1).clamp_min(1), dim=-1)
 
 
-def _causal_stats(model, batches):
-    """Per batch: (logits [B, S, V], next-token NLL summed, predicted tokens counted)."""
+def next_token_nll(logits, batch) -> tuple[float, int]:
+    """Summed next-token negative log-likelihood over the real tokens, and how many there were
+    (a position counts when it and the token it predicts are both unpadded: either padding side)."""
     import torch.nn.functional as F
 
-    from .quant.sensitivity import run_batch
+    mask = batch["attention_mask"].to(logits.device).bool()
+    mask = mask[:, 1:] & mask[:, :-1]
+    labels = batch["input_ids"][:, 1:].to(logits.device)
+    nll = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), labels.flatten(), reduction="none")
+    return nll[mask.flatten()].sum().item(), int(mask.sum())
 
-    out = []
-    for b in batches:
-        logits = run_batch(model, b).logits.float()
-        labels = b["input_ids"][:, 1:].to(logits.device)
-        mask = b["attention_mask"][:, 1:].to(logits.device).bool()
-        nll = F.cross_entropy(logits[:, :-1].flatten(0, 1), labels.flatten(), reduction="none")
-        out.append((logits, nll[mask.flatten()].sum().item(), int(mask.sum())))
-    if sum(n for _, _, n in out) == 0:
+
+def _ppl(nll: float, tokens: int) -> float:
+    if tokens == 0:
         raise CliError("the texts give no next token to predict (every text is one token): use longer text")
-    return out
+    return math.exp(nll / tokens)
 
 
 def perplexity(model, batches) -> float:
-    stats = _causal_stats(model, batches)
-    return math.exp(sum(s for _, s, _ in stats) / sum(n for _, _, n in stats))
+    from .quant.sensitivity import run_batch
+
+    totals = [next_token_nll(run_batch(model, b).logits, b) for b in batches]
+    return _ppl(sum(t[0] for t in totals), sum(t[1] for t in totals))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -204,16 +206,17 @@ def compare(reference, quantized, batches, kind: str) -> list[tuple[str, str]]:
             return [("sentence embedding cosine, mean", f"{cos.mean().item():.6f}"),
                     ("sentence embedding cosine, min", f"{cos.min().item():.6f}"),
                     ("sentences", str(cos.numel()))]
-        ref, out = _causal_stats(reference, batches), _causal_stats(quantized, batches)
-    cos, agree = [], []
-    for b, (lr, _, _), (lq, _, _) in zip(batches, ref, out):
-        mask = b["attention_mask"].to(lr.device).bool()
-        cos.append(row_cosines(lq[mask], lr[mask]))
-        agree.append(lq[mask].argmax(-1) == lr[mask].argmax(-1))
+        # One batch at a time: [batch, seq, vocab] logits of an LLM are large.
+        cos, agree, nll_ref, nll_q, tokens = [], [], 0.0, 0.0, 0
+        for b in batches:
+            lr, lq = run_batch(reference, b).logits, run_batch(quantized, b).logits
+            mask = b["attention_mask"].to(lr.device).bool()
+            cos.append(row_cosines(lq[mask], lr[mask]))
+            agree.append(lq[mask].argmax(-1) == lr[mask].argmax(-1))
+            (nr, tokens_b), (nq, _) = next_token_nll(lr, b), next_token_nll(lq, b)
+            nll_ref, nll_q, tokens = nll_ref + nr, nll_q + nq, tokens + tokens_b
     cos, agree = torch.cat(cos), torch.cat(agree).double()
-    tokens = sum(n for _, _, n in ref)
-    ppl_ref = math.exp(sum(s for _, s, _ in ref) / tokens)
-    ppl_q = math.exp(sum(s for _, s, _ in out) / tokens)
+    ppl_ref, ppl_q = _ppl(nll_ref, tokens), _ppl(nll_q, tokens)
     return [("logits cosine per token, mean", f"{cos.mean().item():.6f}"),
             ("logits cosine per token, min", f"{cos.min().item():.6f}"),
             ("top-1 agreement with float32", f"{agree.mean().item():.2%}"),
