@@ -234,6 +234,7 @@ def test_metric_direction():
     assert up.ranking == down.ranking and up.ranking[0] == LLAMA_TARGET
     for a, b in zip(up.layers, down.layers):
         assert a.relative_drop == pytest.approx(b.relative_drop, abs=1e-12) and a.relative_drop > -1e-9
+        assert a.metric_delta == a.metric - up.baseline_metric == pytest.approx(-b.metric_delta, abs=1e-12)
 
 
 def test_table_and_plot(tmp_path):

@@ -15,8 +15,9 @@ analysis quantizes that layer alone and measures three errors:
 - ``cosine`` / ``min_cosine``: the model output vs the float model's on the eval batches, cosine
   along the last dim per row (per token, or per sequence for pooled outputs), mean and worst; rows
   the batch's ``attention_mask`` marks as padding are left out.
-- ``metric`` / ``relative_drop``: ``metric_fn(model)`` (user-supplied, e.g. accuracy; set
-  ``higher_is_better=False`` for perplexity or a loss) and its relative drop from the float value.
+- ``metric`` / ``metric_delta`` / ``relative_drop``: ``metric_fn(model)`` (user-supplied, e.g.
+  accuracy; ``higher_is_better=False`` for perplexity or a loss), its change from the float
+  model's value, and that change as a relative drop (> 0 = worse).
 
 Layers are ranked most sensitive first: by relative drop when a metric is given, else by output
 cosine, ties by SQNR. ``fallback`` then keeps layers in float (the model's own dtype: they stay
@@ -119,6 +120,7 @@ class LayerSensitivity:
     cosine: float
     min_cosine: float
     metric: float | None = None
+    metric_delta: float | None = None  # metric - float metric (signed, in the metric's units)
     relative_drop: float | None = None  # > 0: worse than float (direction from higher_is_better)
 
 
@@ -130,6 +132,7 @@ class Evaluation:
     cosine: float
     min_cosine: float
     metric: float | None = None
+    metric_delta: float | None = None
     relative_drop: float | None = None
     meets_budget: bool | None = None
 
@@ -454,8 +457,10 @@ class _Analysis:
             with torch.inference_mode():
                 cos = torch.cat([row_cosines(o, r) for o, r in zip(self.outputs(), self.reference)])
                 metric = self.metric() if self.metric_fn is not None else None
-        drop = self.relative_drop(metric) if metric is not None else None
-        return Evaluation(quantized, cos.mean().item(), cos.min().item(), metric, drop)
+        if metric is None:
+            return Evaluation(quantized, cos.mean().item(), cos.min().item())
+        return Evaluation(quantized, cos.mean().item(), cos.min().item(), metric,
+                          metric - self.baseline_metric, self.relative_drop(metric))
 
     def plan(self, quantized: set[str]) -> Plan:
         return {name: (self.config if name in quantized else None) for name in self.all_linears}
@@ -547,7 +552,7 @@ def analyze_sensitivity(
             ev = an.evaluate(frozenset([name]), calibrated=True)
             w = model.get_submodule(name).weight
             layers.append(LayerSensitivity(name, tuple(w.shape), sqnr[name], ev.cosine, ev.min_cosine,
-                                           ev.metric, ev.relative_drop))
+                                           ev.metric, ev.metric_delta, ev.relative_drop))
     finally:
         model.train(was_training)
     if metric_fn is not None:
