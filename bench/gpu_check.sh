@@ -39,7 +39,8 @@ export PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 export SANITIZE_K=${SANITIZE_K:-not compile and not large and not slow and not hypothesis}
 # The pytest sanitizer runs cover the GEMM kernels (GEMV, mma, dequantize, quantize), which have
-# no C++ self-check; the norm and decode kernels are sanitized through their C++ checks (stage cpp).
+# no C++ self-check; the norm, decode, prefill and prepacked GEMM kernels are sanitized through
+# their C++ checks (stage cpp).
 export SANITIZE_TESTS=${SANITIZE_TESTS:-tests/test_gemm.py}
 BUDGET=${GPU_CHECK_BUDGET_S:-510}
 T0=$SECONDS
@@ -174,11 +175,23 @@ stage_cpp() {
   if cpp_build gemv_bench; then  # --quick times every config and spot-checks vs float64
     [ -n "${CPP_TIMINGS:-}" ] && step build/gemv_bench --quick
   else rc=1; fi
+  if cpp_build pk_bench; then  # the prepacked GEMM: every config x splits vs float64, then sanitizers
+    step build/pk_bench --check
+    step "$san" --tool memcheck --error-exitcode 1 build/pk_bench --check --quick
+    step "$san" --tool racecheck --error-exitcode 1 build/pk_bench --check --quick
+    [ -n "${CPP_TIMINGS:-}" ] && step build/pk_bench --quick
+  else rc=1; fi
   if cpp_build decode_bench; then
     step build/decode_bench --check
     step "$san" --tool memcheck --error-exitcode 1 build/decode_bench --quick
     step "$san" --tool racecheck --error-exitcode 1 build/decode_bench --quick
     [ -n "${CPP_TIMINGS:-}" ] && step build/decode_bench --bench --sweep
+  else rc=1; fi
+  if cpp_build prefill_bench; then  # --check: ~15 s of float64 host reference
+    step build/prefill_bench --check
+    step "$san" --tool memcheck --error-exitcode 1 build/prefill_bench --quick
+    step "$san" --tool racecheck --error-exitcode 1 build/prefill_bench --quick
+    [ -n "${CPP_TIMINGS:-}" ] && step build/prefill_bench --bench
   else rc=1; fi
   return $rc
 }

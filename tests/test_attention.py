@@ -8,6 +8,7 @@ attention) and across memory layouts (strides must not change a single bit).
 """
 
 import math
+import os
 
 import pytest
 import torch
@@ -472,42 +473,115 @@ def fp32_reference():
     torch.backends.cuda.matmul.allow_tf32 = prev
 
 
+# Under compute-sanitizer (SQUASH_SANITIZE=1, ~100x slower) a few blocks per kernel suffice.
+SANITIZE = bool(os.environ.get("SQUASH_SANITIZE"))
+CUDA_SEQS = [1, 97, 257] if SANITIZE else [1, 97, 257, 1025, 4096]
+CUDA_HEAD_DIMS = [64, 128, 256]
+GQA = [(4, 4), (4, 2), (8, 2), (16, 2), (8, 1), (6, 1)]  # ratios 1, 2, 4, 8, MQA (also 6:1)
+
+
+def run_cuda_attention(q, k, v, causal, scale=None):
+    """squash attention on CUDA with poisoned allocator memory; checks the FA rule, lse and the
+    rows that see no key; returns (out, lse)."""
+    B, Sq, Hq, _ = q.shape
+    poison_cuda_allocator(q.numel() * 2 + B * Hq * Sq * 4)
+    out, lse = attention(q, k, v, softmax_scale=scale, causal=causal, return_lse=True)
+    assert_fa_rule(out, q, k, v, scale=scale, causal=causal, lse=lse, ref_dtype=torch.float32)
+    n = masked_rows(Sq, k.shape[1], causal)
+    assert (out[:, :n] == 0).all() and (lse[:, :, :n] == NEG_INF).all()
+    assert torch.isfinite(out).all() and torch.isfinite(lse[:, :, n:]).all()
+    return out, lse
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("hq,hkv", [(8, 8), (8, 2)])
-@pytest.mark.parametrize("seqlen", [97, 1025, 4096])
-@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("seqlen", CUDA_SEQS)
+@pytest.mark.parametrize("d", CUDA_HEAD_DIMS)
 @pytest.mark.parametrize("dtype", LOW)
-def test_cuda_attention(dtype, d, seqlen, hq, hkv, causal, fp32_reference):
+def test_cuda_attention(dtype, d, seqlen, causal, fp32_reference):
+    # Sq == Sk, Sq < Sk and Sq > Sk (causal: bottom-right aligned, leading rows see no key);
+    # GQA 4:1. Lengths 97/257/1025 leave partial row and key tiles.
     need_cuda_kernel("attention")
-    B = 2 if seqlen < 4096 else 1
-    for sq, sk in [(seqlen, seqlen), (seqlen // 3 + 1, seqlen)] + ([(seqlen, 37)] if causal else []):
-        q, k, v = qkv(B, sq, sk, hq, hkv, d, dtype, "cuda")
-        poison_cuda_allocator(q.numel() * 4 + B * hq * sq * 4)
-        out, lse = attention(q, k, v, causal=causal, return_lse=True)
-        assert_fa_rule(out, q, k, v, causal=causal, lse=lse, ref_dtype=torch.float32)
-        n = masked_rows(sq, sk, causal)
-        assert (out[:, :n] == 0).all() and (lse[:, :, :n] == NEG_INF).all()
+    B, Hq, Hkv = (2, 8, 2) if seqlen <= 1025 else (1, 4, 1)
+    for sq, sk in {(seqlen, seqlen), (seqlen // 3 + 1, seqlen), (seqlen, seqlen // 3 + 1)}:
+        run_cuda_attention(*qkv(B, sq, sk, Hq, Hkv, d, dtype, "cuda"), causal)
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("hq,hkv", GQA)
+def test_cuda_attention_gqa(hq, hkv, causal, fp32_reference):
+    need_cuda_kernel("attention")
+    run_cuda_attention(*qkv(2, 97, 130, hq, hkv, 128, torch.bfloat16, "cuda"), causal)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", LOW)
+def test_cuda_attention_strided_and_scale(dtype, fp32_reference):
+    # q, k, v as views of a packed qkv projection, k from a [B, H, S, D] buffer, a batch-broadcast
+    # v (stride 0): bit-identical to contiguous inputs. Then explicit scales, a peaky one too.
+    need_cuda_kernel("attention")
+    B, S, Hq, Hkv, D = 3, 257, 8, 2, 128
+    q = rand(B, S, Hq + 2 * Hkv, D, dtype=dtype, device="cuda")[:, :, :Hq]
+    k = rand(B, Hkv, S, D, dtype=dtype, device="cuda").transpose(1, 2)
+    v = rand(1, S, Hkv, D, dtype=dtype, device="cuda").expand(B, S, Hkv, D)
+    for causal in (False, True):
+        out, lse = run_cuda_attention(q, k, v, causal)
+        out_c, lse_c = attention(q.contiguous(), k.contiguous(), v.contiguous(), causal=causal, return_lse=True)
+        assert torch.equal(out, out_c) and torch.equal(lse, lse_c)
+    for scale in (0.02, 1.0):
+        run_cuda_attention(q, k, v, True, scale=scale)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("d", CUDA_HEAD_DIMS)
 @pytest.mark.parametrize("dtype", LOW)
 def test_cuda_varlen(dtype, d, causal, fp32_reference):
+    # Empty and length-1 sequences, Sq > Sk and Sq < Sk, a sequence with keys but no queries and
+    # one with queries but no keys; q a strided view; rows before the first sequence.
     need_cuda_kernel("attention_varlen")
-    lens_q = [0, 1, 97, 1025, 5, 0, 300, 1]
-    lens_k = [3, 1, 97, 1025, 0, 9, 2000, 64]
-    q = rand(sum(lens_q), 8, d, dtype=dtype, device="cuda")
+    lens_q = [0, 1, 97, 5, 0, 300, 1, 64] + ([] if SANITIZE else [1025])
+    lens_k = [3, 1, 97, 0, 9, 2000, 64, 1] + ([] if SANITIZE else [1025])
+    q = rand(sum(lens_q) + 2, 10, d, dtype=dtype, device="cuda")[:, 1:9]
     k, v = (rand(sum(lens_k), 2, d, dtype=dtype, device="cuda") for _ in range(2))
-    cq, ck = cu(lens_q).cuda(), cu(lens_k).cuda()
+    cq, ck = cu(lens_q, 2).cuda(), cu(lens_k).cuda()
     poison_cuda_allocator(q.numel() * 4)
     out, lse = attention_varlen(q, k, v, cq, ck, max(lens_q), max(lens_k), causal=causal, return_lse=True)
     cq, ck = cq.tolist(), ck.tolist()
     for b in range(len(lens_q)):
         qs, ks = slice(cq[b], cq[b + 1]), slice(ck[b], ck[b + 1])
-        assert_fa_rule(out[qs][None], q[qs][None], k[ks][None], v[ks][None], causal=causal,
-                       lse=lse[:, qs][None], ref_dtype=torch.float32)
+        ob, lb = out[qs][None], lse[:, qs][None]
+        assert_fa_rule(ob, q[qs][None], k[ks][None], v[ks][None], causal=causal, lse=lb,
+                       ref_dtype=torch.float32)
+        n = masked_rows(lens_q[b], lens_k[b], causal)
+        assert (ob[:, :n] == 0).all() and (lb[:, :, :n] == NEG_INF).all()
+        # Same kernel on one sequence of the fixed-length layout: bit-identical.
+        o1, l1 = attention(q[qs][None], k[ks][None], v[ks][None], causal=causal, return_lse=True)
+        assert torch.equal(ob, o1) and torch.equal(lb, l1)
+
+
+def _cuda_bad_attention():
+    q, k = rand(2, 5, 4, 64, device="cuda"), rand(2, 6, 2, 64, device="cuda")
+    odd = rand(2, 5, 4, 72, device="cuda")[..., 1:65]  # last dim contiguous, pointer misaligned
+    return [
+        ((q.float(), k.float(), k.float()), {}, r"squash::attention: on CUDA q must be Half or BFloat16, got Float"),
+        ((q[..., :59], k[..., :59], k[..., :59]), {}, r"on CUDA head_dim \(q.shape\[3\]\) must be 64, 128 or 256, got 59"),
+        ((odd, k, k), {}, r"on CUDA q must start on a 16-byte boundary"),
+        ((q, k, k), dict(softmax_scale=-0.5), r"on CUDA softmax_scale must be a finite number > 0, got -0.5"),
+    ]
+
+
+@pytest.mark.gpu
+def test_cuda_attention_bad_inputs():
+    need_cuda_kernel("attention")
+    for args, kw, match in _cuda_bad_attention():
+        with pytest.raises(ValueError, match=match):
+            attention(*args, **kw)
+    q, k = rand(9, 4, 32, device="cuda"), rand(7, 2, 32, device="cuda")
+    c = cu([4, 5]).cuda()
+    with pytest.raises(ValueError, match=r"squash::attention_varlen: on CUDA head_dim \(q.shape\[2\]\) must be"):
+        attention_varlen(q, k, k, c, cu([3, 4]).cuda(), 5, 4)
 
 
 @pytest.mark.gpu

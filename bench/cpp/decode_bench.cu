@@ -33,23 +33,16 @@
 #include <vector>
 
 #include "attention/decode.h"
+#include "bench_util.cuh"
 #include "decode_check.h"
 
 namespace sa = squash::attention;
 
-#define CK(x)                                                                          \
-  do {                                                                                 \
-    cudaError_t e_ = (x);                                                              \
-    if (e_ != cudaSuccess) {                                                           \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x,                  \
-                   cudaGetErrorString(e_));                                            \
-      std::exit(2);                                                                    \
-    }                                                                                  \
-  } while (0)
-
 namespace {
 
 using namespace decode_check;
+using bench_util::fill;
+using bench_util::median_ms;
 
 int sm_count() {
   int dev = 0, n = 0;
@@ -122,48 +115,6 @@ int run_checks(bool quick) {
 // ------------------------------------------------------------------------------------------
 // --bench
 // ------------------------------------------------------------------------------------------
-__global__ void fill_random(uint16_t* p, size_t n, uint32_t seed, bool bf16) {
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
-       i += size_t(gridDim.x) * blockDim.x) {
-    uint32_t x = uint32_t(i) * 2654435761u ^ seed ^ uint32_t(i >> 32) * 40503u;
-    x ^= x >> 15;
-    x *= 2246822519u;
-    x ^= x >> 13;
-    const float f = (x & 0xffffff) * (2.f / 16777216.f) - 1.f;
-    if (bf16) {
-      const __nv_bfloat16 h = __float2bfloat16_rn(f);
-      p[i] = *reinterpret_cast<const uint16_t*>(&h);
-    } else {
-      const __half h = __float2half_rn(f);
-      p[i] = *reinterpret_cast<const uint16_t*>(&h);
-    }
-  }
-}
-
-void fill(uint16_t* p, size_t n, uint32_t seed, bool bf16) {
-  fill_random<<<1024, 256>>>(p, n, seed, bf16);
-  CK(cudaGetLastError());
-}
-
-// Median of per-launch times (ms) of fn(iteration).
-template <typename F>
-float median_ms(F&& fn, int iters) {
-  std::vector<cudaEvent_t> ev(iters + 1);
-  for (auto& e : ev) CK(cudaEventCreate(&e));
-  for (int i = 0; i < 3; ++i) fn(i);  // warm-up
-  CK(cudaEventRecord(ev[0]));
-  for (int i = 0; i < iters; ++i) {
-    fn(i);
-    CK(cudaEventRecord(ev[i + 1]));
-  }
-  CK(cudaEventSynchronize(ev[iters]));
-  std::vector<float> t(iters);
-  for (int i = 0; i < iters; ++i) CK(cudaEventElapsedTime(&t[i], ev[i], ev[i + 1]));
-  for (auto& e : ev) CK(cudaEventDestroy(e));
-  std::nth_element(t.begin(), t.begin() + iters / 2, t.end());
-  return t[iters / 2];
-}
-
 double copy_gbps() {
   const size_t bytes = size_t(1) << 30;
   void *a, *b;
@@ -278,9 +229,7 @@ int main(int argc, char** argv) {
     }
   }
   if (!check && !bench) check = bench = true;
-  cudaDeviceProp prop;
-  CK(cudaGetDeviceProperties(&prop, 0));
-  std::printf("device: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
+  bench_util::print_device();
   int rc = 0;
   if (check) rc = run_checks(quick);
   if (bench) rc |= run_bench(bf16, sweep);

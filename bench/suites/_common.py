@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 # (K, N) of nn.Linear layers in Llama-3-8B/70B (TARGETS.md: "4096x4096, 4096x14336, ...").
@@ -37,11 +39,27 @@ class SlowGuard:
             self.update(impl, self.ctx.measure(suite, case, impl, params, make_fn, **kw))
 
 
+@dataclass(frozen=True)
+class SquashImpls:
+    """Which squash weight-only impls have a kernel here: the prepacked op (recorded as
+    "squash", what a model loaded through the prepack path runs) and the canonical-layout op
+    (recorded as "squash:canonical" at CANONICAL_MS, to compare the two)."""
+
+    prepacked: bool
+    canonical: bool
+
+
+# The canonical-layout op is timed at these M only (the suites' budget goes to the peers and the
+# prepacked path; these two show the old kernels' GEMV and tensor-core regimes).
+CANONICAL_MS = (1, 16)
+
+
 def run_weight_only(ctx, op: str, run_shape, config) -> None:
-    """The w4a16/w8a16 loop: every dtype x Llama shape of `config(ctx)`, squash when `op` has a
-    CUDA kernel; run_shape(ctx, dtype, K, N, ms, squash) times one shape at every M."""
+    """The w4a16/w8a16 loop: every dtype x Llama shape of `config(ctx)`; run_shape(ctx, dtype, K,
+    N, ms, squash) times one shape at every M, squash a SquashImpls for `op` (e.g. "w4a16_gemm")
+    and its prepacked variant (`op` + "_prepacked")."""
     shapes, ms, dtypes = config(ctx)
-    squash = ctx.has_squash(op)
+    squash = SquashImpls(prepacked=ctx.has_squash(op + "_prepacked"), canonical=ctx.has_squash(op))
     for dn in dtypes:
         for K, N in shapes:
             if ctx.out_of_time():

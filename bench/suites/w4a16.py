@@ -1,4 +1,8 @@
-"""W4A16: int4 weight-only GEMM, group 128, vs cuBLAS (dense fp16/bf16) and torch's tinygemm."""
+"""W4A16: int4 weight-only GEMM, group 128, vs cuBLAS (dense fp16/bf16) and torch's tinygemm.
+
+squash: the prepacked path (weights prepacked once, outside the timing, as a model loads them);
+squash:canonical: the canonical-layout op at a few M, for comparison.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..harness import Context, dtype_name, rand, rotating
-from ._common import LLAMA_SHAPES, TINY_SHAPES, SlowGuard, run_weight_only, try_prepare
+from ._common import CANONICAL_MS, LLAMA_SHAPES, TINY_SHAPES, SlowGuard, SquashImpls, run_weight_only, try_prepare
 
 BUDGET_WEIGHT = 30
 SUITE = "w4a16"
@@ -27,13 +31,19 @@ def run(ctx: Context) -> None:
     run_weight_only(ctx, "w4a16_gemm", run_shape, config)
 
 
-def run_shape(ctx: Context, dt: torch.dtype, K: int, N: int, ms: list[int], squash: bool) -> None:
+def run_shape(ctx: Context, dt: torch.dtype, K: int, N: int, ms: list[int], squash: SquashImpls) -> None:
     es, g, dn = dt.itemsize, GROUP, dtype_name(dt)
     dense = rotating(ctx, lambda: rand(ctx, (N, K), dt), N * K * es)
     w_bytes = N * K // 2
-    if squash:  # canonical format: qweight uint8 [N, K/2], scales f32 [N, K/g], symmetric (zeros None)
+    sq = pk = None
+    if squash.prepacked or squash.canonical:
+        # canonical format: qweight uint8 [N, K/2], scales f32 [N, K/g], symmetric (zeros None)
         sq = rotating(ctx, lambda: (rand(ctx, (N, K // 2), torch.uint8),
                                     torch.rand(N, K // g, device=ctx.device) * 1e-2 + 1e-3), w_bytes)
+    if squash.prepacked:  # prepacked once per copy (load time), outside the timed calls
+        pk, pk_err = try_prepare(lambda: [torch.ops.squash.prepack_int4_weight(q, s, None, g)[:2] for q, s in sq])
+        if not squash.canonical:
+            sq = None
     # tinygemm: weight packed by _convert_weight_to_int4pack (uint8 [N, K/2] in), scales and
     # zeros together as [K/g, N, 2] in the activation dtype.
     if ctx.device == "cuda":
@@ -62,9 +72,17 @@ def run_shape(ctx: Context, dt: torch.dtype, K: int, N: int, ms: list[int], squa
                 SUITE, case, "tinygemm", params,
                 lambda: lambda i: torch.ops.aten._weight_int4pack_mm(x, tg[i % len(tg)][0], g, tg[i % len(tg)][1]),
                 flops=flops, nbytes=w_bytes + (K // g) * N * 2 * es + act)
-        if squash:
-            op = torch.ops.squash.w4a16_gemm
-            guard.measure(
-                SUITE, case, "squash", params,
-                lambda: lambda i: op(x, sq[i % len(sq)][0], sq[i % len(sq)][1], None, g, None),
-                flops=flops, nbytes=w_bytes + N * (K // g) * 4 + act)
+        nbytes = w_bytes + N * (K // g) * 4 + act
+        if squash.prepacked:
+            if pk_err:
+                ctx.skip("squash", case, pk_err)
+            else:
+                op = torch.ops.squash.w4a16_gemm_prepacked
+                guard.measure(SUITE, case, "squash", params,
+                              lambda: lambda i: op(x, pk[i % len(pk)][0], pk[i % len(pk)][1], None, g, None),
+                              flops=flops, nbytes=nbytes)
+        if squash.canonical and M in CANONICAL_MS:
+            op_c = torch.ops.squash.w4a16_gemm
+            guard.measure(SUITE, case, "squash:canonical", params,
+                          lambda: lambda i: op_c(x, sq[i % len(sq)][0], sq[i % len(sq)][1], None, g, None),
+                          flops=flops, nbytes=nbytes)

@@ -3,8 +3,11 @@
 // checked for indexing and arithmetic bugs on a machine without a GPU. Emulated: threadIdx &
 // co., __syncthreads (std::barrier per block), __shfl_xor_sync (per-warp barrier + exchange),
 // dynamic shared memory (one host buffer, blocks run sequentially), the intrinsics the kernels
-// use. Not emulated: timing, memory-model subtleties, warp divergence rules. Host float math
-// is IEEE without flush-to-zero, like the kernels on normal inputs.
+// use, and the inline PTX of the tensor-core kernels: mma.sync m16n8k16, lop3, cp.async (copies
+// deferred to the cp.async.wait_group that must precede their use, so a missing wait or a
+// premature read sees the NaN garbage the shared buffer starts with). Not emulated: timing,
+// memory-model subtleties, warp divergence rules. Host float math is IEEE without
+// flush-to-zero, like the kernels on normal inputs.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -12,6 +15,7 @@
 #include <vector_functions.h>
 #include <vector_types.h>
 
+#include <atomic>
 #include <barrier>
 #include <cmath>
 #include <cstdint>
@@ -48,13 +52,16 @@ struct MmaExchange {
 };
 inline thread_local MmaExchange* tl_mma_exchange = nullptr;  // this thread's warp
 alignas(16) inline unsigned char dynamic_smem[256 * 1024];
+// The block's dynamic shared memory: dynamic_smem, or (launch with smem_bytes > 0) a heap buffer
+// of exactly the requested size, so that AddressSanitizer sees any access past it.
+inline thread_local unsigned char* tl_smem = dynamic_smem;
 }  // namespace emu
 
 #define threadIdx (::emu::tl_thread)
 #define blockIdx (::emu::tl_block)
 #define blockDim (::emu::tl_block_dim)
 #define gridDim (::emu::tl_grid_dim)
-#define SQUASH_EXTERN_SHARED(type, name) type* name = reinterpret_cast<type*>(::emu::dynamic_smem)
+#define SQUASH_EXTERN_SHARED(type, name) type* name = reinterpret_cast<type*>(::emu::tl_smem)
 
 inline void __syncthreads() { emu::tl_block_barrier->arrive_and_wait(); }
 
@@ -71,6 +78,11 @@ template <typename T>
 inline T __ldg(const T* p) { return *p; }
 template <typename T>
 inline T __ldcs(const T* p) { return *p; }
+template <typename T>
+inline T __ldcg(const T* p) { return *p; }
+
+inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+inline int atomicAdd(int* p, int v) { return std::atomic_ref<int>(*p).fetch_add(v); }
 
 inline float __uint_as_float(uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; }
 inline uint32_t __float_as_uint(float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; }
@@ -89,21 +101,80 @@ inline uint32_t __byte_perm(uint32_t x, uint32_t y, uint32_t s) {
   return r;
 }
 
+// cp.async: each thread's copies queue up per commit group and run when a cp.async.wait_group
+// lets them complete (the latest moment the hardware could deliver them). Invalid copies
+// (src-size 0) zero-fill without reading the source.
+namespace emu {
+struct PendingCopy {
+  void* dst;
+  const void* src;
+  int bytes;
+  bool valid;
+};
+inline thread_local std::vector<PendingCopy> tl_open_group;
+inline thread_local std::vector<std::vector<PendingCopy>> tl_committed_groups;
+}  // namespace emu
+
+namespace squash::gemm {
+inline void emu_cp_async(void* smem, const void* gmem, int bytes, bool valid) {
+  emu::tl_open_group.push_back({smem, gmem, bytes, valid});
+}
+inline void cp_async16(void* smem, const void* gmem, bool valid) { emu_cp_async(smem, gmem, 16, valid); }
+inline void cp_async8(void* smem, const void* gmem, bool valid) { emu_cp_async(smem, gmem, 8, valid); }
+inline void cp_async_commit() {
+  emu::tl_committed_groups.push_back(std::move(emu::tl_open_group));
+  emu::tl_open_group.clear();
+}
+template <int N>
+inline void cp_async_wait() {
+  auto& groups = emu::tl_committed_groups;
+  while (groups.size() > static_cast<size_t>(N)) {
+    for (const auto& c : groups.front()) {
+      if (c.valid) std::memcpy(c.dst, c.src, c.bytes);
+      else std::memset(c.dst, 0, c.bytes);
+    }
+    groups.erase(groups.begin());
+  }
+}
+// lop3.b32: bit i of the result is bit (a_i << 2 | b_i << 1 | c_i) of LUT.
+template <int LUT>
+inline uint32_t lop3(uint32_t a, uint32_t b, uint32_t c) {
+  uint32_t d = 0;
+  for (int i = 0; i < 32; ++i) {
+    const int idx = static_cast<int>(((a >> i) & 1u) << 2 | ((b >> i) & 1u) << 1 | ((c >> i) & 1u));
+    d |= ((static_cast<uint32_t>(LUT) >> idx) & 1u) << i;
+  }
+  return d;
+}
+}  // namespace squash::gemm
+
+// fma.rn.f16x2 (cuda_fp16.hpp has no host version): exact product of two halves in float, one
+// sum, one rounding to half (double rounding through float only where the sum is inexact in
+// float, which the kernels' exact dequantization never hits).
+inline __half2 __hfma2(__half2 a, __half2 b, __half2 c) {
+  const float2 fa = __half22float2(a), fb = __half22float2(b), fc = __half22float2(c);
+  return __floats2half2_rn(std::fma(fa.x, fb.x, fc.x), std::fma(fa.y, fb.y, fc.y));
+}
+
 inline int __float2int_rn(float v) { return static_cast<int>(std::nearbyint(v)); }
 inline float __fdiv_rn(float a, float b) { return a / b; }
+inline int __ffs(int v) { return __builtin_ffs(v); }
 inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
 
 namespace emu {
 
 // Runs body() as grid x block threads; blocks sequentially, the threads of a block concurrently.
-inline void launch(dim3 grid, dim3 block, const std::function<void()>& body) {
+// smem_bytes > 0: dynamic shared memory of exactly that size (NaN garbage), else dynamic_smem.
+inline void launch(dim3 grid, dim3 block, const std::function<void()>& body, size_t smem_bytes = 0) {
   const unsigned nthreads = block.x * block.y * block.z;
   const unsigned nwarps = (nthreads + 31) / 32;
   for (unsigned bz = 0; bz < grid.z; ++bz)
     for (unsigned by = 0; by < grid.y; ++by)
       for (unsigned bx = 0; bx < grid.x; ++bx) {
         std::memset(dynamic_smem, 0xFF, sizeof(dynamic_smem));  // NaN garbage, like real smem
+        std::vector<unsigned char> sized_smem(smem_bytes, 0xFF);
+        unsigned char* const smem = smem_bytes > 0 ? sized_smem.data() : dynamic_smem;
         std::barrier<> block_bar(nthreads);
         std::vector<std::unique_ptr<std::barrier<>>> warp_bars;
         std::vector<float> exchange(nwarps * 32);
@@ -123,6 +194,7 @@ inline void launch(dim3 grid, dim3 block, const std::function<void()>& body) {
             tl_warp_barrier = warp_bars[t / 32].get();
             tl_warp_exchange = exchange.data() + 32 * (t / 32);
             tl_mma_exchange = &mma_exchange[t / 32];
+            tl_smem = smem;
             body();
           });
         }

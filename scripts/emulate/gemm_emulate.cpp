@@ -2,6 +2,7 @@
 // split-K reduce, dequantize) and of the int8 activation quantizer, against float64 / exact
 // references written here. No GPU needed: see cuda_host_shim.h. Run: bash scripts/emulate/run.sh
 #include "cuda_host_shim.h"
+#include "emu_util.h"
 
 #include <cstdio>
 #include <cstdlib>
@@ -15,25 +16,10 @@
 
 using namespace squash::gemm;
 
-static int g_failures = 0;
-static int g_checks = 0;
-
-template <typename T>
-float tof(T v) {
-  if constexpr (std::is_same_v<T, __half>) return __half2float(v);
-  else if constexpr (std::is_same_v<T, __nv_bfloat16>) return __bfloat162float(v);
-  else return v;
-}
-template <typename T>
-T fromf(float v) {
-  if constexpr (std::is_same_v<T, __half>) return __float2half_rn(v);
-  else if constexpr (std::is_same_v<T, __nv_bfloat16>) return __float2bfloat16_rn(v);
-  else return v;
-}
-template <typename T>
-const char* tname() {
-  return std::is_same_v<T, __half> ? "f16" : std::is_same_v<T, __nv_bfloat16> ? "bf16" : "f32";
-}
+using emu::fromf;
+using emu::tname;
+using emu::tof;
+static emu::Tally g_tally;
 
 struct Case {
   int bits, M, N, K, group;  // group -1: per-channel
@@ -143,7 +129,7 @@ void check_gemv(const Case& c, std::mt19937& rng) {
     else run_gemv_cfg<T, 8, 8>(p, c.cfg, c.splits);
   }
 
-  const double u = std::is_same_v<T, __half> ? std::ldexp(1.0, -11) : std::ldexp(1.0, -8);
+  const double u = emu::half_ulp<T>();
   int bad = 0;
   double worst = 0;
   for (int m = 0; m < M; ++m) {
@@ -179,8 +165,7 @@ void check_gemv(const Case& c, std::mt19937& rng) {
       ++bad;
     }
   }
-  ++g_checks;
-  if (bad) ++g_failures;
+  g_tally.record(bad == 0);
   std::printf("%s gemv %s int%d M=%d N=%d K=%d g=%d E=%d zeros=%d sf32=%d bias=%d splits=%d cfg=%s: %s (worst err/tol %.3f)\n",
               bad ? "FAIL" : "ok  ", tname<T>(), c.bits, M, N, K, c.group, E, c.zeros, c.scales_f32,
               c.bias, c.splits, c.mma ? mma_config_info(mma_config_for_m(M)).name : gemv_config_info(c.cfg).name,
@@ -234,8 +219,7 @@ void check_dequant(int N, int K, int group, bool zeros_on, bool scales_f32, std:
         ++bad;
       }
     }
-  ++g_checks;
-  if (bad) ++g_failures;
+  g_tally.record(bad == 0);
   std::printf("%s dequant %s int%d N=%d K=%d g=%d vec=%d zeros=%d sf32=%d: %d mismatches\n",
               bad ? "FAIL" : "ok  ", tname<T>(), BITS, N, K, group, vec, zeros_on, scales_f32, bad);
 }
@@ -273,8 +257,7 @@ void check_quant(int rows, int K, bool use_static, bool vec, std::mt19937& rng) 
       }
     }
   }
-  ++g_checks;
-  if (bad) ++g_failures;
+  g_tally.record(bad == 0);
   std::printf("%s quant %s rows=%d K=%d static=%d vec=%d: %d mismatches\n", bad ? "FAIL" : "ok  ",
               tname<T>(), rows, K, use_static, vec, bad);
 }
@@ -325,6 +308,5 @@ int main(int argc, char** argv) {
   check_quant<float>(3, 111, false, false, rng);
   check_quant<__nv_bfloat16>(2, 111, true, false, rng);
   check_quant<float>(2, 512, true, true, rng);
-  std::printf("%d/%d checks passed\n", g_checks - g_failures, g_checks);
-  return g_failures ? 1 : 0;
+  return g_tally.finish();
 }

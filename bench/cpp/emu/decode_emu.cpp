@@ -1,10 +1,12 @@
-// CPU emulation of the attention_decode kernels: runs the real kernel source (made host-compilable
-// by run.sh) one CTA at a time, its 128 threads as cooperative fibers, on the cases of
-// decode_check.h. It checks the index math, masking, split/merge/combine logic and the cp.async
-// group counting on a machine without a GPU; it is not a race detector (compute-sanitizer on the
-// GPU is). Copies run either at issue or as late as cp.async.wait_group allows (--late), so a
-// wait count that is too small shows up as stale tiles. Build and run: bench/cpp/emu/run.sh.
-#include "kernel_emu.h"  // generated from csrc/kernels/attention/decode_kernel.cuh by run.sh
+// CPU emulation of the attention_decode kernels: runs the real kernel source one CTA at a time,
+// its 128 threads as cooperative fibers (emu_shim.h), on the cases of decode_check.h. It checks
+// the index math, masking, split/merge/combine logic, the cp.async group counting (copies run at
+// issue, then as late as cp.async.wait_group allows, so a wait count that is too small shows up
+// as stale tiles) and shared-memory races through cp.async on a machine without a GPU.
+// Build and run: bench/cpp/emu/run.sh.
+#include "emu_shim.h"  // first: the kernels' PTX wrappers come from it
+
+#include "attention/decode_kernel.cuh"
 #include "decode_check.h"
 
 namespace sa = squash::attention;
@@ -22,14 +24,16 @@ void combine_body() {
   sa::attention_decode_combine_kernel<T, D>(g_params);
 }
 
-// Mirrors run_attention_decode() in decode_kernel.cuh.
+// Mirrors run_attention_decode() in decode_launch_template.cuh.
 template <typename T, int D>
 void launch(const sa::AttentionDecodeParams& p) {
   g_params = p;
   const int rows = p.seqlen_q * (p.heads_q / p.heads_kv);
   const long ctas = long(sa::decode_row_tiles(rows)) * p.num_splits * p.batch * p.heads_kv;
-  void (*fn)() = sa::decode_rows_per_cta(rows) == 4 ? split_body<T, D, 4> : split_body<T, D, 8>;
-  for (long b = 0; b < ctas; ++b) emu::run_block({unsigned(b), 0, 0}, 128, fn);
+  const bool four = sa::decode_rows_per_cta(rows) == 4;
+  void (*fn)() = four ? split_body<T, D, 4> : split_body<T, D, 8>;
+  const size_t smem = four ? sa::DecodeTraits<T, D, 4>::kSmemBytes : sa::DecodeTraits<T, D, 8>::kSmemBytes;
+  for (long b = 0; b < ctas; ++b) emu::run_block({unsigned(b), 0, 0}, 128, fn, smem);
   if (p.num_splits > 1) {
     const long rows_all = long(p.batch) * p.heads_q * p.seqlen_q;
     for (long b = 0; b < (rows_all + 3) / 4; ++b)
@@ -61,9 +65,11 @@ int main(int argc, char** argv) {
       p.q = d.q.data(), p.k = d.k.data(), p.v = d.v.data(), p.out = out.data();
       p.lse = lse.data(), p.cache_seqlens = c.lens.data();
       p.workspace = d.workspace_bytes ? ws.data() : nullptr;
+      emu::begin_case(d.k, d.v);
       if (c.bf16) launch_dim<__nv_bfloat16>(p);
       else launch_dim<__half>(p);
-      failed += !verify(c, d, out.data(), lse.data(), late ? "late copies " : "early copies ");
+      const bool ok = verify(c, d, out.data(), lse.data(), late ? "late copies " : "early copies ");
+      failed += !(emu::races_ok() && ok);
       ++n;
     }
   }

@@ -21,10 +21,11 @@
 #include <cstdint>
 
 #include "decode_heuristics.h"  // same directory: found from both include roots
+#include "dtype.h"
 
 namespace squash::attention {
 
-enum class DecodeDtype { kFloat16, kBFloat16 };
+using DecodeDtype = AttentionDtype;
 
 struct AttentionDecodeParams {
   // Strides are in elements. q, k, v and out need 16-byte aligned pointers and strides that are

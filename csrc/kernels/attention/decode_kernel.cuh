@@ -1,5 +1,6 @@
-// attention_decode kernels (split-KV flash decoding on CUDA cores). Included only by the
-// per-(dtype, head_dim) instantiation files decode_hd*_*.cu; see decode.h for the semantics.
+// attention_decode kernels (split-KV flash decoding on CUDA cores). Device code only: the launch
+// is in decode_launch_template.cuh, so the CPU emulator (bench/cpp/emu) compiles this file as is.
+// See decode.h for the semantics.
 //
 // Why CUDA cores and not mma: at Sq = 1 with GQA group 4 a CTA does 4 rows x D x 2 FLOP per
 // 2*D bytes of K (and the same for V), i.e. 4 FLOP/byte; at ~3 TB/s that is ~12 TFLOP/s, under a
@@ -20,11 +21,11 @@
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
-#include <cuda_runtime.h>
 
 #include <cstdint>
 
 #include "attention/decode.h"
+#include "attention/ptx_sm80.cuh"
 
 namespace squash::attention {
 namespace decode_detail {
@@ -91,38 +92,11 @@ __device__ __forceinline__ uint4 float8_to_raw(const float (&f)[8]) {
   return r;
 }
 
-// ---- cp.async (sm_80+): 16-byte global -> shared copies that bypass registers and L1 ----
-// src_bytes = 0 copies nothing and zero-fills the 16 bytes: used for keys past the end of the
-// range, whose V rows must be 0 (not stale shared memory or unwritten cache slots, which may hold
-// NaN) because they are multiplied by a probability of exactly 0.
-__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, bool valid) {
-  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  const int src_bytes = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem),
-               "r"(src_bytes)
-               : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-
-// Programmatic dependent launch (sm_90+). Both are no-ops for a grid launched without it (and
-// compiled out below sm_90): launch_dependents lets the dependent (combine) grid be scheduled,
-// wait blocks until the prerequisite (split) grid has finished and its writes are visible.
-__device__ __forceinline__ void pdl_launch_dependents() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void pdl_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");
-#endif
-}
+using sm80::cp_async_16;
+using sm80::cp_async_commit;
+using sm80::cp_async_wait;
+using sm80::pdl_launch_dependents;
+using sm80::pdl_wait;
 
 }  // namespace decode_detail
 
@@ -160,7 +134,7 @@ struct DecodeTraits {
                 "a warp's share of a tile must be whole sub-blocks");
   static_assert(kTileKeys * kChunksPerKey % kThreads == 0 && kThreads % kChunksPerKey == 0,
                 "tile copy must split evenly across threads");
-  static_assert(kSmemBytes <= 48 * 1024, "static shared memory is limited to 48 KB");
+  static_assert(kSmemBytes <= 48 * 1024, "above 48 KB of shared memory the launch must opt in");
   static_assert(kMergeBytes <= kSmemBytes, "warp merge must fit in the K/V ring");
   static_assert(kRows == 4 || kRows == 8, "rows per CTA: 4 or 8 (decode_rows_per_cta)");
 };
@@ -175,7 +149,8 @@ __global__ void __launch_bounds__(128, DecodeTraits<T, kHeadDim, kRows>::kMinBlo
   constexpr int D = kHeadDim, TPK = Tr::kLanesPerKey, KPS = Tr::kKeysPerStep;
   constexpr int KT = Tr::kTileKeys, J = Tr::kSteps;
 
-  __shared__ __align__(16) T smem[Tr::kStages][2][Tr::kTileElems];
+  SQUASH_EXTERN_SHARED(unsigned char, smem_raw);  // kSmemBytes: [kStages][K, V][kTileElems]
+  auto smem = reinterpret_cast<T(*)[2][Tr::kTileElems]>(smem_raw);
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int group = p.heads_q / p.heads_kv;
@@ -482,44 +457,6 @@ __global__ void __launch_bounds__(128) attention_decode_combine_kernel(const Att
 #pragma unroll
   for (int e = 0; e < kPerLane; ++e) dst[lane + 32 * e] = Elem<T>::from_float(o[e]);
   if (lane == 0) p.lse[row] = lse;
-}
-
-// Host side: picks the rows-per-CTA variant and launches (no synchronization). Validation of the
-// parameters is done by attention_decode() in decode_launch.cu.
-template <typename T, int kHeadDim>
-cudaError_t run_attention_decode(const AttentionDecodeParams& p, cudaStream_t stream) {
-  const int rows = p.seqlen_q * (p.heads_q / p.heads_kv);
-  const long long ctas = static_cast<long long>(decode_row_tiles(rows)) * p.num_splits *
-                         p.batch * p.heads_kv;
-  if (ctas > 0x7fffffffLL) return cudaErrorInvalidConfiguration;
-  if (decode_rows_per_cta(rows) == 4)
-    attention_decode_split_kernel<T, kHeadDim, 4>
-        <<<static_cast<unsigned>(ctas), 128, 0, stream>>>(p);
-  else
-    attention_decode_split_kernel<T, kHeadDim, 8>
-        <<<static_cast<unsigned>(ctas), 128, 0, stream>>>(p);
-  cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess || p.num_splits == 1) return err;
-
-  const long long rows_all = static_cast<long long>(p.batch) * p.heads_q * p.seqlen_q;
-  const long long blocks = (rows_all + 3) / 4;
-  if (blocks > 0x7fffffffLL) return cudaErrorInvalidConfiguration;
-  if (!p.pdl) {
-    attention_decode_combine_kernel<T, kHeadDim>
-        <<<static_cast<unsigned>(blocks), 128, 0, stream>>>(p);
-    return cudaGetLastError();
-  }
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(static_cast<unsigned>(blocks));
-  cfg.blockDim = dim3(128);
-  cfg.dynamicSmemBytes = 0;
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  return cudaLaunchKernelEx(&cfg, attention_decode_combine_kernel<T, kHeadDim>, p);
 }
 
 }  // namespace squash::attention

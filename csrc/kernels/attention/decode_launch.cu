@@ -1,35 +1,16 @@
 // attention_decode(): validates the torch-free parameters and dispatches on (dtype, head_dim) to
 // the explicit instantiations in decode_hd*_*.cu (one per file, so each compiles on its own and
 // this file never instantiates a kernel).
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
 #include <cstdint>
 
 #include "attention/decode.h"
+#include "attention/launch_common.h"
 
 namespace squash::attention {
 
-// Defined in decode_kernel.cuh, instantiated in decode_hd{64,128,256}_{fp16,bf16}.cu.
+// Defined in decode_launch_template.cuh, instantiated in decode_hd{64,128,256}_{fp16,bf16}.cu.
 template <typename T, int kHeadDim>
 cudaError_t run_attention_decode(const AttentionDecodeParams& p, cudaStream_t stream);
-
-namespace {
-
-bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
-bool multiple_of_8(int64_t a, int64_t b, int64_t c) { return a % 8 == 0 && b % 8 == 0 && c % 8 == 0; }
-
-template <typename T>
-cudaError_t dispatch_head_dim(const AttentionDecodeParams& p, cudaStream_t stream) {
-  switch (p.head_dim) {
-    case 64: return run_attention_decode<T, 64>(p, stream);
-    case 128: return run_attention_decode<T, 128>(p, stream);
-    case 256: return run_attention_decode<T, 256>(p, stream);
-    default: return cudaErrorInvalidValue;
-  }
-}
-
-}  // namespace
 
 cudaError_t attention_decode(const AttentionDecodeParams& p, DecodeDtype dtype,
                              cudaStream_t stream) {
@@ -43,21 +24,18 @@ cudaError_t attention_decode(const AttentionDecodeParams& p, DecodeDtype dtype,
   if (p.num_splits > 1 && (p.workspace == nullptr || !aligned16(p.workspace)))
     return cudaErrorInvalidValue;
   // 16-byte accesses: pointers and every leading stride must keep 8-element alignment.
-  if (!aligned16(p.q) || !aligned16(p.k) || !aligned16(p.v) || !aligned16(p.out) ||
-      !multiple_of_8(p.q_batch_stride, p.q_seq_stride, p.q_head_stride) ||
-      !multiple_of_8(p.k_batch_stride, p.k_seq_stride, p.k_head_stride) ||
-      !multiple_of_8(p.v_batch_stride, p.v_seq_stride, p.v_head_stride) ||
-      !multiple_of_8(p.out_batch_stride, p.out_seq_stride, p.out_head_stride))
+  if (!vector_aligned(p.q, p.q_batch_stride, p.q_seq_stride, p.q_head_stride) ||
+      !vector_aligned(p.k, p.k_batch_stride, p.k_seq_stride, p.k_head_stride) ||
+      !vector_aligned(p.v, p.v_batch_stride, p.v_seq_stride, p.v_head_stride) ||
+      !vector_aligned(p.out, p.out_batch_stride, p.out_seq_stride, p.out_head_stride))
     return cudaErrorInvalidValue;
   if (p.lse == nullptr || p.cache_seqlens == nullptr) return cudaErrorInvalidValue;
   // Row indices inside the kernel are int (Sq * group) and int64 elsewhere.
   if (static_cast<int64_t>(p.seqlen_q) * (p.heads_q / p.heads_kv) > (1LL << 30))
     return cudaErrorInvalidValue;
-  switch (dtype) {
-    case DecodeDtype::kFloat16: return dispatch_head_dim<__half>(p, stream);
-    case DecodeDtype::kBFloat16: return dispatch_head_dim<__nv_bfloat16>(p, stream);
-  }
-  return cudaErrorInvalidValue;
+  return dispatch_dtype_head_dim(dtype, p.head_dim, [&](auto t, auto d) {
+    return run_attention_decode<decltype(t), decltype(d)::value>(p, stream);
+  });
 }
 
 }  // namespace squash::attention

@@ -195,4 +195,129 @@ static_assert(choose_woq_plan(32, 4096, 4096, 4, 132, 90, true, false).path == W
 static_assert(choose_woq_plan(128, 4096, 4096, 4, 132, 90, true, true).path == WoqPath::kDequantMatmul);
 static_assert(effective_splits(5, 8) == 4 && effective_splits(3, 2) == 2 && effective_splits(4, 1) == 1);
 
+
+// ---- prepacked tensor-core kernel (pk_gemm_kernel.cuh; layout prepacked_layout.h) ----
+// NOT YET MEASURED either: the table and the rules below are the design's expectations, to be
+// tuned from bench/cpp/pk_bench.cu's sweep (every config x split count) on the lent H100.
+//
+// A block is wn x wk warps; warp (wn, wk) owns nw n8 tiles (8 output channels each) and, in each
+// pipeline stage, kw k tiles (128 k int4 / 64 k int8, prepacked_layout.h), so a stage is
+// tile_n = 8 nw wn channels by stage_units = kw wk k tiles; warps sharing n (wk > 1) are summed
+// through shared memory at the end. mt m16 token tiles (max_m = 16 mt rows per block; larger M
+// runs ceil(M / max_m) row chunks side by side on the same weights, which L2 then serves once).
+// Every config moves 4-8 KB of weights per stage (16 KB of x at most), and stages - 1 stages are
+// in flight: 16-40 KB per block, above the ~20 KB per SM that Little's law asks for at ~3 TB/s
+// over 132 SMs with ~1 us of DRAM latency.
+// Why tile_n grows with M: every block re-reads its x rows (M x K x 2 bytes) from L2 while it
+// streams tile_n x K / 2 weight bytes from DRAM; x traffic / weight traffic = 4M / tile_n (int4),
+// which stays <= 1 up to M = 16 and 2 above (L2 has ~2-3x DRAM bandwidth).
+enum class PkConfig : int { kM16N16 = 0, kM16N32, kM16N64, kM32N64, kM64N128, kCount };
+
+struct PkConfigInfo {
+  const char* name;
+  int mt;      // m16 token tiles per block
+  int nw;      // n8 tiles per warp
+  int kw;      // k tiles per warp per stage
+  int wn, wk;  // warps along n and along k
+  int stages;  // cp.async pipeline depth
+};
+
+constexpr PkConfigInfo kPkConfigs[] = {
+    // M <= 4: 16 channels per block, so even N = 4096 makes 256 blocks (~2 per SM) without split-K.
+    {"pk_m16_n16", 1, 2, 1, 1, 4, 6},
+    {"pk_m16_n32", 1, 4, 1, 1, 4, 5},
+    {"pk_m16_n64", 1, 4, 1, 2, 2, 5},
+    // Accumulators: mt * nw * 4 fp32 per thread, twice for group-wise scales (see the kernel).
+    {"pk_m32_n64", 2, 4, 1, 2, 2, 4},
+    {"pk_m64_n128", 4, 4, 1, 4, 1, 4},
+};
+static_assert(sizeof(kPkConfigs) / sizeof(kPkConfigs[0]) == static_cast<int>(PkConfig::kCount),
+              "one PkConfigInfo per PkConfig");
+
+constexpr const PkConfigInfo& pk_config_info(PkConfig c) { return kPkConfigs[static_cast<int>(c)]; }
+constexpr int pk_max_m(PkConfig c) { return 16 * pk_config_info(c).mt; }
+constexpr int pk_tile_n(PkConfig c) { return 8 * pk_config_info(c).nw * pk_config_info(c).wn; }
+constexpr int pk_stage_units(PkConfig c) { return pk_config_info(c).kw * pk_config_info(c).wk; }
+constexpr int pk_tile_k(int bits) { return bits == 4 ? 128 : 64; }  // = pack::tile_k
+
+// Above this many tokens the prepacked op dequantizes to a dense weight and calls cuBLAS (until
+// the CUTLASS mixed-input path takes large M): from M ~ 128 cuBLAS's wgmma GEMM is compute-bound
+// and mma.sync with per-block dequantization cannot beat it.
+constexpr int kPkMaxM = 256;
+
+// Smallest tile_n whose x re-reads stay <= 1x the weight traffic (4M / tile_n for int4, 2M /
+// tile_n for int8), then the 32- and 64-token configs.
+constexpr PkConfig pk_config_for_m(int M, int bits) {
+  const int m = bits == 8 ? (M + 1) / 2 : M;  // int8 weights are twice the bytes per channel
+  return m <= 4 ? PkConfig::kM16N16 : m <= 8 ? PkConfig::kM16N32
+       : M <= 16 ? PkConfig::kM16N64 : M <= 32 ? PkConfig::kM32N64 : PkConfig::kM64N128;
+}
+
+// Blocks of one launch (row chunks x column blocks), before split-K.
+constexpr int pk_blocks(PkConfig c, int M, int N) {
+  return ((M + pk_max_m(c) - 1) / pk_max_m(c)) * ((N + pk_tile_n(c) - 1) / pk_tile_n(c));
+}
+constexpr int pk_k_stages(PkConfig c, int K, int bits) {
+  const int tiles = (K + pk_tile_k(bits) - 1) / pk_tile_k(bits);
+  return (tiles + pk_stage_units(c) - 1) / pk_stage_units(c);
+}
+// Split s as the kernel runs it: each split takes ceil(stages / s) stages, so only
+// ceil(stages / that) splits have work (effective_splits).
+// Split-K: the kernel stays bandwidth-bound, so the time goes as (bytes moved) / (fraction of
+// the SMs busy in the last wave). Per output column a split costs 8 M bytes of fp32 partials
+// (written, then read by the block that finishes the tile) against K * bits / 8 weight bytes;
+// the SMs are evenly busy when blocks * s fills whole waves of sm_count. A split keeps at least
+// kPkMinSplitStages pipeline stages, or its prologue (stages - 1 loads before any compute)
+// dominates.
+constexpr int kPkMinSplitStages = 4;
+constexpr double pk_wave_efficiency(int units, int sm_count) {
+  const int waves = (units + sm_count - 1) / sm_count;
+  return static_cast<double>(units) / (static_cast<double>(waves) * sm_count);
+}
+constexpr int pk_splits(PkConfig c, int M, int N, int K, int bits, int sm_count) {
+  const int sms = sm_count > 0 ? sm_count : 132;
+  const int blocks = pk_blocks(c, M, N);
+  const int stages = pk_k_stages(c, K, bits);
+  const double weight_bytes = static_cast<double>(K) * bits / 8.0;
+  int best = 1;
+  double best_cost = weight_bytes / pk_wave_efficiency(blocks, sms);
+  for (int s = 2; s <= 16; ++s) {
+    const int per = (stages + s - 1) / s;
+    if (per < kPkMinSplitStages) break;
+    const int es = effective_splits(s, stages);
+    const double cost = (weight_bytes + 8.0 * M * es) / pk_wave_efficiency(blocks * es, sms);
+    if (cost < 0.97 * best_cost) {  // a split must pay for its extra partials and launch logic
+      best = es;
+      best_cost = cost;
+    }
+  }
+  return best;
+}
+
+struct PkPlan {
+  bool dequant;  // M > kPkMaxM: dequantize + cuBLAS
+  PkConfig config;
+  int splits;
+};
+
+// M, N, K: the GEMM; bits 4 or 8; sm_count/arch of the device (same rules on sm_80 and sm_90
+// until measurements say otherwise).
+constexpr PkPlan choose_pk_plan(int M, int N, int K, int bits, int sm_count, int arch) {
+  (void)arch;
+  if (M > kPkMaxM) return {true, PkConfig::kM64N128, 1};
+  const PkConfig c = pk_config_for_m(M, bits);
+  return {false, c, pk_splits(c, M, N, K, bits, sm_count)};
+}
+
+// The TARGETS shapes on an H100 (132 SMs): M = 1 fills the GPU without split-K; 64-channel blocks
+// at M = 16 need 2 splits on 4096-wide layers; 1024-wide (GQA k/v) layers split at M = 1.
+static_assert(choose_pk_plan(1, 4096, 4096, 4, 132, 90).config == PkConfig::kM16N16);
+static_assert(choose_pk_plan(1, 4096, 4096, 4, 132, 90).splits == 1);
+static_assert(choose_pk_plan(1, 28672, 8192, 4, 132, 90).splits == 1);
+static_assert(choose_pk_plan(16, 4096, 4096, 4, 132, 90).config == PkConfig::kM16N64);
+static_assert(choose_pk_plan(16, 4096, 4096, 4, 132, 90).splits == 2);
+static_assert(choose_pk_plan(1, 1024, 4096, 4, 132, 90).splits == 2);
+static_assert(choose_pk_plan(8, 4096, 4096, 8, 132, 90).config == PkConfig::kM16N16);
+static_assert(choose_pk_plan(300, 4096, 4096, 4, 132, 90).dequant);
+
 }  // namespace squash::gemm

@@ -12,7 +12,8 @@
 // SQUASH_WOQ_CONFIG (environment, read per call so a benchmark can sweep it in one process):
 // "dequant" forces dequantize + cuBLAS; a config name from heuristics.h ("gemv_m1" ..
 // "gemv_m16", "mma_m8" .. "mma_m64"), optionally ":<splits>", forces that kernel (an error if it
-// cannot run these arguments). Unset or empty: the heuristic.
+// cannot run these arguments); the prepacked ops' "pk_*" configs do not apply here and are
+// ignored. Unset or empty: the heuristic.
 #include <ATen/ATen.h>
 #include "ops/message.h"
 #include <c10/cuda/CUDAGuard.h>
@@ -94,6 +95,7 @@ std::optional<WoqPlan> forced_plan(const char* op) {
   if (s == "dequant") return WoqPlan{WoqPath::kDequantMatmul, GemvConfig::kM1, MmaConfig::kM8, 1};
   const size_t colon = s.find(':');
   const std::string name = s.substr(0, colon);
+  if (name.rfind("pk_", 0) == 0) return std::nullopt;  // a prepacked op's config (prepacked_gemm_cuda.cpp)
   int splits = 1;
   if (colon != std::string::npos) splits = std::atoi(s.c_str() + colon + 1);
   SQUASH_CHECK(splits >= 1 && splits <= 64, "squash::", op,

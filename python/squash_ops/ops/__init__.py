@@ -6,9 +6,11 @@ from . import attention as _attention
 from . import formats as _formats
 from . import gemm as _gemm
 from . import norm as _norm
+from . import prepacked as _prepacked
 from .attention import *  # noqa: F401,F403
 from .formats import *  # noqa: F401,F403
 from .gemm import *  # noqa: F401,F403
 from .norm import *  # noqa: F401,F403
+from .prepacked import *  # noqa: F401,F403
 
-__all__ = [*_attention.__all__, *_formats.__all__, *_gemm.__all__, *_norm.__all__]
+__all__ = [*_attention.__all__, *_formats.__all__, *_gemm.__all__, *_norm.__all__, *_prepacked.__all__]

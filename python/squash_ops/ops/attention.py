@@ -17,6 +17,12 @@ Semantics shared by the three ops (CPU and CUDA implement exactly this):
 * lse (float32) is the natural-log sum-exp of the row's scaled, masked scores, the quantity
   needed to merge partial attention results (e.g. split-KV).
 * zero-sized batch/sequence dimensions are allowed (empty results).
+
+CUDA limits (ValueError otherwise): float16/bfloat16 only, head_dim 64, 128 or 256, pointers on
+16-byte boundaries and leading strides that are multiples of 8 elements (slices of a packed qkv
+with such head sizes are fine); for attention/attention_varlen also ``softmax_scale > 0``. On
+CUDA the ops never synchronize and never read cu_seqlens/cache_seqlens on the host, so those
+values are not validated there (the kernels clamp lengths to max_seqlen / the cache size).
 """
 
 from typing import Optional, Union
@@ -83,7 +89,7 @@ def attention_varlen(
 
     Returns:
         ``out [Tq, Hq, D]`` and with ``return_lse`` ``lse [Hq, Tq]`` float32. Query rows outside
-        every sequence are 0 / -inf on CPU; do not rely on them.
+        every sequence are 0 / -inf on CPU and left unwritten on CUDA; do not rely on them.
     """
     out, lse = torch.ops.squash.attention_varlen(
         q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, causal
