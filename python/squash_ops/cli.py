@@ -91,26 +91,34 @@ def load_model(path: str | None, device: str) -> Loaded:
     return Loaded(model, tokenizer, "causal" if causal else "encoder", path, name)
 
 
-def read_texts(text_file: str | None, samples: int) -> list[str]:
-    """``samples`` non-empty lines of ``text_file``."""
-    if text_file is None:
-        raise CliError("no text to run the model on: pass --text-file (one sentence per line)")
+def read_texts(args, role: str) -> list[str]:
+    """The text for ``role`` "eval" or "calibration": the first ``--samples`` non-empty lines of
+    ``--text-file`` for both; else the bundled sentences of ``squash_ops.eval`` (eval: the first
+    ``--samples`` of data/sentences.txt; calibration: all of data/calibration.txt, kept apart)."""
+    if args.text_file is None:
+        from .eval.minilm import read_sentences
+
+        if role == "calibration":
+            return read_sentences("calibration.txt")
+        return read_sentences()[:args.samples]
     try:
-        lines = [line.strip() for line in Path(text_file).read_text().splitlines()]
+        lines = [line.strip() for line in Path(args.text_file).read_text().splitlines()]
     except OSError as e:
         raise CliError(f"cannot read --text-file: {e}") from None
-    texts = [line for line in lines if line][:samples]
+    texts = [line for line in lines if line][:args.samples]
     if not texts:
-        raise CliError(f"--text-file {text_file} has no non-empty line")
+        raise CliError(f"--text-file {args.text_file} has no non-empty line")
     return texts
 
 
-def text_batches(loaded: Loaded, texts: list[str], batch_size: int, max_length: int) -> list[dict]:
-    """Tokenized batches (dicts of CPU tensors; the analysis moves them to the model)."""
+def text_batches(loaded: Loaded, args, role: str) -> list[dict]:
+    """``read_texts(args, role)`` tokenized into batches (CPU tensors; run_batch moves them)."""
+    texts = read_texts(args, role)
     return [
-        dict(loaded.tokenizer(texts[i:i + batch_size], padding=True, truncation=True, max_length=max_length,
-                              return_tensors="pt", return_token_type_ids=None if loaded.kind == "encoder" else False))
-        for i in range(0, len(texts), batch_size)
+        dict(loaded.tokenizer(texts[i:i + args.batch_size], padding=True, truncation=True,
+                              max_length=args.max_length, return_tensors="pt",
+                              return_token_type_ids=None if loaded.kind == "encoder" else False))
+        for i in range(0, len(texts), args.batch_size)
     ]
 
 
@@ -165,11 +173,12 @@ def scheme_config(args):
         raise CliError(str(e)) from None
 
 
-def quantize_model(model, args, batches, console):
-    """``model`` quantized in place by the scheme options or ``--plan`` (replace_linear), static
-    W8A8 layers calibrated on ``batches()`` (called only then); prints replace_linear's summary.
-    Returns the config."""
-    from .quant import calibrate, replace_linear
+def quantize_model(model, args, calibration, console):
+    """``model`` quantized in place by the scheme options or ``--plan``: replace_linear (then
+    calibrate for static W8A8), or with ``--migrate`` the gamma-migrated W8A8 path of
+    ``squash_ops.migration`` (block linears only). ``calibration()`` gives the calibration batches
+    and is called only when static scales need them. Prints what was done; returns the config."""
+    from .quant import W8A8Config, calibrate, replace_linear
 
     overrides = None
     if args.plan:
@@ -181,31 +190,50 @@ def quantize_model(model, args, batches, console):
             raise CliError(str(e)) from None
     else:
         config = scheme_config(args)
+    chosen = [config, *(overrides or {}).values()]
+    static = any(isinstance(c, W8A8Config) and c.activation == "static" for c in chosen)
+    if getattr(args, "migrate", False):
+        if not isinstance(config, W8A8Config):
+            raise CliError("--migrate (gamma migration, fused norm -> int8) is for W8A8: use --scheme w8a8")
+        from .migration import quantize_w8a8
+
+        layer = config if overrides is None else (lambda path, _linear: overrides.get(path, config))
+        try:
+            report = quantize_w8a8(model, layer, calibration=calibration() if static else None,
+                                   method=args.calibration, percentile=args.percentile)
+        except ValueError as e:  # UnsupportedModelError: an architecture without norm sites
+            raise CliError(str(e)) from None
+        console.print(str(report), soft_wrap=True)
+        return config
     try:
         report = replace_linear(model, config, overrides=overrides)
     except ValueError as e:  # a plan from another model names layers this one does not have
         raise CliError(str(e)) from None
     console.print(report.summary(), soft_wrap=True)
-    if any(getattr(c, "activation", None) == "static" for c in report.replaced.values()):
-        calibrate(model, batches(), method=args.calibration, percentile=args.percentile)
+    if static:
+        calibrate(model, calibration(), method=args.calibration, percentile=args.percentile)
     return config
 
 
-def compare(reference, quantized, batches, kind: str) -> list[tuple[str, str]]:
-    """Accuracy of ``quantized`` against ``reference`` on the same batches, as (what, value)
-    rows: sentence-embedding cosine for encoders; logits cosine, top-1 agreement and perplexity
-    for causal LMs."""
+def compare(reference: Loaded, quantized, args, batches) -> list[tuple[str, str]]:
+    """Accuracy of ``quantized`` against the float ``reference`` as (what, value) rows. Encoders:
+    sentence-embedding cosine (``squash_ops.eval``'s Embedder, as its MiniLM evaluation);
+    causal LMs, on ``batches``: logits cosine, top-1 agreement and perplexity."""
     import torch
 
     from .quant.sensitivity import row_cosines, run_batch
 
+    if reference.kind == "encoder":
+        from .eval.minilm import Embedder
+
+        embed = Embedder(reference.tokenizer, read_texts(args, "eval"), args.batch_size)
+        embed.batches = [b.to(args.device) for b in embed.batches]
+        cos = row_cosines(embed(quantized), embed(reference.model))
+        return [("sentence embedding cosine, mean", f"{cos.mean().item():.6f}"),
+                ("sentence embedding cosine, min", f"{cos.min().item():.6f}"),
+                ("sentences", str(cos.numel()))]
+    reference = reference.model
     with torch.inference_mode():
-        if kind == "encoder":
-            cos = torch.cat([row_cosines(sentence_embeddings(run_batch(quantized, b), b),
-                                         sentence_embeddings(run_batch(reference, b), b)) for b in batches])
-            return [("sentence embedding cosine, mean", f"{cos.mean().item():.6f}"),
-                    ("sentence embedding cosine, min", f"{cos.min().item():.6f}"),
-                    ("sentences", str(cos.numel()))]
         # One batch at a time: [batch, seq, vocab] logits of an LLM are large.
         cos, agree, nll_ref, nll_q, tokens = [], [], 0.0, 0.0, 0
         for b in batches:
@@ -276,11 +304,7 @@ def cmd_quantize(args, console) -> int:
 
     loaded = load_model(args.model, args.device)
 
-    def calibration_batches():
-        texts = read_texts(args.text_file, args.samples)
-        return text_batches(loaded, texts, args.batch_size, args.max_length)
-
-    quantize_model(loaded.model, args, calibration_batches, console)
+    quantize_model(loaded.model, args, lambda: text_batches(loaded, args, "calibration"), console)
     out = save_quantized(loaded.model, args.output)
     loaded.tokenizer.save_pretrained(out)
     model_arg = f"{args.model} " if args.model else ""
@@ -291,17 +315,18 @@ def cmd_quantize(args, console) -> int:
 def cmd_eval(args, console) -> int:
     from rich.table import Table
 
+    if args.quantized and (args.plan or args.migrate):
+        raise CliError("--quantized evaluates a saved model; --plan / --migrate quantize here: give one of them")
     reference = load_model(args.model, args.device)
-    batches = text_batches(reference, read_texts(args.text_file, args.samples), args.batch_size, args.max_length)
-    if args.quantized and args.plan:
-        raise CliError("--quantized evaluates a saved model; --plan quantizes here: give one of them")
+    batches = text_batches(reference, args, "eval")
     if args.quantized:
         quantized, config = load_saved(args.quantized, reference, args.device), args.quantized
     else:
         quantized = copy.deepcopy(reference.model)
-        config = quantize_model(quantized, args, lambda: batches, console)
+        config = quantize_model(quantized, args, lambda: text_batches(reference, args, "calibration"), console)
         config = f"plan {args.plan}" if args.plan else config
-    rows = compare(reference.model, quantized, batches, reference.kind)
+        config = f"{config} + gamma migration" if args.migrate else config
+    rows = compare(reference, quantized, args, batches)
     t_ref, t_q = forward_ms([reference.model, quantized], batches, args.device)
     rows.append((f"time per pass on {args.device}: float32 -> quantized",
                  f"{t_ref:.1f} ms -> {t_q:.1f} ms ({t_ref / t_q:.2f}x)"))
@@ -323,12 +348,13 @@ def cmd_sensitivity(args, console) -> int:
     loaded = load_model(args.model, args.device)
     if args.max_drop is not None and loaded.kind != "causal":
         raise CliError("--max-drop is a relative perplexity budget, for causal LMs; for an encoder use --min-cosine")
-    batches = text_batches(loaded, read_texts(args.text_file, args.samples), args.batch_size, args.max_length)
+    batches = text_batches(loaded, args, "eval")
+    calibration = text_batches(loaded, args, "calibration")
     causal = loaded.kind == "causal"
     console.print(f"[bold]{loaded.name}[/] ({loaded.kind}, {sum(len(b['input_ids']) for b in batches)} texts) "
                   f"under {config}: quantizing each linear alone", soft_wrap=True)
     report = analyze_sensitivity(
-        loaded.model, config, batches,
+        loaded.model, config, calibration, eval_batches=batches,
         metric_fn=(lambda m: perplexity(m, batches)) if causal else None, higher_is_better=False,
         output_fn=None if causal else sentence_embeddings,
         calibrate_method=args.calibration, percentile=args.percentile,
@@ -391,18 +417,23 @@ def bench_root() -> Path | None:
 # Parser and entry point
 
 
-def _add_model_args(p: argparse.ArgumentParser, default_scheme: str) -> None:
+def _add_model_args(p: argparse.ArgumentParser, default_scheme: str, samples: int | None) -> None:
     p.add_argument("model", nargs="?", help="local Hugging Face model directory (default: the bundled MiniLM)")
     p.add_argument("--scheme", choices=SCHEMES, default=default_scheme, help=f"default {default_scheme}")
     p.add_argument("--group-size", type=int, default=128, help="w4a16: 32, 64, 128 or -1 (per channel)")
     p.add_argument("--asymmetric", action="store_true", help="w4a16: a zero point per group")
     p.add_argument("--activation", choices=("dynamic", "static"), default="dynamic",
                    help="w8a8: per-token scales at run time, or one calibrated scale per layer")
-    p.add_argument("--text-file", help="text to run the model on, one sentence per line")
-    p.add_argument("--samples", type=_positive, default=64, help="how many texts (default 64)")
+    p.add_argument("--text-file", help="text to run the model on, one sentence per line, for calibration and "
+                                       "evaluation alike (default: the bundled sentences of squash_ops.eval, "
+                                       "calibration and evaluation sets kept apart)")
+    p.add_argument("--samples", type=_positive, default=samples,
+                   help=f"how many texts to evaluate on (default {samples or 'all'})")
     p.add_argument("--batch-size", type=_positive, default=16)
     p.add_argument("--max-length", type=_positive, default=128, help="tokens per text at most")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--threads", type=_positive,
+                   help="torch intra-op threads (1 is fastest for small models on a busy CPU)")
     _add_calibration_args(p)
 
 
@@ -431,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("sensitivity", help="rank the linears by the error each causes alone; float fallback")
-    _add_model_args(p, "w4a16")
+    _add_model_args(p, "w4a16", 64)
     p.add_argument("--min-cosine", type=float, help="budget: mean output cosine vs float32 (e.g. 0.999)")
     p.add_argument("--max-drop", type=float,
                    help="budget (causal LMs): relative perplexity increase at most, e.g. 0.01 = 1%%")
@@ -441,14 +472,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sensitivity)
 
     p = sub.add_parser("eval", help="accuracy (and time) of the quantized model vs float32")
-    _add_model_args(p, "w8a8")
+    _add_model_args(p, "w8a8", None)
     _add_quantize_args(p)
+    p.add_argument("--migrate", action="store_true",
+                   help="w8a8: gamma migration and fused norm -> int8 (BERT/RoBERTa, OPT, LLaMA block linears)")
     p.add_argument("--quantized", help="evaluate this directory from squash quantize instead of quantizing "
                                        "MODEL_DIR here")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("quantize", help="quantize and save (safetensors + squash_config.json + tokenizer)")
-    _add_model_args(p, "w8a8")
+    _add_model_args(p, "w8a8", None)
     _add_quantize_args(p)
     p.add_argument("-o", "--output", required=True, help="directory to write")
     p.set_defaults(func=cmd_quantize)
@@ -476,6 +509,10 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models load from disk only
     try:
         return args.func(args, console)
