@@ -16,6 +16,7 @@ from squash_ops.quant import (
     W4A16Config, W4A16Linear, W8A8Config, W8A16Config, W8A16Linear, load_quantized, quantize_linear,
     replace_linear, save_quantized,
 )
+from helpers import GEMM_REL_MEAN_ERR, rel_mean_err
 from quant_models import tiny_llama, token_batch
 
 # (K, config): awkward K for each group size (1056 = 33 groups of 32, not a multiple of 64/128;
@@ -211,3 +212,23 @@ def test_compile_fullgraph_prepacked_mlp(backend):
     torch._dynamo.reset()
     compiled = torch.compile(q, fullgraph=True, backend=backend)(x)
     assert torch.equal(compiled, eager)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("k,config", CASES, ids=lambda c: str(c))
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("m", [1, 5, 97])  # decode, small-M kernel, the dequant + cuBLAS path
+def test_cuda_replace_linear_prepacks_and_matches_cpu(k, config, dtype, m):
+    model = nn.Sequential(_linear(k, 48, True, seed=m))
+    cpu = copy.deepcopy(model)
+    replace_linear(cpu, config, compute_dtype=dtype)
+    replace_linear(model.cuda(), config, compute_dtype=dtype)  # default: prepacked on CUDA
+    assert model[0].prepacked and not cpu[0].prepacked
+    x = torch.randn(m, k, dtype=dtype)
+    y = model(x.cuda())
+    ref = cpu(x)
+    # Different float32 summation order (tensor cores, per-group partial sums) and one rounding
+    # to dtype: the GEMM tolerance of the dtype.
+    assert rel_mean_err(y.cpu(), ref) < GEMM_REL_MEAN_ERR[dtype]
+    cpu[0].prepack()
+    assert torch.equal(model[0].cpu().packed, cpu[0].packed)  # prepack is the same on both devices
