@@ -232,3 +232,20 @@ def test_cuda_replace_linear_prepacks_and_matches_cpu(k, config, dtype, m):
     assert rel_mean_err(y.cpu(), ref) < GEMM_REL_MEAN_ERR[dtype]
     cpu[0].prepack()
     assert torch.equal(model[0].cpu().packed, cpu[0].packed)  # prepack is the same on both devices
+
+
+def test_import_gptq_act_order_prepacked_equals_canonical():
+    from test_quant_importers import _llama_gptq_checkpoint
+    from squash_ops.quant import import_gptq
+
+    _, ckpt, weights = _llama_gptq_checkpoint()
+    canon = import_gptq(tiny_llama(seed=5), ckpt)  # CPU default: canonical
+    pk = import_gptq(tiny_llama(seed=5), ckpt, prepack=True)
+    q = "model.layers.0.self_attn.q_proj"
+    assert pk.get_submodule(q).prepacked and pk.get_submodule(q).input_perm is not None
+    assert not canon.get_submodule(q).prepacked
+    for name, w in weights.items():
+        assert torch.equal(pk.get_submodule(name).dequantized_weight(), w.T), name
+    batch = token_batch(2)
+    with torch.no_grad():
+        assert torch.equal(pk(**batch).logits, canon(**batch).logits)

@@ -217,6 +217,15 @@ class _PrepackableLinear(_QuantLinear):
         return super().extra_repr() + (", prepacked" if self.prepacked else "")
 
 
+def apply_prepack_choice(module: _QuantLinear, prepack: bool | None) -> None:
+    """The ``prepack`` argument of replace_linear / load_quantized / the importers, for one layer:
+    True: prepack if the layout fits; None: only where it is faster (CUDA with the kernel);
+    False: never. Layers the layout cannot hold stay canonical (and keep working)."""
+    if isinstance(module, _PrepackableLinear) and module.prepack_blocker() is None and (
+            prepack or (prepack is None and module.prepack_pays())):
+        module.prepack()
+
+
 def _canonical_state_dict_hook(module: _PrepackableLinear, state_dict, prefix, local_metadata):
     if not module.prepacked:
         return state_dict

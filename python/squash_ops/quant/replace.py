@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from .config import QuantConfig, W4A16Config, W8A8Config, W8A16Config
-from .linear import _PrepackableLinear, _QuantLinear, quantize_linear
+from .linear import _QuantLinear, apply_prepack_choice, quantize_linear
 
 _CONFIG_TYPES = (W8A16Config, W4A16Config, W8A8Config)
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -279,9 +279,7 @@ def replace_linear(
     for names, cfg in plan:
         linear = model.get_submodule(names[0])
         quantized = quantize_linear(linear, cfg, compute_dtype)
-        if isinstance(quantized, _PrepackableLinear) and quantized.prepack_blocker() is None and (
-                prepack or (prepack is None and quantized.prepack_pays())):
-            quantized.prepack()
+        apply_prepack_choice(quantized, prepack)
         report.weight_bytes_before += linear.weight.nbytes
         report.weight_bytes_after += _quantized_weight_bytes(quantized)
         for name in names:

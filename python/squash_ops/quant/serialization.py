@@ -34,8 +34,7 @@ from torch import nn
 
 from .. import __version__
 from .config import config_from_dict, config_to_dict
-from .linear import _QuantLinear, empty_quantized_linear
-from .prepacking import prepack as prepack_model
+from .linear import _QuantLinear, apply_prepack_choice, empty_quantized_linear
 
 FORMAT = "squash_ops.quantized"
 FORMAT_VERSION = 1
@@ -417,8 +416,8 @@ def load_quantized(model: nn.Module, directory: str | os.PathLike, *, device=Non
                 model.get_submodule(name).validate()
             except ValueError as e:
                 raise CheckpointError(f"{tensors_path}: layer {name}: {e}") from None
-        if prepack is not False:
-            prepack_model(model, only_where_faster=prepack is None)
+        for name in header["layers"]:
+            apply_prepack_choice(model.get_submodule(name), prepack)
     except (CheckpointError, FileNotFoundError) as e:
         raise type(e)(f"load_quantized: {e}") from None
     # An inference checkpoint, like from_pretrained: a freshly built skeleton is in training mode
