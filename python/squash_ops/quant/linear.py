@@ -202,10 +202,8 @@ class _PrepackableLinear(_QuantLinear):
         self._buffers.update(rest)
 
     def canonical_buffers(self) -> dict[str, torch.Tensor | None]:
-        if not self.prepacked:
-            return dict(self._buffers)
-        canonical = dict(zip(self._CANONICAL, self._unpack(tuple(getattr(self, n) for n in self._PACKED))))
-        return {**canonical, **{n: t for n, t in self._buffers.items() if n not in self._PACKED}}
+        weights = dict(zip(self._CANONICAL, self._weights()))
+        return {**weights, **{n: t for n, t in self._buffers.items() if n not in self._PACKED + self._CANONICAL}}
 
     def _weights(self) -> tuple:
         """The canonical weight tensors (unprepacked copies when prepacked)."""
