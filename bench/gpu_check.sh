@@ -38,9 +38,9 @@ mkdir -p "$OUT"
 export PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 export SANITIZE_K=${SANITIZE_K:-not compile and not large and not slow and not hypothesis}
-# The pytest sanitizer runs cover the GEMM kernels (GEMV, mma, dequantize, quantize), which have
-# no C++ self-check; the norm, decode, prefill and prepacked GEMM kernels are sanitized through
-# their C++ checks (stage cpp).
+# The pytest sanitizer runs cover the GEMM kernels (GEMV, mma, dequantize, quantize, W8A8); the
+# norm, decode, prefill, prepacked GEMM and W8A8 kernels are also sanitized through their C++
+# checks (stage cpp).
 export SANITIZE_TESTS=${SANITIZE_TESTS:-tests/test_gemm.py}
 BUDGET=${GPU_CHECK_BUDGET_S:-510}
 T0=$SECONDS
@@ -180,6 +180,12 @@ stage_cpp() {
     step "$san" --tool memcheck --error-exitcode 1 build/pk_bench --check --quick
     step "$san" --tool racecheck --error-exitcode 1 build/pk_bench --check --quick
     [ -n "${CPP_TIMINGS:-}" ] && step build/pk_bench --quick
+  else rc=1; fi
+  if cpp_build w8a8_bench; then  # bit-exact self-check of every W8A8 config (sm80 ones on sm_90 too)
+    step build/w8a8_bench --check
+    step "$san" --tool memcheck --error-exitcode 1 build/w8a8_bench --check
+    step "$san" --tool racecheck --error-exitcode 1 build/w8a8_bench --check-small
+    [ -n "${CPP_TIMINGS:-}" ] && step build/w8a8_bench --sweep
   else rc=1; fi
   if cpp_build decode_bench; then
     step build/decode_bench --check

@@ -14,6 +14,9 @@ quantize_activation_int8 must equal the formula exactly.
 """
 
 import functools
+import os
+import pathlib
+import re
 
 import pytest
 import torch
@@ -398,12 +401,22 @@ def test_bad_inputs_w8a8():
 
 
 # ---------------------------------------------------------------- GPU: CUDA ops vs the CPU ops
-# The ops allocate their outputs, so there is nothing to poison: every element is compared, and
-# NaN/inf fails. Inputs are fresh per case; shapes are awkward on purpose (M = 1, 2, 3, 33;
-# N = 111 and 11008; K = 4104, a multiple of 8 but not of 16 or 32; K = 4224 = 33 * 128).
+# The ops allocate their outputs: every element is compared and NaN/inf fails (the W8A8 and
+# CUTLASS tests also poison the caching allocator first, _poison_outputs). Inputs are fresh per
+# case; shapes are awkward on purpose (M = 1, 2, 3, 33; N = 111 and 11008; K = 4104, a multiple
+# of 8 but not of 16 or 32; K = 4224 = 33 * 128). M = 128 takes the large-M path: CUTLASS for
+# the grouped int4 shapes, dequantize + cuBLAS for K = 4104 and N = 111 (outside its shape rule).
 GPU_M = [1, 2, 3, 16, 33, 128]
 GPU_NK = {"int8": [(11008, 4104), (111, 4104)], "g-1": [(11008, 4104), (111, 4104)],
           "grouped": [(11008, 4224), (111, 4224)]}
+SANITIZE = bool(os.environ.get("SQUASH_SANITIZE"))  # compute-sanitizer runs: a few blocks suffice
+
+
+def _poison_outputs(m, n, dtype):
+    """Freed NaN-filled blocks of an [m, n] output's size: the caching allocator hands them to the
+    op's output next, so an element a kernel fails to write stays NaN."""
+    blocks = [torch.full((m, n), float("nan"), dtype=dtype, device="cuda") for _ in range(4)]
+    del blocks
 
 
 def _gpu_shapes(fmt):
@@ -454,6 +467,61 @@ def test_gpu_weight_only_leading_dims_strided_and_empty(fmt):
     assert out.shape == (0, n) and out.is_cuda
 
 
+# The CUTLASS mixed-input path (large M; forced here at every M so each config is covered on any
+# shape it takes): the weights are converted in registers and rounded to x.dtype once before the
+# MMA, so the reference is x @ round_to_dtype(dequant(W)).T in float64, held to the per-element
+# float32-accumulation bound plus one final rounding (assert_close_to_ref) - much tighter than
+# the TARGETS relative mean error. K = 4224 = 33 * 128, N = 136 = 17 * 8 (no tile divides them).
+CUTLASS_FORMATS = [FORMATS[0], ("int4", 128, True), ("int4", 128, False), ("int4", 64, False), ("int4", -1, True)]
+
+
+def woq_cutlass_configs():
+    """The CUTLASS config names of csrc/kernels/gemm/heuristics.h (SQUASH_WOQ_CONFIG values)."""
+    header = pathlib.Path(__file__).resolve().parent.parent / "csrc/kernels/gemm/heuristics.h"
+    return re.findall(r'\{"(cutlass_sm\d+_\w+)", \d+,', header.read_text())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("config", woq_cutlass_configs())
+@pytest.mark.parametrize("fmt", CUTLASS_FORMATS, ids=_fmt_id)
+def test_gpu_weight_only_cutlass(config, fmt, monkeypatch):
+    major, minor = torch.cuda.get_device_capability()
+    arch = major * 10 + minor
+    # woq_cutlass_config_runs_on: the 3.x configs need sm_90; the 2.x one takes int8 on 8.x-9.x.
+    runs = arch == 90 if config.startswith("cutlass_sm90") else fmt[0] == "int8" and 80 <= arch < 100
+    if not runs:
+        pytest.skip(f"{config} does not run {_fmt_id(fmt)} on compute capability {major}.{minor}")
+    monkeypatch.setenv("SQUASH_WOQ_CONFIG", config)
+    shapes = [(136, 4224)] if SANITIZE else [(136, 4224), (4096, 4096)]
+    for j, (n, k) in enumerate(shapes):
+        for i, m in enumerate([1, 65] if SANITIZE else [1, 65, 200]):
+            dtype = HALF[(i + j) % 2]
+            wts, w64 = make_weights(fmt, n, k, dtype, torch.float32 if i % 2 else dtype)
+            wts_gpu = {key: (v.cuda() if torch.is_tensor(v) else v) for key, v in wts.items()}
+            x = torch.randn(m, k, dtype=dtype)
+            bias = torch.randn(n, dtype=dtype) if (i + j) % 2 else None
+            _poison_outputs(m, n, dtype)
+            out = run_weight_only(fmt, x.cuda(), wts_gpu, bias.cuda() if bias is not None else None)
+            assert out.is_cuda and out.shape == (m, n)
+            ref, err32 = ref_linear(x, w64.float().to(dtype).double(), bias)
+            assert_close_to_ref(out.cpu(), ref, err32, dtype)
+
+
+@pytest.mark.gpu
+def test_gpu_weight_only_cutlass_refuses_what_it_cannot_run(monkeypatch):
+    wts, _ = make_weights(("int4", 32, False), 136, 4224, torch.bfloat16, torch.float32)
+    wts = {key: (v.cuda() if torch.is_tensor(v) else v) for key, v in wts.items()}
+    x = torch.randn(100, 4224, dtype=torch.bfloat16, device="cuda")
+    # group 32 is below CUTLASS's K tile (64): the heuristic falls back to dequantize + cuBLAS...
+    out = run_weight_only(("int4", 32, False), x, wts)
+    assert out.shape == (100, 136) and torch.isfinite(out).all()
+    # ...and forcing a CUTLASS config says it cannot run.
+    for config in woq_cutlass_configs():
+        monkeypatch.setenv("SQUASH_WOQ_CONFIG", config)
+        with pytest.raises(RuntimeError, match=rf"SQUASH_WOQ_CONFIG={config} cannot run M=100 N=136 K=4224 group=32"):
+            run_weight_only(("int4", 32, False), x, wts)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, *HALF])
 @pytest.mark.parametrize("static", [False, True])
@@ -471,24 +539,124 @@ def test_gpu_quantize_activation_matches_cpu(dtype, static):
             assert torch.equal(q_gpu.cpu(), q_cpu) and torch.equal(s_gpu.cpu(), s_cpu)
 
 
+# ---------------------------------------------------------------- GPU: W8A8 (CUTLASS) vs the CPU op
+# The CUDA epilogue computes ((float(acc) * x_scale) * w_scale) + bias with IEEE float32 roundings
+# in the CPU op's order (no FMA) and rounds to out_dtype once, and the int32 accumulation is exact
+# on both sides: the outputs must be bit-identical, for every config the device can run. The op
+# allocates its output, so the caching allocator is poisoned first (freed NaN-filled blocks of
+# the output's size): an element the kernel fails to write stays NaN and fails the comparison.
+# Shapes: K = 4112 = 257 * 16 (not a multiple of any K tile), K = 16 (less than one K tile),
+# N = 136 = 17 * 8 (not a multiple of any N tile); M across every heuristic branch.
+W8A8_M = [1, 33, 129] if SANITIZE else [1, 2, 3, 16, 33, 64, 65, 128, 129, 300]
+W8A8_NK = [(136, 4112), (64, 16)] if SANITIZE else [(11008, 4112), (136, 4112), (4096, 4096), (64, 16)]
+
+
+def w8a8_configs():
+    """The config names of csrc/kernels/gemm/w8a8_heuristics.h (what SQUASH_W8A8_CONFIG takes)."""
+    header = pathlib.Path(__file__).resolve().parent.parent / "csrc/kernels/gemm/w8a8_heuristics.h"
+    return re.findall(r'\{"(sm\d+_\w+)", \d+,', header.read_text())
+
+
+def _w8a8_runs_here(config):
+    # w8a8_config_runs_on: 3.x configs need exactly sm_90; 2.x ones sm_80..sm_90.
+    major, minor = torch.cuda.get_device_capability()
+    arch = major * 10 + minor
+    return arch == 90 if config.startswith("sm90") else 80 <= arch < 100
+
+
+def _w8a8_case(m, n, k, out_dtype, per_token, bias_kind, weights=None):
+    """Fresh inputs (x_q includes -128), the CPU op's output and the CUDA op's output."""
+    qweight, w_scales = weights if weights else (torch.randint(-127, 128, (n, k), dtype=torch.int8),
+                                                 torch.rand(n) * 0.01 + 1e-3 if per_token else torch.tensor([0.002]))
+    x_q = torch.randint(-128, 128, (m, k), dtype=torch.int8)
+    x_scales = torch.rand(m) * 0.01 + 1e-3 if per_token else torch.tensor(0.004)
+    bias = {"none": None, "f32": torch.randn(n), "out": torch.randn(n).to(out_dtype)}[bias_kind]
+    args = (x_q, x_scales, qweight, w_scales, bias)
+    out_cpu = so.w8a8_gemm(*args, out_dtype=out_dtype)
+    args_gpu = [a.cuda() if a is not None else None for a in args]
+    _poison_outputs(m, n, out_dtype)  # after the inputs' copies, so the output takes these blocks
+    return out_cpu, so.w8a8_gemm(*args_gpu, out_dtype=out_dtype)
+
+
+def _assert_w8a8_equal(out_gpu, out_cpu, what):
+    assert out_gpu.is_cuda and out_gpu.dtype == out_cpu.dtype and out_gpu.shape == out_cpu.shape, what
+    out_gpu = out_gpu.cpu()
+    assert torch.isfinite(out_gpu).all(), f"{what}: non-finite output (unwritten or wrong elements)"
+    if not torch.equal(out_gpu, out_cpu):
+        bad = (out_gpu != out_cpu).nonzero()
+        diff = (out_gpu.double() - out_cpu.double()).abs().max().item()
+        raise AssertionError(f"{what}: {len(bad)} elements differ (first at {bad[0].tolist()}, max |diff| {diff:.3g})")
+
+
 @pytest.mark.gpu
-@pytest.mark.skipif(not so.has_cuda_kernel("w8a8_gemm"), reason="w8a8_gemm has no CUDA kernel yet (W8A8 issue)")
 @pytest.mark.parametrize("out_dtype", [torch.float16, torch.bfloat16, torch.float32])
-@pytest.mark.parametrize("per_token", [True, False])
+@pytest.mark.parametrize("per_token", [True, False], ids=["token+channel", "tensor+tensor"])
 def test_gpu_w8a8_matches_cpu(out_dtype, per_token):
-    # int32 accumulation is exact on both sides; only the float32 epilogue's operation order may
-    # differ, then one rounding: TARGETS.md's bounds for fp16/bf16, 1e-5 for float32.
-    bound = {torch.float16: 1e-3, torch.bfloat16: 4e-3, torch.float32: 1e-5}[out_dtype]
-    for n, k in [(11008, 4104), (111, 4104), (4096, 4224)]:
-        qweight = torch.randint(-127, 128, (n, k), dtype=torch.int8)
-        w_scales = torch.rand(n) * 0.01 + 1e-3 if per_token else torch.tensor([0.002])
-        bias = torch.randn(n).to(out_dtype)
-        qweight_gpu, w_scales_gpu, bias_gpu = qweight.cuda(), w_scales.cuda(), bias.cuda()
-        for m in GPU_M:
-            x_q = torch.randint(-128, 128, (m, k), dtype=torch.int8)
-            x_scales = torch.rand(m) * 0.01 + 1e-3 if per_token else torch.tensor(0.004)
-            b, b_gpu = (bias, bias_gpu) if m % 2 else (None, None)
-            out_cpu = so.w8a8_gemm(x_q, x_scales, qweight, w_scales, bias=b, out_dtype=out_dtype)
-            out_gpu = so.w8a8_gemm(x_q.cuda(), x_scales.cuda(), qweight_gpu, w_scales_gpu, bias=b_gpu,
-                                   out_dtype=out_dtype)
-            _assert_gpu_matches(out_gpu, out_cpu, bound)
+    # The heuristic's choice at every M (SQUASH_W8A8_CONFIG unset); bias none / float32 / out_dtype.
+    for n, k in W8A8_NK:
+        weights = (torch.randint(-127, 128, (n, k), dtype=torch.int8),
+                   torch.rand(n) * 0.01 + 1e-3 if per_token else torch.tensor([0.002]))
+        for i, m in enumerate(W8A8_M):
+            bias_kind = ("none", "f32", "out")[i % 3]
+            out_cpu, out_gpu = _w8a8_case(m, n, k, out_dtype, per_token, bias_kind, weights)
+            _assert_w8a8_equal(out_gpu, out_cpu, f"M={m} N={n} K={k} {out_dtype} bias={bias_kind}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("config", w8a8_configs())
+def test_gpu_w8a8_every_config(config, monkeypatch):
+    # Each kernel forced (the sm80 ones run on an H100 too), out dtypes and scale modes rotated.
+    if not _w8a8_runs_here(config):
+        pytest.skip(f"{config} does not run on compute capability {torch.cuda.get_device_capability()}")
+    monkeypatch.setenv("SQUASH_W8A8_CONFIG", config)
+    dtypes = [torch.bfloat16, torch.float16, torch.float32]
+    for j, (n, k) in enumerate([(136, 4112), (4096, 4096), (64, 16)]):
+        for i, m in enumerate([1, 65, 257] if not SANITIZE else [1, 65]):
+            if SANITIZE and n * k > 1 << 20:
+                continue
+            dt, per_token, bias_kind = dtypes[(i + j) % 3], (i + j) % 2 == 0, ("out", "none", "f32")[i]
+            out_cpu, out_gpu = _w8a8_case(m, n, k, dt, per_token, bias_kind)
+            _assert_w8a8_equal(out_gpu, out_cpu, f"{config}: M={m} N={n} K={k} {dt} bias={bias_kind}")
+
+
+@pytest.mark.gpu
+def test_gpu_w8a8_exact_int32_accumulation():
+    # Sums of 4112 products of ~110 * 110 exceed 2^24: a float32 accumulation would lose low bits,
+    # and the int32 -> float32 conversion must round to nearest like the CPU op's.
+    x_q = torch.randint(95, 128, (5, 4112), dtype=torch.int8)
+    qweight = torch.randint(95, 128, (8, 4112), dtype=torch.int8)
+    one = torch.ones(1)
+    out = so.w8a8_gemm(x_q.cuda(), one.cuda(), qweight.cuda(), one.cuda(), out_dtype=torch.float32).cpu()
+    exact = x_q.long() @ qweight.long().T
+    assert exact.min() > 2**24 and torch.equal(out, exact.float())
+
+
+@pytest.mark.gpu
+def test_gpu_w8a8_leading_dims_strided_and_empty():
+    n, k = 136, 4112
+    qweight, w_scales = torch.randint(-127, 128, (n, k), dtype=torch.int8), torch.rand(n) + 0.1
+    big = torch.randint(-128, 128, (2, 3, k + 64), dtype=torch.int8)
+    for off in (16, 8):  # row start 16-byte aligned (used in place) or not (copied by the op)
+        x_q = big[..., off : off + k]
+        xs = torch.rand(2, 3) + 0.1
+        out_cpu = so.w8a8_gemm(x_q, xs, qweight, w_scales, out_dtype=torch.bfloat16)
+        out_gpu = so.w8a8_gemm(x_q.cuda(), xs.cuda(), qweight.cuda(), w_scales.cuda(), out_dtype=torch.bfloat16)
+        assert out_gpu.shape == (2, 3, n)
+        _assert_w8a8_equal(out_gpu, out_cpu, f"row offset {off}")
+    out = so.w8a8_gemm(torch.zeros(2, 0, k, dtype=torch.int8, device="cuda"), torch.ones(2, 0, device="cuda"),
+                       qweight.cuda(), w_scales.cuda())
+    assert out.shape == (2, 0, n) and out.is_cuda
+
+
+@pytest.mark.gpu
+def test_gpu_w8a8_alignment_and_config_errors(monkeypatch):
+    q = torch.randint(-127, 128, (16, 4104), dtype=torch.int8, device="cuda")
+    x = torch.randint(-127, 128, (3, 4104), dtype=torch.int8, device="cuda")
+    ones = torch.ones(1, device="cuda")
+    # The CPU op takes any K and N; the CUDA op says what it needs and how to get there.
+    _raises(r"w8a8_gemm: on CUDA, K = x_q.shape\[-1\] must be a multiple of 16 and N = qweight.shape\[0\] "
+            r"a multiple of 8 .* got K=4104 N=16", so.w8a8_gemm, x, ones, q, ones)
+    _raises(r"got K=32 N=12", so.w8a8_gemm, x[:, :32], ones, q[:12, :32].contiguous(), ones)
+    monkeypatch.setenv("SQUASH_W8A8_CONFIG", "sm90_bogus")
+    with pytest.raises(RuntimeError, match=r"unknown SQUASH_W8A8_CONFIG 'sm90_bogus' \(expected one of sm80_32x64"):
+        so.w8a8_gemm(x[:, :32], ones, q[:, :32].contiguous(), ones)

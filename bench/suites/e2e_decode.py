@@ -7,8 +7,11 @@ random weights initialized directly on the GPU in bf16 (16 GB; no CPU or fp32 co
 first as is (impl ``cublas``: its F.linear layers are cuBLAS bf16, attention is SDPA). Then
 every nn.Linear, lm_head included (as torchao's int4 weight-only numbers count it), is replaced in
 place by a W4A16Linear whose packed int4 weights and g128 scales are drawn at random on the GPU
-(quantizing random weights would only cost time: the speed does not depend on the values), and
-attention switches to ``set_attn_implementation("squash")`` (impl ``squash``).
+(quantizing random weights would only cost time: the speed does not depend on the values), then
+put in the prepacked layout as ``replace_linear`` does on CUDA (``w4a16_gemm_prepacked``: the
+small-M tensor-core kernel for decode, dequantize + cuBLAS for the prefill's larger M), and
+attention switches to ``set_attn_implementation("squash")`` (impl ``squash``). On the CPU the
+layers stay canonical (``w4a16_gemm``), as ``replace_linear`` leaves them there.
 
 Decode loop (squash_ops.hf.GreedyDecoder): a PROMPT-token prefill into a StaticCache, then one
 forward per token whose argmax is fed back on the device. On CUDA one step is captured in a CUDA
@@ -137,6 +140,10 @@ def to_squash(model) -> None:
             # int4 values -8..7 have std ~4.6: scales ~0.02/4.6 keep the weights' std at the
             # model's init std (0.02), so activations stay in range through 32 layers.
             q.scales.uniform_(0.003, 0.0057)
+            # As replace_linear / load_quantized do on CUDA: the prepacked layout (small-M
+            # tensor-core kernel), converted layer by layer so only one canonical copy exists.
+            if q.prepack_pays():
+                q.prepack()
             setattr(parent, name, q)
     model.set_attn_implementation("squash")
 
@@ -158,7 +165,7 @@ def make_call(ctx: Context, model, cfg, prompt_len: int, steps: int, mode: str):
 def run(ctx: Context) -> None:
     cfg, prompt_len, steps = config(ctx)
     shape = "Llama-3-8B" if not ctx.tiny else "tiny-llama"
-    squash = ctx.has_squash("w4a16_gemm") and ctx.has_squash("attention_decode")
+    squash = ctx.has_squash("w4a16_gemm_prepacked") and ctx.has_squash("attention_decode")
     params = {"batch": 1, "hidden": cfg.hidden_size, "heads_q": cfg.num_attention_heads,
               "heads_kv": cfg.num_key_value_heads, "head_dim": cfg.hidden_size // cfg.num_attention_heads,
               "seqlen_k": prompt_len + steps, "tokens": steps, "group": GROUP, "dtype": "bf16"}

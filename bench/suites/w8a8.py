@@ -1,4 +1,10 @@
-"""W8A8: int8 x int8 GEMM with per-token and per-channel scales vs cuBLAS bf16 and torch._int_mm."""
+"""W8A8: int8 x int8 GEMM with per-token and per-channel scales vs cuBLAS bf16 and torch._int_mm.
+
+squash is the default dispatch (CUTLASS, config from w8a8_heuristics.h); the C++ benchmark
+bench/cpp/w8a8_bench.cu sweeps every config. M = 1 and 16 show the decode end, where the int8
+weights halve the bytes cuBLAS bf16 streams (torch._int_mm needs M > 16: skipped there); the goal
+(>= 1.7x cublas bf16) is at M >= 2048.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ def config(ctx: Context):
         return TINY_SHAPES, [32, 48]
     if ctx.quick:
         return [(4096, 4096), (4096, 14336), (28672, 8192)], [4096]
-    return LLAMA_SHAPES, [2048, 4096, 8192]
+    return LLAMA_SHAPES, [1, 16, 128, 2048, 4096, 8192]
 
 
 def int_mm_dequant(xq, xs, wq, ws):

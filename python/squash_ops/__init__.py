@@ -15,11 +15,14 @@ from .quant import (
     CalibrationStats, CheckpointError, ReplaceReport, W4A16Config, W8A8Config, W8A16Config, calibrate,
     import_awq, import_gptq, load_quantized, replace_linear, save_quantized,
 )
+# Not star-exported from ops: `prepack` / `unprepack` here are the model-level switches.
+from .quant import PrepackReport, prepack, unprepack
 
 # The model-level API, next to the ops: configs, replace_linear and its report, calibrate, save/load, GPTQ/AWQ import.
 _quant_api = [
     "W8A16Config", "W4A16Config", "W8A8Config", "replace_linear", "ReplaceReport", "calibrate", "CalibrationStats",
     "save_quantized", "load_quantized", "CheckpointError", "import_gptq", "import_awq",
+    "prepack", "unprepack", "PrepackReport",
 ]
 
 __all__ = list(_ops_all) + _quant_api + ["cuda_available", "has_cuda_kernel"]

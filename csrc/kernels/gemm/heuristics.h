@@ -148,7 +148,7 @@ constexpr int mma_splits(MmaConfig c, int N, int K, int bits, int sm_count) {
   return effective_splits(s, chunks);
 }
 
-enum class WoqPath : int { kGemv = 0, kMma = 1, kDequantMatmul = 2 };
+enum class WoqPath : int { kGemv = 0, kMma = 1, kDequantMatmul = 2, kCutlass = 3 };
 
 struct WoqPlan {
   WoqPath path;
@@ -319,5 +319,69 @@ static_assert(choose_pk_plan(16, 4096, 4096, 4, 132, 90).splits == 2);
 static_assert(choose_pk_plan(1, 1024, 4096, 4, 132, 90).splits == 2);
 static_assert(choose_pk_plan(8, 4096, 4096, 8, 132, 90).config == PkConfig::kM16N16);
 static_assert(choose_pk_plan(300, 4096, 4096, 4, 132, 90).dequant);
+
+// ---- large M: CUTLASS mixed-input GEMM (woq_cutlass.h) instead of dequantize + cuBLAS ----
+// The weights stay int4/int8 in memory and are converted to the activation dtype in registers
+// right before the tensor-core MMA: the GEMM reads N*K*bits/8 weight bytes instead of the
+// dequantize pass's N*K*(bits/8 + 2) written + N*K*2 read again by cuBLAS. Measured before
+// (bench/results, H100): dequantize + cuBLAS at M = 128 ran at 0.43-0.55x cuBLAS fp16.
+// sm_90a: 3.x TMA + wgmma with the quantized operand as A through registers (int4 and int8,
+// group-wise scales and zero points); sm_80: 2.x mixed-input upcast (int8 only: CUTLASS 2.x has
+// no 4-bit x 16-bit path, BUILD_NOTES), per-channel scales applied in the epilogue.
+enum class WoqCutlassConfig : int { kSm90_64x128 = 0, kSm90_128x128, kSm80_128x128, kCount };
+
+struct WoqCutlassConfigInfo {
+  const char* name;  // SQUASH_WOQ_CONFIG value that forces it
+  int arch;          // 90: sm_90a only; 80: sm_80..sm_90 (compiled for both)
+  int tile_w;        // weight rows (output channels) per CTA tile
+  int tile_t;        // tokens per CTA tile
+};
+
+constexpr WoqCutlassConfigInfo kWoqCutlassConfigs[] = {
+    {"cutlass_sm90_64x128", 90, 64, 128},
+    {"cutlass_sm90_128x128", 90, 128, 128},
+    {"cutlass_sm80_128x128", 80, 128, 128},
+};
+static_assert(sizeof(kWoqCutlassConfigs) / sizeof(kWoqCutlassConfigs[0]) ==
+                  static_cast<int>(WoqCutlassConfig::kCount),
+              "one WoqCutlassConfigInfo per WoqCutlassConfig");
+
+constexpr const WoqCutlassConfigInfo& woq_cutlass_config_info(WoqCutlassConfig c) {
+  return kWoqCutlassConfigs[static_cast<int>(c)];
+}
+
+constexpr bool woq_cutlass_config_runs_on(WoqCutlassConfig c, int arch, int bits) {
+  return woq_cutlass_config_info(c).arch == 90 ? arch == 90 : (bits == 8 && arch >= 80 && arch < 100);
+}
+
+// NOT YET MEASURED. sm_90: up to 128 tokens one 128-token tile holds them all, so each weight tile
+// is read by exactly one CTA (the GEMM is weight-bandwidth-bound there) and 64-row weight tiles
+// give N/64 CTAs (64 for N = 4096); two ping-pong warp groups overlap one tile's epilogue with
+// the other's MMA. Above 128 tokens, 128x128 cooperative tiles halve the B (activation) reloads
+// per weight byte. Justified when the w4a16/w8a16 suites show squash >= cublas at M = 128 (the
+// >= 1.0x goal) and forcing cutlass_sm90_64x128 is slower than the default from M = 256.
+constexpr WoqCutlassConfig choose_woq_cutlass_config(int M, int N, int K, int bits, int arch) {
+  (void)N, (void)K, (void)bits;
+  if (arch == 90) return M <= 128 ? WoqCutlassConfig::kSm90_64x128 : WoqCutlassConfig::kSm90_128x128;
+  return WoqCutlassConfig::kSm80_128x128;
+}
+
+// choose_woq_plan, with its dequantize + cuBLAS fallback replaced by the CUTLASS GEMM wherever
+// that can run (cutlass_ok: woq_cutlass_supported for choose_woq_cutlass_config's pick). It takes
+// every M the small-M kernels leave (M > 64, int4 groups 32/64 above 16 tokens): one pass over
+// the quantized weights is cheaper than dequantizing them, whatever M.
+constexpr WoqPlan choose_woq_plan_cutlass(int M, int N, int K, int bits, int sm_count, int arch,
+                                          bool gemv_ok, bool mma_ok, bool cutlass_ok) {
+  WoqPlan plan = choose_woq_plan(M, N, K, bits, sm_count, arch, gemv_ok, mma_ok);
+  if (plan.path == WoqPath::kDequantMatmul && cutlass_ok) plan.path = WoqPath::kCutlass;
+  return plan;
+}
+
+static_assert(choose_woq_plan_cutlass(128, 4096, 4096, 4, 132, 90, true, true, true).path == WoqPath::kCutlass);
+static_assert(choose_woq_plan_cutlass(16, 4096, 4096, 4, 132, 90, true, true, true).path == WoqPath::kMma);
+static_assert(choose_woq_plan_cutlass(128, 4096, 4096, 4, 132, 90, true, true, false).path ==
+              WoqPath::kDequantMatmul);
+static_assert(choose_woq_cutlass_config(128, 4096, 4096, 4, 90) == WoqCutlassConfig::kSm90_64x128);
+static_assert(!woq_cutlass_config_runs_on(WoqCutlassConfig::kSm80_128x128, 80, 4));
 
 }  // namespace squash::gemm

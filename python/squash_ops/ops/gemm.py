@@ -75,6 +75,11 @@ def w8a8_gemm(
     (per tensor); qweight: int8 [N, K]; w_scales: float32 [N] (per channel) or one element;
     bias: [N] out_dtype or float32, or None; out_dtype: float16, bfloat16 or float32.
     Returns [..., N] out_dtype.
+
+    On CUDA (CUTLASS int8 tensor cores, the scales and bias fused into the epilogue) K must be a
+    multiple of 16 and N of 8; the result is bit-identical to the CPU op's. The kernel config is
+    chosen per (M, N, K, GPU); ``SQUASH_W8A8_CONFIG=<name>`` (csrc/kernels/gemm/w8a8_heuristics.h)
+    forces one.
     """
     return torch.ops.squash.w8a8_gemm(x_q, x_scales, qweight, w_scales, bias, out_dtype)
 

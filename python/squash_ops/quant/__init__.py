@@ -7,6 +7,7 @@ from .linear import (
 )
 from .replace import ReplaceReport, replace_linear, scheme_label
 from .calibrate import ActivationStats, CalibrationStats, calibrate
+from .prepacking import PrepackReport, prepack, unprepack
 from .serialization import CheckpointError, load_quantized, save_quantized
 from .importers import awq_linear, gptq_linear, import_awq, import_gptq
 
@@ -18,5 +19,6 @@ __all__ = [
     "ReplaceReport", "replace_linear", "scheme_label",
     "ActivationStats", "CalibrationStats", "calibrate",
     "CheckpointError", "load_quantized", "save_quantized",
+    "PrepackReport", "prepack", "unprepack",
     "awq_linear", "gptq_linear", "import_awq", "import_gptq",
 ]

@@ -34,7 +34,7 @@ from torch import nn
 
 from .. import ops
 from .config import W4A16Config
-from .linear import W4A16Linear, _QuantLinear
+from .linear import W4A16Linear, _QuantLinear, apply_prepack_choice
 from .serialization import CheckpointError, TensorSource, _default_device, fill_model
 
 AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
@@ -163,14 +163,14 @@ def _quantized_layer_names(model: nn.Module, source: TensorSource) -> list[str]:
             if isinstance(m, (nn.Linear, _QuantLinear)) and f"{n}.qweight" in source]
 
 
-def _import(model, checkpoint, device, convert, keys, caller) -> nn.Module:
+def _import(model, checkpoint, device, convert, keys, caller, prepack) -> nn.Module:
     try:
-        return _import_into(model, checkpoint, device, convert, keys)
+        return _import_into(model, checkpoint, device, convert, keys, prepack)
     except (CheckpointError, FileNotFoundError) as e:
         raise type(e)(f"{caller}: {e}") from None
 
 
-def _import_into(model, checkpoint, device, convert, keys) -> nn.Module:
+def _import_into(model, checkpoint, device, convert, keys, prepack) -> nn.Module:
     device = _default_device(model, device)
     with TensorSource.open(checkpoint, device) as source:
         layers = _quantized_layer_names(model, source)
@@ -196,27 +196,31 @@ def _import_into(model, checkpoint, device, convert, keys) -> nn.Module:
         # checkpoint leaves the model as it was.
         fill_model(model, source, layers=layers, filled=layers, skip=skip, keep_nonpersistent=True)
         for name, module in converted.items():
+            apply_prepack_choice(module, prepack)
             parent, _, attr = name.rpartition(".")
             setattr(model.get_submodule(parent), attr, module)
     return model.eval()
 
 
 def import_gptq(model: nn.Module, checkpoint: Mapping[str, torch.Tensor] | str | os.PathLike, *,
-                format: str = "gptq", compute_dtype: torch.dtype | None = None, device=None) -> nn.Module:
+                format: str = "gptq", compute_dtype: torch.dtype | None = None, device=None,
+                prepack: bool | None = None) -> nn.Module:
     """Load a 4-bit GPTQ checkpoint into ``model``, a float skeleton of its architecture (meta
     device fine): every linear with a ``<name>.qweight`` becomes a ``W4A16Linear``, every other
     tensor (embeddings, norms, float layers) is loaded as stored. ``checkpoint``: a dict of tensors,
     a .safetensors file or a directory of shards. ``format``: "gptq" (v1) or "gptq_v2" (from the
-    checkpoint's quantize_config ``checkpoint_format``). Returns ``model`` in eval mode;
+    checkpoint's quantize_config ``checkpoint_format``). ``prepack`` as in ``replace_linear``
+    (default: the prepacked layout on CUDA, canonical on the CPU). Returns ``model`` in eval mode;
     ``save_quantized`` then writes it in squash_ops' format."""
     def convert(name, qweight, qzeros, scales, g_idx, bias):
         return gptq_linear(qweight, qzeros, scales, g_idx, bias, format=format, compute_dtype=compute_dtype, name=name)
-    return _import(model, checkpoint, device, convert, ("qweight", "qzeros", "scales", "g_idx", "bias"), "import_gptq")
+    return _import(model, checkpoint, device, convert, ("qweight", "qzeros", "scales", "g_idx", "bias"), "import_gptq",
+                   prepack)
 
 
 def import_awq(model: nn.Module, checkpoint: Mapping[str, torch.Tensor] | str | os.PathLike, *,
-               compute_dtype: torch.dtype | None = None, device=None) -> nn.Module:
+               compute_dtype: torch.dtype | None = None, device=None, prepack: bool | None = None) -> nn.Module:
     """Like ``import_gptq`` for an AutoAWQ GEMM-format checkpoint."""
     def convert(name, qweight, qzeros, scales, bias):
         return awq_linear(qweight, qzeros, scales, bias, compute_dtype=compute_dtype, name=name)
-    return _import(model, checkpoint, device, convert, ("qweight", "qzeros", "scales", "bias"), "import_awq")
+    return _import(model, checkpoint, device, convert, ("qweight", "qzeros", "scales", "bias"), "import_awq", prepack)

@@ -4,6 +4,12 @@ Each module holds its weight in the canonical checkpoint format (docs/FORMATS.md
 ``from_linear``, and calls one ``torch.ops.squash`` GEMM per forward, so the same module runs on
 the CPU reference and on the CUDA kernels and goes through ``torch.compile`` without breaks.
 Weight quantization itself runs on the CPU (the format ops are load-time work).
+
+The weight-only modules (W8A16, W4A16) can switch their weight to the prepacked layout of the
+small-M tensor-core kernel (``prepack()`` / ``unprepack()``, docs/FORMATS.md "Prepack"): the
+canonical buffers are replaced, not duplicated, and ``state_dict()`` / ``load_state_dict`` /
+``save_quantized`` keep speaking the canonical checkpoint format (hooks below), so the layout is
+an in-memory detail of this process.
 """
 
 from __future__ import annotations
@@ -96,6 +102,17 @@ class _QuantLinear(nn.Module):
             if t.is_floating_point() and not bool(torch.isfinite(t).all()):
                 raise ValueError(f"{name} holds inf or NaN")
 
+    # ---- prepacked layout (weight-only schemes; see _PrepackableLinear) ----
+    prepacked: bool = False
+
+    def prepack_blocker(self) -> str | None:
+        """Why this layer cannot use the prepacked layout (None: it can)."""
+        return f"{type(self).__name__} has no prepacked kernel"
+
+    def canonical_buffers(self) -> dict[str, torch.Tensor | None]:
+        """The buffers in the canonical checkpoint format (unprepacked copies when prepacked)."""
+        return dict(self._buffers)
+
     def _check_input(self, x: torch.Tensor) -> None:
         if x.shape[-1] != self.in_features:
             raise ValueError(
@@ -103,8 +120,146 @@ class _QuantLinear(nn.Module):
             )
 
 
-class W8A16Linear(_QuantLinear):
-    """y = x @ (q * s).T + bias with int8 ``qweight`` [N, K] and float32 ``scales`` [N]."""
+def _prepacked_kernel_on(device: torch.device, op: str) -> bool:
+    return device.type == "cuda" and bool(torch._C._dispatch_has_kernel_for_dispatch_key(f"squash::{op}", "CUDA"))
+
+
+class _PrepackableLinear(_QuantLinear):
+    """A weight-only module whose canonical weight buffers (``_CANONICAL``) can be swapped for
+    the prepacked ones (``_PACKED``) in place.
+
+    ``prepack()``: canonical -> prepacked (the canonical buffers are freed: no doubled weight
+    memory beyond one layer during the conversion); forward then calls the prepacked GEMM, whose
+    CUDA kernel has the small-M tensor-core path (the canonical op has none). ``unprepack()``:
+    back, bit-exact. On the CPU both run the same math (the CPU prepacked GEMM unprepacks and
+    calls the canonical reference, so it only costs time there).
+
+    Checkpoints never see the prepacked layout: ``state_dict()`` of a prepacked module holds the
+    canonical ``qweight`` / ``scales`` / ``zeros`` (unprepacked on the fly, so it allocates one
+    canonical copy per layer while the dict is alive), and ``load_state_dict`` takes canonical
+    tensors and prepacks them when the module is prepacked. ``save_quantized`` writes the same
+    bytes as for the canonical module.
+    """
+
+    _CANONICAL: tuple[str, ...] = ()
+    _PACKED: tuple[str, ...] = ()
+    _PREPACKED_OP = ""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.prepacked = False
+        self._register_state_dict_hook(_canonical_state_dict_hook)
+        self.register_load_state_dict_pre_hook(_prepack_incoming_hook)
+
+    def prepack_blocker(self) -> str | None:
+        n, k = self.out_features, self.in_features
+        if n % 8 or k % 8:
+            return (f"the prepacked layout needs out_features (N) and in_features (K) to be multiples of 8, "
+                    f"got N={n}, K={k}")
+        return None
+
+    def prepack_pays(self) -> bool:
+        """True where the prepacked layout is the faster one: the weight is on CUDA and this build
+        has the prepacked CUDA kernel (on the CPU it is the same math plus an unprepack per call)."""
+        return _prepacked_kernel_on(self.weight_device(), self._PREPACKED_OP)
+
+    def weight_device(self) -> torch.device:
+        return getattr(self, (self._PACKED if self.prepacked else self._CANONICAL)[0]).device
+
+    def _pack(self, canonical: tuple) -> tuple:
+        raise NotImplementedError
+
+    def _unpack(self, packed: tuple) -> tuple:
+        raise NotImplementedError
+
+    def prepack(self) -> "_PrepackableLinear":
+        """Convert the weight to the prepacked layout in place (no-op when already prepacked).
+        Raises ValueError when the shape does not fit the layout. Returns ``self``."""
+        if self.prepacked:
+            return self
+        why = self.prepack_blocker()
+        if why is not None:
+            raise ValueError(f"{type(self).__name__}.prepack: {why}")
+        self._swap_weights(self._CANONICAL, self._PACKED, self._pack)
+        self.prepacked = True
+        return self
+
+    def unprepack(self) -> "_PrepackableLinear":
+        """Back to the canonical layout in place, bit-exact (no-op when canonical). Returns ``self``."""
+        if not self.prepacked:
+            return self
+        self._swap_weights(self._PACKED, self._CANONICAL, self._unpack)
+        self.prepacked = False
+        return self
+
+    def _swap_weights(self, old: tuple[str, ...], new: tuple[str, ...], convert) -> None:
+        # The weights first, then the other buffers (bias, input_perm) as they were: the buffer
+        # order of a freshly built module, so state_dict keys come out in the same order.
+        tensors = convert(tuple(self._buffers[n] for n in old))
+        rest = {n: t for n, t in self._buffers.items() if n not in old}
+        self._buffers.clear()
+        self._buffers.update(zip(new, tensors))
+        self._buffers.update(rest)
+
+    def canonical_buffers(self) -> dict[str, torch.Tensor | None]:
+        weights = dict(zip(self._CANONICAL, self._weights()))
+        return {**weights, **{n: t for n, t in self._buffers.items() if n not in self._PACKED + self._CANONICAL}}
+
+    def _weights(self) -> tuple:
+        """The canonical weight tensors (unprepacked copies when prepacked)."""
+        names = self._PACKED if self.prepacked else self._CANONICAL
+        ts = tuple(getattr(self, n) for n in names)
+        return self._unpack(ts) if self.prepacked else ts
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", prepacked" if self.prepacked else "")
+
+
+def apply_prepack_choice(module: _QuantLinear, prepack: bool | None) -> None:
+    """The ``prepack`` argument of replace_linear / load_quantized / the importers, for one layer:
+    True: prepack if the layout fits; None: only where it is faster (CUDA with the kernel);
+    False: never. Layers the layout cannot hold stay canonical (and keep working)."""
+    if isinstance(module, _PrepackableLinear) and module.prepack_blocker() is None and (
+            prepack or (prepack is None and module.prepack_pays())):
+        module.prepack()
+
+
+def _canonical_state_dict_hook(module: _PrepackableLinear, state_dict, prefix, local_metadata):
+    if not module.prepacked:
+        return state_dict
+    # The module has no children, so its entries are the dict's last ones: re-adding them in the
+    # canonical module's order gives the same key order as a canonical model.
+    own = {n: state_dict.pop(prefix + n) for n in list(module._buffers) if prefix + n in state_dict}
+    for name, t in zip(module._CANONICAL, module._weights()):
+        if t is not None:
+            state_dict[prefix + name] = t
+    for name, t in own.items():
+        if name not in module._PACKED:
+            state_dict[prefix + name] = t
+    return state_dict
+
+
+def _prepack_incoming_hook(module: _PrepackableLinear, state_dict, prefix, *args):
+    # Checkpoints hold the canonical tensors; a prepacked module converts them on the way in
+    # (a canonical module takes them as they are).
+    if not module.prepacked or not all(prefix + n in state_dict for n in module._CANONICAL if n != "zeros"):
+        return
+    canonical = tuple(state_dict.pop(prefix + n, None) for n in module._CANONICAL)
+    for name, t in zip(module._PACKED, module._pack(canonical)):
+        if t is not None:
+            state_dict[prefix + name] = t
+
+
+class W8A16Linear(_PrepackableLinear):
+    """y = x @ (q * s).T + bias with int8 ``qweight`` [N, K] and float32 ``scales`` [N].
+
+    Prepacked (``prepack()``): buffers ``packed`` uint8 [N/8, ceil(K/64), 512] and
+    ``packed_scales`` float32 [N] instead of ``qweight`` / ``scales``.
+    """
+
+    _CANONICAL = ("qweight", "scales")
+    _PACKED = ("packed", "packed_scales")
+    _PREPACKED_OP = "w8a16_gemm_prepacked"
 
     def __init__(self, in_features, out_features, bias=True, compute_dtype=torch.bfloat16, device=None):
         super().__init__(in_features, out_features, W8A16Config())
@@ -121,16 +276,26 @@ class W8A16Linear(_QuantLinear):
                 _compute_dtype(linear.weight, compute_dtype))
         return _pack_int8(m, linear)
 
+    def _pack(self, canonical):
+        return ops.prepack_int8_weight(*canonical)
+
+    def _unpack(self, packed):
+        return ops.unprepack_int8_weight(*packed, k=self.in_features)
+
     def dequantized_weight(self) -> torch.Tensor:
-        return ops.dequantize_int8_weight(self.qweight.cpu(), self.scales.cpu())
+        q, s = self._weights()
+        return ops.dequantize_int8_weight(q.cpu(), s.cpu())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
-        y = ops.w8a16_gemm(x.to(self.compute_dtype), self.qweight, self.scales, bias=self.bias)
+        if self.prepacked:
+            y = ops.w8a16_gemm_prepacked(x.to(self.compute_dtype), self.packed, self.packed_scales, bias=self.bias)
+        else:
+            y = ops.w8a16_gemm(x.to(self.compute_dtype), self.qweight, self.scales, bias=self.bias)
         return y.to(x.dtype)
 
 
-class W4A16Linear(_QuantLinear):
+class W4A16Linear(_PrepackableLinear):
     """y = x @ ((q - z) * s).T + bias with int4 ``qweight`` [N, K/2] (two values per byte),
     float32 ``scales`` [N, K/g] and uint8 ``zeros`` [N, K/g] (None when symmetric: zero 8).
 
@@ -138,7 +303,15 @@ class W4A16Linear(_QuantLinear):
     in that order, i.e. y = x[..., input_perm] @ W'.T. GPTQ act-order checkpoints group input
     channels in a permuted order; permuting the activation keeps them exact instead of
     requantizing into contiguous groups (Marlin and ExLlama do the same gather).
+
+    Prepacked (``prepack()``): buffers ``packed`` uint8 [N/8, ceil(K/128), 512], ``packed_scales``
+    float32 [N/8, K/g, 8], ``packed_zeros`` uint8 [N/8, K/g, 8] (None when symmetric) instead of
+    ``qweight`` / ``scales`` / ``zeros``; ``input_perm`` is still applied to x before the GEMM.
     """
+
+    _CANONICAL = ("qweight", "scales", "zeros")
+    _PACKED = ("packed", "packed_scales", "packed_zeros")
+    _PREPACKED_OP = "w4a16_gemm_prepacked"
 
     def __init__(
         self, in_features, out_features, bias=True, config: W4A16Config = W4A16Config(),
@@ -174,12 +347,13 @@ class W4A16Linear(_QuantLinear):
             if perm.shape != (self.in_features,) or not torch.equal(
                     torch.sort(perm.cpu().long()).values, torch.arange(self.in_features)):
                 raise ValueError(f"W4A16Linear: input_perm must be a permutation of 0..{self.in_features - 1}")
-            perm = perm.to(torch.int32, copy=False).to(self.qweight.device)
+            perm = perm.to(torch.int32, copy=False).to(self.weight_device())
         self.input_perm = perm
 
     def validate(self) -> None:
         super().validate()
-        if self.zeros is not None and int(self.zeros.max()) > 15:
+        zeros = self.packed_zeros if self.prepacked else self.zeros
+        if zeros is not None and int(zeros.max()) > 15:
             raise ValueError("zeros must be 0..15")
         if self.input_perm is not None:
             self.set_input_permutation(self.input_perm)
@@ -198,10 +372,16 @@ class W4A16Linear(_QuantLinear):
             m.bias.copy_(linear.bias.detach())
         return m.to(w.device)
 
+    def _pack(self, canonical):
+        return ops.prepack_int4_weight(*canonical, group_size=self.config.group_size)
+
+    def _unpack(self, packed):
+        return ops.unprepack_int4_weight(*packed, k=self.in_features, group_size=self.config.group_size)
+
     def dequantized_weight(self) -> torch.Tensor:
         """float32 [N, K] in the model's input-channel order (``input_perm`` undone)."""
-        zeros = None if self.zeros is None else self.zeros.cpu()
-        w = ops.dequantize_int4_weight(self.qweight.cpu(), self.scales.cpu(), zeros, self.config.group_size)
+        q, s, z = self._weights()
+        w = ops.dequantize_int4_weight(q.cpu(), s.cpu(), None if z is None else z.cpu(), self.config.group_size)
         if self.input_perm is None:
             return w
         out = torch.empty_like(w)
@@ -212,8 +392,12 @@ class W4A16Linear(_QuantLinear):
         self._check_input(x)
         if self.input_perm is not None:
             x = x.index_select(-1, self.input_perm)
-        y = ops.w4a16_gemm(x.to(self.compute_dtype), self.qweight, self.scales, zeros=self.zeros,
-                           group_size=self.config.group_size, bias=self.bias)
+        if self.prepacked:
+            y = ops.w4a16_gemm_prepacked(x.to(self.compute_dtype), self.packed, self.packed_scales,
+                                         self.packed_zeros, group_size=self.config.group_size, bias=self.bias)
+        else:
+            y = ops.w4a16_gemm(x.to(self.compute_dtype), self.qweight, self.scales, zeros=self.zeros,
+                               group_size=self.config.group_size, bias=self.bias)
         return y.to(x.dtype)
 
 

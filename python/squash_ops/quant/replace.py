@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from .config import QuantConfig, W4A16Config, W8A8Config, W8A16Config
-from .linear import _QuantLinear, quantize_linear
+from .linear import _QuantLinear, apply_prepack_choice, quantize_linear
 
 _CONFIG_TYPES = (W8A16Config, W4A16Config, W8A8Config)
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -233,6 +233,7 @@ def replace_linear(
     *,
     overrides: Mapping[str, QuantConfig | None] | None = None,
     compute_dtype: torch.dtype | None = None,
+    prepack: bool | None = None,
 ) -> ReplaceReport:
     """Replace every ``nn.Linear`` of ``model`` (in place) by the quantized module of ``config``.
 
@@ -245,6 +246,13 @@ def replace_linear(
       raise (with the closest layer name as a hint).
     - ``compute_dtype``: activation dtype of the weight-only schemes (default: the weight's dtype
       when float16/bfloat16, else bfloat16).
+    - ``prepack``: put the W8A16 / W4A16 layers in the prepacked layout (``module.prepack()``)
+      as each is made. ``None`` (default): where it is faster, i.e. layers on CUDA when this build
+      has the prepacked CUDA kernel (its small-M tensor-core path is what decode needs; the
+      canonical op has none); on the CPU the canonical layout is kept (same math, and the CPU
+      prepacked op unprepacks on every call). ``True``: every layer the layout can hold (N and K
+      multiples of 8); ``False``: none. Layers the layout cannot hold stay canonical and work as
+      before (``squash_ops.prepack(model)`` reports them). Checkpoints are canonical either way.
 
     Skipped with a reason: in_features that the scheme cannot group (int4: odd, or not a multiple
     of group_size), tied weights or biases, layers inside ``nn.MultiheadAttention``, parametrized
@@ -271,6 +279,7 @@ def replace_linear(
     for names, cfg in plan:
         linear = model.get_submodule(names[0])
         quantized = quantize_linear(linear, cfg, compute_dtype)
+        apply_prepack_choice(quantized, prepack)
         report.weight_bytes_before += linear.weight.nbytes
         report.weight_bytes_after += _quantized_weight_bytes(quantized)
         for name in names:

@@ -34,7 +34,7 @@ from torch import nn
 
 from .. import __version__
 from .config import config_from_dict, config_to_dict
-from .linear import _QuantLinear, empty_quantized_linear
+from .linear import _QuantLinear, apply_prepack_choice, empty_quantized_linear
 
 FORMAT = "squash_ops.quantized"
 FORMAT_VERSION = 1
@@ -79,6 +79,17 @@ def _all_tensors(model: nn.Module):
                     yield f"{mod_name}.{attr}".lstrip("."), t
 
 
+def _saved_tensors(model: nn.Module):
+    """``_all_tensors`` with prepacked layers' weights in the canonical layout (unprepacked one
+    layer at a time): checkpoints never hold a prepacked layout (docs/FORMATS.md)."""
+    for mod_name, module in model.named_modules(remove_duplicate=False):
+        buffers = module.canonical_buffers() if isinstance(module, _QuantLinear) else module._buffers
+        for store in (module._parameters, buffers):
+            for attr, t in store.items():
+                if t is not None:
+                    yield f"{mod_name}.{attr}".lstrip("."), t
+
+
 def _atomic_write(path: Path, write) -> None:
     # A crash mid-save leaves the previous file (or none), never a truncated one.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -93,7 +104,8 @@ def _atomic_write(path: Path, write) -> None:
 
 def save_quantized(model: nn.Module, directory: str | os.PathLike) -> Path:
     """Write ``model`` (quantized by ``replace_linear``, calibrated or not) to ``directory``
-    (created if needed; our two files are overwritten). Returns the directory."""
+    (created if needed; our two files are overwritten). Returns the directory. Prepacked layers
+    are written in the canonical layout (the same bytes as the canonical model)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     layers = {name: _layer_spec(m) for name, m in model.named_modules() if isinstance(m, _QuantLinear)}
@@ -101,7 +113,8 @@ def save_quantized(model: nn.Module, directory: str | os.PathLike) -> Path:
     aliases: dict[str, str] = {}
     first_name: dict[int, str] = {}
     storages: set[tuple] = set()
-    for name, t in _all_tensors(model):
+    alive: list[torch.Tensor] = []
+    for name, t in _saved_tensors(model):
         if t.is_meta:
             raise ValueError(f"save_quantized: {name} is on the meta device; nothing to save")
         if id(t) in first_name:
@@ -109,6 +122,9 @@ def save_quantized(model: nn.Module, directory: str | os.PathLike) -> Path:
                 aliases[name] = first_name[id(t)]
             continue
         first_name[id(t)] = name
+        # Held until the end: a prepacked layer's canonical tensors are made on the fly, and a
+        # freed one's id could come back for the next tensor and pass for a tie.
+        alive.append(t)
         storage = (t.device, t.untyped_storage().data_ptr())
         # safetensors refuses two entries over one storage: distinct views of one storage are
         # stored as copies (rare; ties are the same tensor object and become aliases above).
@@ -365,12 +381,17 @@ def _default_device(model: nn.Module, device):
     return "cpu" if first is None or first.is_meta else first.device
 
 
-def load_quantized(model: nn.Module, directory: str | os.PathLike, *, device=None) -> nn.Module:
+def load_quantized(model: nn.Module, directory: str | os.PathLike, *, device=None,
+                   prepack: bool | None = None) -> nn.Module:
     """Rebuild the quantized model saved by ``save_quantized`` into ``model``, a float skeleton of
     the same architecture and config (its weights are not used: it may live on the meta device).
 
     Tensors land on ``device`` (default: the skeleton's device, or CPU for a meta skeleton).
-    Returns ``model`` in eval mode, bit-exact with the saved one. Raises ``FileNotFoundError`` for
+    ``prepack`` as in ``replace_linear``: ``None`` (default) puts the W8A16 / W4A16 layers in the
+    prepacked layout where that is faster (on CUDA with the prepacked kernel built), ``True``
+    wherever the layout fits, ``False`` never; the weights stay bit-exact either way
+    (``unprepack()`` gives the file's tensors back). Returns ``model`` in eval mode, bit-exact
+    with the saved one. Raises ``FileNotFoundError`` for
     a missing file and ``CheckpointError`` (a ``ValueError``) for a corrupt or mismatched one,
     naming the file and the layer.
     """
@@ -395,6 +416,8 @@ def load_quantized(model: nn.Module, directory: str | os.PathLike, *, device=Non
                 model.get_submodule(name).validate()
             except ValueError as e:
                 raise CheckpointError(f"{tensors_path}: layer {name}: {e}") from None
+        for name in header["layers"]:
+            apply_prepack_choice(model.get_submodule(name), prepack)
     except (CheckpointError, FileNotFoundError) as e:
         raise type(e)(f"load_quantized: {e}") from None
     # An inference checkpoint, like from_pretrained: a freshly built skeleton is in training mode

