@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import squash_ops as so
+from helpers import raises_value_error as _raises
 
 ops = torch.ops.squash
 HYPO = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -243,11 +244,6 @@ def test_opcheck_formats():
 
 
 # ---------------------------------------------------------------- bad inputs
-def _raises(match, fn, *args, **kwargs):
-    with pytest.raises(ValueError, match=match):
-        fn(*args, **kwargs)
-
-
 def test_bad_inputs_int8():
     _raises(r"quantize_int8_weight: weight must be float32 or float16 or bfloat16, got int32",
             so.quantize_int8_weight, torch.ones(4, 4, dtype=torch.int32))

@@ -20,7 +20,7 @@ import re
 
 import pytest
 import torch
-from helpers import GEMM_REL_MEAN_ERR, rel_mean_err
+from helpers import GEMM_REL_MEAN_ERR, rel_mean_err, raises_value_error as _raises
 
 import squash_ops as so
 
@@ -318,11 +318,6 @@ def test_torch_compile_fullgraph():
 
 
 # ---------------------------------------------------------------- bad inputs
-def _raises(match, fn, *args, **kwargs):
-    with pytest.raises(ValueError, match=match):
-        fn(*args, **kwargs)
-
-
 def test_bad_inputs_w8a16():
     x = torch.randn(3, 64, dtype=torch.float16)
     q, s = so.quantize_int8_weight(torch.randn(8, 64))

@@ -14,7 +14,7 @@ import os
 
 import pytest
 import torch
-from helpers import GEMM_REL_MEAN_ERR, rel_mean_err
+from helpers import GEMM_REL_MEAN_ERR, rel_mean_err, raises_value_error as _raises
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_gemm import FORMATS, HALF, _fmt_id, assert_close_to_ref, make_weights, ref_linear, ref_unpack
@@ -218,11 +218,6 @@ def test_torch_compile_fullgraph():
 
 
 # ---------------------------------------------------------------- bad inputs
-def _raises(match, fn, *args, **kwargs):
-    with pytest.raises(ValueError, match=match):
-        fn(*args, **kwargs)
-
-
 def test_bad_inputs_prepack():
     q4, s4, z4 = so.quantize_int4_weight(torch.randn(16, 96), group_size=32, symmetric=False)
     _raises(r"prepack_int4_weight: N = qweight.shape\[0\] must be a positive multiple of 8 .*got 12",

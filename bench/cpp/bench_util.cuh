@@ -1,5 +1,5 @@
-// CUDA helpers shared by the attention microbenchmarks (decode_bench.cu, prefill_bench.cu):
-// error checking, random fp16/bf16 fill on the device, the device line, median per-launch time.
+// CUDA helpers shared by the microbenchmarks (decode, prefill, gemv, pk): error checking, random
+// fp16/bf16 fill on the device, the device line, median per-launch time.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -71,6 +71,26 @@ float median_ms(F&& fn, int iters) {
   for (auto& e : ev) CK(cudaEventDestroy(e));
   std::nth_element(t.begin(), t.begin() + iters / 2, t.end());
   return t[iters / 2];
+}
+
+// Median microseconds per call of fn(copy_index) over iters launches (each between its own pair
+// of events), after 3 warm-ups; rotating over `copies` buffers keeps the weights cold in L2.
+template <typename Fn>
+double time_us(int copies, int iters, Fn fn) {
+  for (int i = 0; i < 3; ++i) fn(i % copies);
+  std::vector<cudaEvent_t> ev(2 * iters);
+  for (auto& e : ev) CK(cudaEventCreate(&e));
+  for (int i = 0; i < iters; ++i) {
+    CK(cudaEventRecord(ev[2 * i]));
+    fn(i % copies);
+    CK(cudaEventRecord(ev[2 * i + 1]));
+  }
+  CK(cudaEventSynchronize(ev.back()));
+  std::vector<float> ms(iters);
+  for (int i = 0; i < iters; ++i) CK(cudaEventElapsedTime(&ms[i], ev[2 * i], ev[2 * i + 1]));
+  for (auto& e : ev) CK(cudaEventDestroy(e));
+  std::sort(ms.begin(), ms.end());
+  return ms[iters / 2] * 1000.0;
 }
 
 }  // namespace bench_util

@@ -28,17 +28,9 @@
 
 #include "gemm/heuristics.h"
 #include "gemm/woq_gemm.h"
+#include "bench_util.cuh"
 
 using namespace squash::gemm;
-
-#define CK(call)                                                                          \
-  do {                                                                                    \
-    cudaError_t e_ = (call);                                                              \
-    if (e_ != cudaSuccess) {                                                              \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-      std::exit(2);                                                                       \
-    }                                                                                     \
-  } while (0)
 
 namespace {
 
@@ -90,29 +82,6 @@ struct Buffers {
   void* dense = nullptr;  // dequantize output [N, K]
   size_t weight_bytes = 0;
 };
-
-double median(std::vector<float> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0.0 : v[v.size() / 2];
-}
-
-// Median microseconds per call of fn(copy_index) over iters launches, after 3 warm-ups.
-template <typename Fn>
-double time_us(int copies, int iters, Fn fn) {
-  for (int i = 0; i < 3; ++i) fn(i % copies);
-  std::vector<cudaEvent_t> ev(2 * iters);
-  for (auto& e : ev) CK(cudaEventCreate(&e));
-  for (int i = 0; i < iters; ++i) {
-    CK(cudaEventRecord(ev[2 * i]));
-    fn(i % copies);
-    CK(cudaEventRecord(ev[2 * i + 1]));
-  }
-  CK(cudaEventSynchronize(ev.back()));
-  std::vector<float> ms(iters);
-  for (int i = 0; i < iters; ++i) CK(cudaEventElapsedTime(&ms[i], ev[2 * i], ev[2 * i + 1]));
-  for (auto& e : ev) CK(cudaEventDestroy(e));
-  return median(ms) * 1000.0;
-}
 
 // Float64 reference for a few output channels; returns the number of mismatches.
 int spot_check(const Problem& pr, const Buffers& b, int copy) {
@@ -180,7 +149,7 @@ int main(int argc, char** argv) {
     void *a, *b;
     CK(cudaMalloc(&a, bytes));
     CK(cudaMalloc(&b, bytes));
-    const double us = time_us(1, 10, [&](int) { CK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice)); });
+    const double us = bench_util::time_us(1, 10, [&](int) { CK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice)); });
     std::printf("ceiling copy: %.1f us, %.0f GB/s (read + write)\n", us, 2.0 * bytes / us * 1e-3);
     CK(cudaFree(a));
     CK(cudaFree(b));
@@ -261,7 +230,7 @@ int main(int argc, char** argv) {
                                    : gemv_config_info(static_cast<GemvConfig>(v.cfg)).name;
           for (int splits : split_list) {
             CK(cudaMemset(b.out, 0xFF, size_t(M) * N * 2));  // NaN poison before the check
-            const double t = time_us(copies, iters, [&](int i) {
+            const double t = bench_util::time_us(copies, iters, [&](int i) {
               WoqGemmParams q = p;
               q.qweight = b.qweight[i];
               CK(v.mma ? woq_mma(q, static_cast<MmaConfig>(v.cfg), splits, nullptr)
@@ -284,7 +253,7 @@ int main(int argc, char** argv) {
         p.scales = b.scales; p.zeros = b.zeros; p.N = N; p.K = K; p.group = group; p.bits = bits;
         p.dtype = bf16 ? DType::kBF16 : DType::kF16;
         p.scales_f32 = true;
-        const double t = time_us(copies, iters, [&](int i) {
+        const double t = bench_util::time_us(copies, iters, [&](int i) {
           WoqGemmParams q = p;
           q.qweight = b.qweight[i];
           CK(woq_dequantize(q, b.dense, nullptr));

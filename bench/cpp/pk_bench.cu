@@ -35,17 +35,9 @@
 #include "gemm/pk_gemm.h"
 #include "gemm/woq_gemm.h"
 #include "pk_reference.h"
+#include "bench_util.cuh"
 
 using namespace squash::gemm;
-
-#define CK(call)                                                                                 \
-  do {                                                                                           \
-    cudaError_t e_ = (call);                                                                     \
-    if (e_ != cudaSuccess) {                                                                     \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-      std::exit(2);                                                                              \
-    }                                                                                            \
-  } while (0)
 
 namespace {
 
@@ -237,25 +229,6 @@ __global__ void fill_bytes(uint8_t* p, size_t n, uint32_t seed) {
   }
 }
 
-// Median microseconds per call of fn(copy_index) over iters launches, after 3 warm-ups.
-template <typename Fn>
-double time_us(int copies, int iters, Fn fn) {
-  for (int i = 0; i < 3; ++i) fn(i % copies);
-  std::vector<cudaEvent_t> ev(2 * iters);
-  for (auto& e : ev) CK(cudaEventCreate(&e));
-  for (int i = 0; i < iters; ++i) {
-    CK(cudaEventRecord(ev[2 * i]));
-    fn(i % copies);
-    CK(cudaEventRecord(ev[2 * i + 1]));
-  }
-  CK(cudaEventSynchronize(ev.back()));
-  std::vector<float> ms(iters);
-  for (int i = 0; i < iters; ++i) CK(cudaEventElapsedTime(&ms[i], ev[2 * i], ev[2 * i + 1]));
-  for (auto& e : ev) CK(cudaEventDestroy(e));
-  std::sort(ms.begin(), ms.end());
-  return ms[iters / 2] * 1000.0;
-}
-
 int run_timing(bool bf16, bool quick, int iters) {
   int dev = 0;
   CK(cudaGetDevice(&dev));
@@ -269,7 +242,7 @@ int run_timing(bool bf16, bool quick, int iters) {
     void *a, *b;
     CK(cudaMalloc(&a, bytes));
     CK(cudaMalloc(&b, bytes));
-    const double us = time_us(1, 10, [&](int) { CK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice)); });
+    const double us = bench_util::time_us(1, 10, [&](int) { CK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice)); });
     std::printf("ceiling copy: %.1f us, %.0f GB/s (read + write)\n", us, 2.0 * bytes / us * 1e-3);
     CK(cudaFree(a));
     CK(cudaFree(b));
@@ -318,7 +291,7 @@ int run_timing(bool bf16, bool quick, int iters) {
               std::find(split_list.begin(), split_list.end(), plan.splits) == split_list.end())
             split_list.push_back(plan.splits);
           for (int splits : split_list) {
-            const double t = time_us(copies, iters, [&](int i) {
+            const double t = bench_util::time_us(copies, iters, [&](int i) {
               PkGemmParams p;
               p.x = d_x; p.packed = packed[i]; p.scales = d_scales; p.out = d_out; p.workspace = d_ws;
               p.counters = d_counters; p.M = M; p.N = N; p.K = K; p.group = group; p.ldx = K; p.ldo = N;
@@ -336,7 +309,7 @@ int run_timing(bool bf16, bool quick, int iters) {
         q.qweight = packed[0];
         const WoqPlan wp = choose_woq_plan(M, N, K, bits, sms, arch, woq_gemv_supported(q), woq_mma_supported(q));
         if (wp.path != WoqPath::kDequantMatmul && wp.splits <= 8) {
-          const double t = time_us(copies, iters, [&](int i) {
+          const double t = bench_util::time_us(copies, iters, [&](int i) {
             WoqGemmParams r = q;
             r.qweight = packed[i];
             CK(wp.path == WoqPath::kGemv ? woq_gemv(r, wp.gemv, wp.splits, nullptr) : woq_mma(r, wp.mma, wp.splits, nullptr));
