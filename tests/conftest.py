@@ -1,4 +1,5 @@
-"""Shared test set-up: the `gpu` marker skips without CUDA; seeds are fixed per test."""
+"""Shared test set-up: the `gpu` marker skips without CUDA; seeds are fixed per test; the
+`one_thread` fixture for modules of small CPU ops."""
 
 import pytest
 import torch
@@ -19,3 +20,14 @@ def pytest_collection_modifyitems(config, items):
 def _seed(request):
     # Different but reproducible random inputs per test (never zeros; see TARGETS.md).
     torch.manual_seed(hash(request.node.nodeid) % (2**31))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module whose CPU ops are small: on the shared 2-core machines
+    OpenMP's second thread only waits for a busy core at every op (measured: 25-100x slower,
+    e.g. test_sensitivity 94 s with 2 threads, 9 s with 1). Restored for the other modules."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -29,14 +29,7 @@ def _minilm_path():
     return mod.get_model_path()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Small models on a shared 2-core machine: OpenMP's second thread waits for a busy core at
-    # every op (squash_ops.eval measured 25x). Restored for the other test modules.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

