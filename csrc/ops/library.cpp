@@ -4,6 +4,8 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include "cpu/isa.h"
+
 TORCH_LIBRARY(squash, m) {
   // ---- weight formats (docs/FORMATS.md) ----
   m.def("quantize_int8_weight(Tensor weight) -> (Tensor qweight, Tensor scales)");
@@ -45,8 +47,31 @@ TORCH_LIBRARY(squash, m) {
   m.def("attention_decode(Tensor q, Tensor k_cache, Tensor v_cache, Tensor cache_seqlens, float? softmax_scale=None, bool causal=True) -> (Tensor out, Tensor lse)");
 }
 
+namespace {
+
+// _C.cpu_isa() -> (active, detected) names of the CPU kernels' ISA path (cpu/isa.h).
+PyObject* cpu_isa(PyObject*, PyObject*) {
+  using namespace squash::cpu_kernels;
+  return Py_BuildValue("(ss)", isa_name(active_isa()), isa_name(detected_isa()));
+}
+
+// _C.set_cpu_isa(level) with level 0 scalar, 1 avx2, 2 avx512, -1 back to the detected ISA.
+// Returns False when this CPU cannot run that level (nothing changes then).
+PyObject* set_cpu_isa(PyObject*, PyObject* arg) {
+  const long level = PyLong_AsLong(arg);
+  if (level == -1 && PyErr_Occurred()) return nullptr;
+  return PyBool_FromLong(squash::cpu_kernels::set_isa_override(static_cast<int>(level)));
+}
+
+PyMethodDef kMethods[] = {
+    {"cpu_isa", cpu_isa, METH_NOARGS, "(active, detected) ISA of the CPU kernels"},
+    {"set_cpu_isa", set_cpu_isa, METH_O, "force the CPU kernels' ISA level (-1: detected)"},
+    {nullptr, nullptr, 0, nullptr}};
+
+}  // namespace
+
 // `import squash_ops._C` loads this shared object, which runs the registrations above.
 extern "C" PyObject* PyInit__C() {
-  static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", "squash_ops native ops (torch.ops.squash)", -1, nullptr};
+  static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", "squash_ops native ops (torch.ops.squash)", -1, kMethods};
   return PyModule_Create(&module);
 }

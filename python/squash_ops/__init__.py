@@ -9,6 +9,7 @@ import torch  # noqa: F401  (must be imported before the extension, which links 
 __version__ = "0.1.0"  # before the imports below: checkpoints written by quant/ record it
 
 from . import _C  # noqa: F401  (registers torch.ops.squash.*)
+from . import cpu  # noqa: F401  (the CPU kernels' ISA path)
 from .ops import *  # noqa: F401,F403
 from .ops import __all__ as _ops_all
 from .quant import (

@@ -1,0 +1,26 @@
+// Runtime ISA selection for the torch-free CPU kernels.
+//
+// Every CPU kernel has a portable scalar path (any target) and vectorized paths compiled with
+// their own flags in files named *_avx2.cpp / *_avx512.cpp (CMakeLists.txt adds the -m flags per
+// file, so the rest of the library stays runnable on any x86-64). The dispatcher picks the best
+// path the running CPU supports once per process; SQUASH_CPU_ISA=scalar|avx2|avx512 forces a
+// lower one (tests force each path the machine can run; a forced path the CPU lacks is refused).
+#pragma once
+
+namespace squash::cpu_kernels {
+
+enum class Isa : int { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
+
+// What this CPU can run (cpuid + OS support for the register state), independent of overrides.
+Isa detected_isa();
+
+// The ISA kernels dispatch to: detected_isa(), lowered by SQUASH_CPU_ISA or set_isa_override.
+Isa active_isa();
+
+// Force an ISA for this process (tests); -1 clears the override. Returns false (and changes
+// nothing) when the CPU cannot run the requested ISA.
+bool set_isa_override(int isa);
+
+const char* isa_name(Isa isa);
+
+}  // namespace squash::cpu_kernels
