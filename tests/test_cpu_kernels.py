@@ -65,3 +65,45 @@ def test_w8a8_paths_nonfinite_scales_propagate(isa):
         for dt in (torch.float32, torch.float16, torch.bfloat16):
             out = so.w8a8_gemm(x_q, xs, qweight, ws, out_dtype=dt)
             assert out[3].isnan().all() and out[torch.arange(9) != 3].isfinite().all()
+
+
+@pytest.mark.parametrize("isa", RUNNABLE)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("k", [1, 7, 8, 111, 384, 4104])
+def test_quantize_activation_paths(isa, dtype, k):
+    """Every path against float64 (q = clamp(rne(x * inv)), ties within float32 rounding of
+    x * inv) and bit for bit against the scalar path; dynamic and static."""
+    x = (torch.randn(9, k, dtype=torch.float64) * 3).to(dtype)
+    for scale in (None, torch.tensor([0.02])):
+        with cpu.use_isa(isa):
+            q, s = so.quantize_activation_int8(x, scale)
+        with cpu.use_isa("scalar"):
+            q0, s0 = so.quantize_activation_int8(x, scale)
+        assert torch.equal(q, q0) and torch.equal(s, s0)
+        xd = x.double()
+        inv = 127.0 / xd.abs().amax(-1, keepdim=True) if scale is None else 1.0 / scale.double()
+        v = xd * inv
+        near_tie = (v - v.floor() - 0.5).abs() < 1e-4
+        ref = v.round().clamp(-127, 127)
+        assert ((q.double() - ref).abs() <= near_tie.double()).all()
+
+
+@pytest.mark.parametrize("isa", RUNNABLE)
+def test_quantize_activation_nan_and_tiny_rows(isa):
+    """A NaN row gets scale NaN (q = 0 at the NaN), so W8A8 returns NaN there as float would; a
+    zero row stays zero with scale 0; a row of magnitude ~1e-38 (127 / absmax overflows float32)
+    quantizes within half a step instead of saturating."""
+    x = torch.randn(4, 40)
+    x[0, 5] = float("nan")
+    x[1] = 0.0
+    x[2] = torch.linspace(-1e-38, 1e-38, 40)
+    with cpu.use_isa(isa):
+        q, s = so.quantize_activation_int8(x)
+        qs, ss = so.quantize_activation_int8(x, torch.tensor([0.05]))
+        w = torch.randint(-127, 128, (8, 40), dtype=torch.int8)
+        out = so.w8a8_gemm(q, s, w, torch.ones(8), out_dtype=torch.float32)
+    assert s[0].isnan() and q[0, 5] == 0 and ss[0].isnan() and not ss[1:].isnan().any()
+    assert out[0].isnan().all() and out[1:].isfinite().all()
+    assert s[1] == 0 and (q[1] == 0).all()
+    assert s[2] > 0 and (q[2].double() - x[2].double() / s[2].double()).abs().max() <= 0.5 + 1e-3
+    assert s[3].isfinite() and q[3].abs().max() == 127

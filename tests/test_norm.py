@@ -206,6 +206,7 @@ def check_all_modes(kind, x, residual, weight, bias, eps=None):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("with_residual", [False, True], ids=["plain", "residual"])
 @pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.usefixtures("each_cpu_isa")
 def test_matches_reference(kind, with_residual, dtype, hidden):
     for lead in LEADING:
         for wdt, bdt in affine_configs(kind, dtype):
@@ -216,6 +217,7 @@ def test_matches_reference(kind, with_residual, dtype, hidden):
 @pytest.mark.parametrize("hidden", [111, 4095, 8192])
 @pytest.mark.parametrize("with_residual", [False, True], ids=["plain", "residual"])
 @pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.usefixtures("each_cpu_isa")
 def test_fp16_near_max(kind, with_residual, hidden):
     """fp16 values near 65504: squares (~4e9) and sums overflow fp16, not fp32; the LayerNorm of
     a narrow band [65000, 65504] also needs a cancellation-free variance (two-pass/Welford)."""
@@ -234,6 +236,7 @@ def test_fp16_near_max(kind, with_residual, hidden):
 
 
 @pytest.mark.parametrize("dtype", [F16, F32], ids=str)
+@pytest.mark.usefixtures("each_cpu_isa")
 def test_gamma_migration_is_exact(dtype):
     """y*gamma + beta == (y + beta/gamma) * gamma: layer_norm(x, None, beta/gamma) * gamma equals
     layer_norm(x, gamma, beta) up to the roundings each side makes: out1 (half a dtype ulp + half
@@ -273,6 +276,7 @@ def test_zero_tokens(kind):
             assert o.scales is None or o.scales.shape == (0,)
 
 
+@pytest.mark.usefixtures("each_cpu_isa")
 def test_eps_and_constant_rows():
     """A constant row: LayerNorm gives exactly bias (y = 0 * rstd + bias), the dynamic int8 of a
     zero row is 0 with scale 0; a large eps really enters the formula."""
@@ -286,6 +290,7 @@ def test_eps_and_constant_rows():
     assert_out(rms_norm(x, None, eps=4.0), ref.y, ref.mag, F32)
 
 
+@pytest.mark.usefixtures("each_cpu_isa")
 def test_rounding_half_to_even_and_clamp():
     """Exact ties: with h = 1 and eps = 0, mean(h^2) = 1 so rstd = 1 and y = weight exactly;
     with scale 1 (static) or absmax 127 (dynamic: inv = 127/127 = 1) v = weight. Half-to-even
@@ -548,3 +553,32 @@ def test_cuda_zero_tokens_and_device_mismatch():
         rms_norm(x, torch.randn(384, dtype=F16))
     with pytest.raises(ValueError, match=r"squash::add_layer_norm_quant: scale must be on cuda"):
         layer_norm_quant(x, residual=x.clone(), scale=torch.tensor([0.1]))
+
+
+@pytest.mark.usefixtures("each_cpu_isa")
+@pytest.mark.parametrize("static", [False, True], ids=["dynamic", "static"])
+def test_quant_nan_row_shows(static):
+    """A row whose y holds NaN gets scale NaN (its NaN elements q = 0), so a W8A8 layer fed by it
+    returns NaN like float would; the other rows are untouched."""
+    x = torch.randn(4, 100)
+    x[2, 17] = float("nan")
+    scale = torch.tensor([0.05]) if static else None
+    rows = [0, 1, 3]
+    for op in (lambda t: layer_norm_quant(t, scale=scale), lambda t: rms_norm_quant(t, scale=scale)):
+        q, s = op(x)
+        assert s[2].isnan() and not s[rows].isnan().any()
+        assert (q[2] == 0).all()  # every y of the row is NaN (the statistics are)
+        q_ok, s_ok = op(x[rows])
+        assert torch.equal(q[rows], q_ok) and torch.equal(s[rows], s_ok)
+
+
+@pytest.mark.usefixtures("each_cpu_isa")
+def test_quant_tiny_row_within_half_step():
+    """|y| ~ 1e-38: 127 / absmax overflows float32; the row must still quantize within half a
+    step of y / s (not +-127 everywhere), and a zero element stays 0."""
+    w = torch.tensor([1e-38, -5e-39, 0.0, 2.5e-39, 7e-39, -1e-38])
+    h = torch.ones(1, 6)
+    q, s = rms_norm_quant(h, w, eps=0.0)
+    y = w.double()
+    assert s.item() > 0 and (q[0].double() - y / s.double()).abs().max().item() <= 0.5 + 1e-3
+    assert q[0, 2].item() == 0

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <vector>
 
+#include "cpu/act_quant.h"
 #include "cpu/int8_gemm.h"
 #include "ops/formats.h"
 #include "ops/gemm.h"
@@ -63,30 +64,19 @@ std::tuple<at::Tensor, at::Tensor> quantize_activation_int8_cpu(const at::Tensor
   const int64_t K = x.size(-1);
   // reshape keeps a view when the leading dims allow it; rows are then read with their stride.
   const at::Tensor x2 = x.reshape({-1, K});
-  const int64_t rows = x2.size(0), ld = x2.stride(0);
   at::Tensor q = at::empty(x.sizes(), x.options().dtype(at::kChar));
   at::Tensor scales = at::empty(x.sizes().slice(0, x.dim() - 1), x.options().dtype(at::kFloat));
-  const bool is_static = scale.has_value();
-  const float static_scale = is_static ? scale->item<float>() : 0.f;
-  int8_t* qp = q.mutable_data_ptr<int8_t>();
-  float* sp = scales.mutable_data_ptr<float>();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "quantize_activation_int8", [&] {
-    const scalar_t* xp = x2.const_data_ptr<scalar_t>();
-    at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / K), [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        const scalar_t* row = xp + r * ld;
-        float inv;
-        if (is_static) {
-          inv = 1.f / static_scale;
-          sp[r] = static_scale;
-        } else {
-          const float amax = cpu::absmax(row, K);
-          inv = amax > 0.f ? 127.f / amax : 0.f;
-          sp[r] = amax / 127.f;
-        }
-        cpu::quantize_row_int8(row, qp + r * K, inv, K);
-      }
-    });
+  cpu_kernels::ActQuantParams p;
+  p.x = x2.const_data_ptr();
+  p.q = q.mutable_data_ptr<int8_t>();
+  p.scales = scales.mutable_data_ptr<float>();
+  p.K = K, p.ldx = x2.stride(0);
+  p.dtype = kernel_dtype(x.scalar_type());
+  p.mode = scale ? cpu_kernels::QuantMode::kStatic : cpu_kernels::QuantMode::kDynamic;
+  p.static_scale = scale ? scale->item<float>() : 0.f;
+  const cpu_kernels::Isa isa = cpu_kernels::active_isa();
+  at::parallel_for(0, x2.size(0), std::max<int64_t>(1, 16384 / K), [&](int64_t r0, int64_t r1) {
+    cpu_kernels::act_quant_rows(p, r0, r1, isa);
   });
   return {q, scales};
 }

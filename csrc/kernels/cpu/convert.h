@@ -46,4 +46,20 @@ inline void store_as(Dtype t, void* out, int64_t i, float v) {
   }
 }
 
+inline float load_as(Dtype t, const void* in, int64_t i) {
+  switch (t) {
+    case Dtype::kF16: return float_from_f16(static_cast<const uint16_t*>(in)[i]);
+    case Dtype::kBF16: return float_from_bf16(static_cast<const uint16_t*>(in)[i]);
+    default: return static_cast<const float*>(in)[i];
+  }
+}
+
+// clamp(rne(v), -127, 127), NaN -> 0: the int8 rounding of every quantizer (the vector paths
+// do the same per lane). nearbyint rounds half to even under the default rounding mode.
+inline int8_t quantize_int8(float v) {
+  if (!(v == v)) return 0;
+  const float r = __builtin_nearbyintf(v);
+  return static_cast<int8_t>(r >= 127.f ? 127.f : (r <= -127.f ? -127.f : r));
+}
+
 }  // namespace squash::cpu_kernels

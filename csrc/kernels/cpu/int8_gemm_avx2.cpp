@@ -19,6 +19,7 @@
 #include <algorithm>
 
 #include "cpu/int8_gemm.h"
+#include "cpu/vec_avx2.h"
 
 namespace squash::cpu_kernels {
 namespace {
@@ -122,17 +123,6 @@ void row_tiles(const Int8GemmParams& p, int64_t m, int64_t n0, int64_t n1, int32
   if (n < n1) tile_edge<MR, 1>(p, m, n, acc + (n - n0), ldacc);
 }
 
-// bf16 of 8 floats, round to nearest even, NaN -> 0x7fc0: bf16_from_float, 8 lanes at a time.
-inline __m128i bf16x8(__m256 v) {
-  const __m256i u = _mm256_castps_si256(v);
-  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
-  __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
-  const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
-  r = _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7fc0), nan);
-  // packus works within 128-bit lanes: lanes 0-3 come from the low half, 4-7 from the high half.
-  return _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
-}
-
 void epilogue_row(const Int8GemmParams& p, int64_t m, int64_t n0, int64_t n1, const int32_t* acc) {
   const __m256 as = _mm256_set1_ps(p.a_scale[p.a_scale_per_row ? m : 0]);
   int64_t n = n0;
@@ -140,16 +130,7 @@ void epilogue_row(const Int8GemmParams& p, int64_t m, int64_t n0, int64_t n1, co
     __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + n - n0))), as);
     v = _mm256_mul_ps(v, p.b_scale_per_col ? _mm256_loadu_ps(p.b_scale + n) : _mm256_set1_ps(p.b_scale[0]));
     if (p.bias) v = _mm256_add_ps(v, _mm256_loadu_ps(p.bias + n));
-    switch (p.out_dtype) {
-      case Dtype::kF32: _mm256_storeu_ps(static_cast<float*>(p.out) + m * p.ldo + n, v); break;
-      case Dtype::kF16:
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint16_t*>(p.out) + m * p.ldo + n),
-                         _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-        break;
-      case Dtype::kBF16:
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint16_t*>(p.out) + m * p.ldo + n), bf16x8(v));
-        break;
-    }
+    avx2::store8(p.out_dtype, avx2::offset(p.out, p.out_dtype, m * p.ldo + n), v);
   }
   for (; n < n1; ++n) int8_gemm_store(p, m, n, acc[n - n0]);
 }
