@@ -247,11 +247,11 @@ def replace_linear(
     - ``compute_dtype``: activation dtype of the weight-only schemes (default: the weight's dtype
       when float16/bfloat16, else bfloat16).
     - ``prepack``: put the W8A16 / W4A16 layers in the prepacked layout (``module.prepack()``)
-      as each is made. ``None`` (default): where it is faster, i.e. layers on CUDA when this build
-      has the prepacked CUDA kernel (its small-M tensor-core path is what decode needs; the
-      canonical op has none); on the CPU the canonical layout is kept (same math, and the CPU
-      prepacked op unprepacks on every call). ``True``: every layer the layout can hold (N and K
-      multiples of 8); ``False``: none. Layers the layout cannot hold stay canonical and work as
+      of the layer's device as each is made. ``None`` (default): where it is faster, i.e. where
+      this build has the prepacked kernel: on CUDA the small-M tensor-core path (what decode
+      needs; the canonical op has none), on the CPU the AVX2 / scalar kernels that dequantize in
+      registers (the canonical CPU op dequantizes the whole weight per call). ``True``: every
+      layer the layout can hold (CUDA: N and K multiples of 8; CPU: any); ``False``: none. Layers the layout cannot hold stay canonical and work as
       before (``squash_ops.prepack(model)`` reports them). Checkpoints are canonical either way.
 
     Skipped with a reason: in_features that the scheme cannot group (int4: odd, or not a multiple

@@ -388,7 +388,7 @@ def load_quantized(model: nn.Module, directory: str | os.PathLike, *, device=Non
 
     Tensors land on ``device`` (default: the skeleton's device, or CPU for a meta skeleton).
     ``prepack`` as in ``replace_linear``: ``None`` (default) puts the W8A16 / W4A16 layers in the
-    prepacked layout where that is faster (on CUDA with the prepacked kernel built), ``True``
+    prepacked layout where that is faster (the device has the prepacked kernel built), ``True``
     wherever the layout fits, ``False`` never; the weights stay bit-exact either way
     (``unprepack()`` gives the file's tensors back). Returns ``model`` in eval mode, bit-exact
     with the saved one. Raises ``FileNotFoundError`` for
