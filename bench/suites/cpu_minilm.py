@@ -65,6 +65,7 @@ def build_impls(ctx: Context, tok, model: nn.Module, recommended: str, variants)
         impls.update(_ort(model))
     except Exception as e:  # noqa: BLE001
         ctx.skip("ort_fp32/ort_int8", SUITE, f"{type(e).__name__}: {e}")
+    model.eval()  # the ONNX export can leave the module in training mode (dropout on)
     if ctx.has_squash("w8a8_gemm"):
         from squash_ops.hf.packed import PackedEncoder
         from squash_ops.migration import quantize_w8a8
