@@ -103,8 +103,8 @@ Problem make_problem(const at::Tensor& x, int64_t n, const OptTensor& bias) {
   return p;
 }
 
-// Splits the panels over ATen's threads: at least ~64 KiB of weight per task, so that small
-// layers do not pay for waking the pool.
+// Splits the panels over ATen's threads, at least ~64 KiB of weight x rows per task, so that a
+// small layer at small M runs on the calling thread instead of paying for waking the pool.
 template <typename Fn>
 void for_panels(int64_t n, int64_t panel_bytes, int64_t m, Fn fn) {
   const int64_t grain = std::max<int64_t>(1, (64 << 10) / (panel_bytes * std::max<int64_t>(1, m)));

@@ -27,7 +27,10 @@ template <int MR>
 constexpr int kSplits = MR == 1 ? 4 : (MR == 2 ? 2 : 1);
 
 // Row tile of the register micro-kernel: 4 rows x 2 vectors = 8 accumulators + 2 weight vectors
-// + the broadcast + the nibble mask.
+// + the broadcast + the nibble mask. 6 rows (12 accumulators, low nibble by two shifts to free
+// the mask's register) measured 2x slower at M=16 and M=64 (4096x4096, one thread, same process
+// pairs alternated 3 times: 10-20 ms vs 21-25 ms at M=16, 54-61 ms vs 107-119 ms at M=64; GCC 12
+// still spilled one accumulator) and no faster at M=1.
 constexpr int kMaxRows = 4;
 
 struct Int4Decode {
