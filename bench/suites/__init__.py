@@ -10,7 +10,7 @@ import importlib
 ORDER = ("ceiling", "w4a16", "w8a16", "w8a8", "norm", "norm_quant", "attn_fwd", "attn_decode", "e2e_decode")
 # The CPU suites (real shapes on the CPU; `--device cpu` runs these by default). A new CPU suite is
 # a module here plus its name in this tuple.
-CPU_ORDER = ("cpu_minilm", "cpu_woq", "cpu_decode")
+CPU_ORDER = ("cpu_minilm", "cpu_w8a8", "cpu_woq", "cpu_decode")
 
 
 def load(name: str):
