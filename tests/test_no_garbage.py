@@ -1,0 +1,331 @@
+"""No silent garbage (issue 13): every wrong input is refused with a message naming the argument,
+on every op and on every path a call can take (the CPU kernels, the fake kernels that meta tensors
+and torch.compile run), and the model transforms are all or nothing.
+
+Per kind, across every op it touches:
+- device mixing: each tensor argument of each op moved to ``meta`` alone;
+- fake kernels: the same bad shapes / group sizes / K / dtypes refused on meta with the CPU's
+  message, and under torch.compile;
+- documented ranges: int4 zero points, static activation scales, softmax_scale;
+- non-finite weights refused by the weight quantizers and replace_linear; finite int4 groups always
+  get a positive finite scale;
+- all-or-nothing transforms (replace_linear, migration, quantize_w8a8, the importers) and
+  checkpoints (malformed squash_config.json, checksums, kinds this version cannot rebuild).
+"""
+
+import json
+import math
+import re
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+import squash_ops as so
+from squash_ops.quant import (
+    CheckpointError, W4A16Config, W8A8Config, W8A16Config, empty_quantized_linear, import_gptq, load_quantized,
+    replace_linear, save_quantized,
+)
+from quant_models import tiny_bert, tiny_llama, token_batch
+
+ops = torch.ops.squash
+F16 = torch.float16
+
+
+def _int4(n=16, k=64, g=32):
+    q, s, z = so.quantize_int4_weight(torch.randn(n, k), group_size=g, symmetric=False)
+    return q, s, z
+
+
+def _valid_calls():
+    """op name -> positional arguments of a valid CPU call (small shapes, every optional given)."""
+    x = torch.randn(3, 64, dtype=F16)
+    q8, s8 = so.quantize_int8_weight(torch.randn(16, 64))
+    q4, s4, z4 = _int4()
+    p4, sp4, zp4 = so.prepack_int4_weight(q4, s4, z4, group_size=32)
+    p8, sp8 = so.prepack_int8_weight(q8, s8)
+    bias = torch.randn(16, dtype=F16)
+    xq, xs = so.quantize_activation_int8(x)
+    w, b = torch.randn(64, dtype=F16), torch.randn(64, dtype=F16)
+    scale = torch.tensor([0.02])
+    q, k = torch.randn(2, 5, 4, 16, dtype=F16), torch.randn(2, 6, 2, 16, dtype=F16)
+    qv, kv = torch.randn(7, 4, 16, dtype=F16), torch.randn(9, 2, 16, dtype=F16)
+    cu_q, cu_k = torch.tensor([0, 3, 7], dtype=torch.int32), torch.tensor([0, 4, 9], dtype=torch.int32)
+    kc = torch.randn(2, 8, 2, 16, dtype=F16)
+    return {
+        "quantize_int8_weight": [torch.randn(16, 64)],
+        "dequantize_int8_weight": [q8, s8],
+        "quantize_int4_weight": [torch.randn(16, 64), 32, False],
+        "dequantize_int4_weight": [q4, s4, z4, 32],
+        "pack_int4": [torch.randint(0, 16, (4, 8), dtype=torch.uint8)],
+        "unpack_int4": [q4],
+        "w8a16_gemm": [x, q8, s8, bias],
+        "w4a16_gemm": [x, q4, s4, z4, 32, bias],
+        "quantize_activation_int8": [x.float(), scale],
+        "w8a8_gemm": [xq, xs, q8, s8, bias.float(), F16],
+        "prepack_int4_weight": [q4, s4, z4, 32],
+        "prepack_int8_weight": [q8, s8],
+        "unprepack_int4_weight": [p4, sp4, zp4, 64, 32],
+        "unprepack_int8_weight": [p8, sp8, 64],
+        "w4a16_gemm_prepacked": [x, p4, sp4, zp4, 64, 32, bias],
+        "w8a16_gemm_prepacked": [x, p8, sp8, 64, bias],
+        "layer_norm": [x, w, b, 1e-5],
+        "add_layer_norm": [x, x.clone(), w, b, 1e-5],
+        "layer_norm_quant": [x, w, b, 1e-5, scale],
+        "add_layer_norm_quant": [x, x.clone(), w, b, 1e-5, scale],
+        "rms_norm": [x, w, 1e-6],
+        "add_rms_norm": [x, x.clone(), w, 1e-6],
+        "rms_norm_quant": [x, w, 1e-6, scale],
+        "add_rms_norm_quant": [x, x.clone(), w, 1e-6, scale],
+        "attention": [q, k, k.clone(), None, False],
+        "attention_varlen": [qv, kv, kv.clone(), cu_q, cu_k, 4, 5, None, False],
+        "attention_decode": [q[:, :1], kc, kc.clone(), torch.tensor([5, 8], dtype=torch.int32), None, True],
+    }
+
+
+VALID = _valid_calls()
+
+
+def _arg_names(op):
+    return [a.name for a in getattr(ops, op).default._schema.arguments]
+
+
+def _to_meta(args):
+    return [a.to("meta") if isinstance(a, torch.Tensor) else a for a in args]
+
+
+def _message(op, args):
+    with pytest.raises(ValueError) as e:
+        getattr(ops, op)(*args)
+    return str(e.value).splitlines()[0]
+
+
+def test_every_op_is_covered():
+    registered = {name.split("::")[1] for name in torch._C._dispatch_get_all_op_names() if name.startswith("squash::")}
+    assert registered == set(VALID)
+
+
+@pytest.mark.parametrize("op", sorted(VALID))
+def test_valid_call_on_meta_gives_the_cpu_shapes(op):
+    args = VALID[op]
+    cpu, meta = getattr(ops, op)(*args), getattr(ops, op)(*_to_meta(args))
+    cpu, meta = (cpu, meta) if isinstance(cpu, tuple) else ((cpu,), (meta,))
+    assert [(t.shape, t.dtype) for t in cpu] == [(t.shape, t.dtype) for t in meta]
+    assert all(t.is_meta for t in meta)
+
+
+# ---- device mixing: one argument on meta, the rest on the CPU ----
+
+
+def _device_cases():
+    for op, args in sorted(VALID.items()):
+        names = _arg_names(op)
+        tensors = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+        if len(tensors) > 1:  # (quantize_int8_weight, pack_int4, ... take one tensor: nothing to mix)
+            for i in tensors:
+                yield pytest.param(op, i, id=f"{op}-{names[i]}")
+
+
+@pytest.mark.parametrize("op,index", list(_device_cases()))
+def test_one_argument_on_meta_is_refused_naming_it(op, index):
+    args = list(VALID[op])
+    args[index] = args[index].to("meta")
+    name = _arg_names(op)[index]
+    msg = _message(op, args)
+    # The moved argument is named: either it is not on the reference's device, or it is the
+    # reference and another argument is not on its device.
+    assert msg.startswith(f"squash::{op}: ")
+    assert (f" {name} must be on cpu like " in msg) or msg.split(": ", 1)[1].split(" must be on meta like ")[-1].startswith(name), msg
+
+
+@pytest.mark.parametrize("config", [W8A16Config(), W4A16Config(32), W4A16Config(32, False), W8A8Config(),
+                                    W8A8Config("static")], ids=str)
+def test_meta_layer_never_loaded_refuses_to_run(config):
+    layer = empty_quantized_linear(config, 64, 16, device="meta")
+    with pytest.raises(RuntimeError, match=r"weights are on the meta device \(never loaded\)"):
+        layer(torch.randn(3, 64))
+    if config.name != "w8a8":
+        layer.prepack()
+        with pytest.raises(RuntimeError, match="never loaded"):
+            layer(torch.randn(3, 64))
+    if config != W8A8Config("static"):  # (a static layer needs its calibrated scale first)
+        # On meta in and out (shape tracing) it still runs.
+        assert layer(torch.randn(3, 64, device="meta")).shape == (3, 16)
+
+
+# ---- fake kernels: bad metadata refused on meta with the CPU kernel's message ----
+
+
+def _bad(op, index, value):
+    args = list(VALID[op])
+    args[index] = value(args[index]) if callable(value) else value
+    return args
+
+
+V = VALID
+BAD_CALLS = {
+    # formats
+    "int8 weight 1-D": ("quantize_int8_weight", _bad("quantize_int8_weight", 0, lambda w: w[0]), "weight must be 2-D"),
+    "int8 weight dtype": ("quantize_int8_weight", _bad("quantize_int8_weight", 0, lambda w: w.double()),
+                          "weight must be float32 or float16 or bfloat16, got float64"),
+    "int4 group not dividing": ("quantize_int4_weight", _bad("quantize_int4_weight", 1, 128), "group_size"),
+    "int4 odd K": ("quantize_int4_weight", _bad("quantize_int4_weight", 0, lambda w: w[:, :63]), "K must be even"),
+    "dequant int8 scales": ("dequantize_int8_weight", _bad("dequantize_int8_weight", 1, lambda s: s[:8]),
+                            r"scales must be \[N\] = \[16\]"),
+    "dequant int4 zeros dtype": ("dequantize_int4_weight", _bad("dequantize_int4_weight", 2, lambda z: z.int()),
+                                 "zeros must be uint8, got int32"),
+    "dequant int4 group": ("dequantize_int4_weight", _bad("dequantize_int4_weight", 3, 48), "group_size must be"),
+    "pack odd": ("pack_int4", _bad("pack_int4", 0, lambda v: v[:, :7]), "K even"),
+    "unpack dtype": ("unpack_int4", _bad("unpack_int4", 0, lambda p: p.view(torch.int8)), "packed must be uint8"),
+    # GEMMs
+    "w8a16 K": ("w8a16_gemm", _bad("w8a16_gemm", 0, lambda x: x[:, :32]), r"qweight must be \[N, K\]"),
+    "w8a16 x dtype": ("w8a16_gemm", _bad("w8a16_gemm", 0, lambda x: x.float()), "x must be float16 or bfloat16"),
+    "w8a16 bias": ("w8a16_gemm", _bad("w8a16_gemm", 3, lambda b: b[:8]), r"bias must be \[N\]"),
+    "w8a16 strided x": ("w8a16_gemm", _bad("w8a16_gemm", 0, lambda x: torch.randn(64, 3, dtype=F16).t()),
+                        "contiguous last dimension"),
+    "w4a16 group": ("w4a16_gemm", _bad("w4a16_gemm", 4, 64), r"scales must be \[N, K/group_size\]"),
+    "w4a16 K": ("w4a16_gemm", _bad("w4a16_gemm", 0, lambda x: x[:, :32]), r"qweight must be \[N, K/2\]"),
+    "w4a16 zeros shape": ("w4a16_gemm", _bad("w4a16_gemm", 3, lambda z: z[:, :1].contiguous()), "zeros must be"),
+    "act quant scale shape": ("quantize_activation_int8", _bad("quantize_activation_int8", 1, torch.ones(2)),
+                              "scale must have exactly 1 element"),
+    "w8a8 x_scales": ("w8a8_gemm", _bad("w8a8_gemm", 1, lambda s: s[:2]), "x_scales must be"),
+    "w8a8 out_dtype": ("w8a8_gemm", _bad("w8a8_gemm", 5, torch.int8), "out_dtype must be"),
+    "w8a8 w_scales": ("w8a8_gemm", _bad("w8a8_gemm", 3, lambda s: s[:3]), "w_scales must be"),
+    # prepacked
+    "prepack int4 N": ("prepack_int4_weight", [V["prepack_int4_weight"][0][:12], V["prepack_int4_weight"][1][:12],
+                                               V["prepack_int4_weight"][2][:12], 32], "multiple of 8"),
+    "prepack int8 scales": ("prepack_int8_weight", _bad("prepack_int8_weight", 1, lambda s: s[:8]), "scales must be"),
+    "unprepack int4 k": ("unprepack_int4_weight", _bad("unprepack_int4_weight", 3, 192), "packed must be"),
+    "unprepack int8 k": ("unprepack_int8_weight", _bad("unprepack_int8_weight", 2, 60), "k must be a positive multiple"),
+    "prepacked w4 K in last tile": ("w4a16_gemm_prepacked", _bad("w4a16_gemm_prepacked", 0, lambda x: x[:, :56]),
+                                    r"K = k = 64"),
+    "prepacked w8 K in last tile": ("w8a16_gemm_prepacked", _bad("w8a16_gemm_prepacked", 0, lambda x: x[:, :56]),
+                                    r"K = k = 64"),
+    "prepacked w8 k": ("w8a16_gemm_prepacked", [torch.randn(3, 128, dtype=F16), *V["w8a16_gemm_prepacked"][1:3], 128],
+                       r"packed must be \[N/8, ceil\(K/64\), 512\] = \[N/8, 2, 512\]"),
+    # norms
+    "norm weight": ("layer_norm", _bad("layer_norm", 1, lambda w: w[:32]), r"weight must be 1-D \[hidden=64\]"),
+    "norm eps": ("rms_norm", _bad("rms_norm", 2, -1.0), "eps must be finite and >= 0"),
+    "norm residual dtype": ("add_rms_norm", _bad("add_rms_norm", 1, lambda r: r.float()), "residual must be float16"),
+    "norm x dtype": ("layer_norm_quant", _bad("layer_norm_quant", 0, lambda x: x.double()),
+                     "x must be float16 or bfloat16 or float32, got float64"),
+    "norm scale dtype": ("add_layer_norm_quant", _bad("add_layer_norm_quant", 5, torch.ones(1, dtype=F16)),
+                         "scale must be float32"),
+    "norm bias dtype": ("layer_norm", _bad("layer_norm", 2, lambda b: b.bfloat16()),
+                        r"bias must be float16 \(like x\) or float32"),
+    # attention
+    "attention heads": ("attention", [V["attention"][0], *[torch.randn(2, 6, 3, 16, dtype=F16)] * 2, None, False],
+                        r"heads of q \(4\) must be a multiple of heads of k \(3\)"),
+    "attention head_dim": ("attention", _bad("attention", 2, lambda v: v[..., :8].contiguous()), "must have k's shape"),
+    "attention dtype": ("attention", _bad("attention", 1, lambda k: k.float()), "k must have q's dtype"),
+    "varlen cu dtype": ("attention_varlen", _bad("attention_varlen", 3, lambda c: c.long()), "cu_seqlens_q must be int32"),
+    "varlen cu_k len": ("attention_varlen", _bad("attention_varlen", 4, lambda c: c[:2]), "cu_seqlens_k"),
+    "varlen max_seqlen": ("attention_varlen", _bad("attention_varlen", 5, -1), "max_seqlen_q must be >= 0"),
+    "decode cache_seqlens": ("attention_decode", _bad("attention_decode", 3, lambda c: c[:1]), "cache_seqlens"),
+    "decode batch": ("attention_decode", [V["attention_decode"][0], *[torch.randn(1, 8, 2, 16, dtype=F16)] * 2,
+                                          V["attention_decode"][3], None, True], r"k_cache.shape\[0\] must be 2 \(batch of q\)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CALLS))
+def test_fake_kernel_refuses_what_the_cpu_kernel_refuses(case):
+    op, args, match = BAD_CALLS[case]
+    cpu = _message(op, args)
+    assert cpu.startswith(f"squash::{op}: ")
+    assert re.search(match, cpu), cpu
+    assert _message(op, _to_meta(args)) == cpu
+
+
+def test_torch_compile_refuses_wrong_shapes_at_trace_time():
+    q8, s8 = so.quantize_int8_weight(torch.randn(16, 64))
+
+    @torch.compile(fullgraph=True, backend="eager", dynamic=False)
+    def f(x):
+        return so.w8a16_gemm(x, q8, s8)
+
+    assert f(torch.randn(2, 64, dtype=F16)).shape == (2, 16)
+    with pytest.raises(Exception, match=r"squash::w8a16_gemm: qweight must be \[N, K\] = \[16, 48\] int8"):
+        f(torch.randn(2, 48, dtype=F16))
+
+
+# ---- documented ranges, checked in the ops ----
+
+
+def test_int4_zero_points_above_15_are_refused():
+    x, q4, s4, z4, _, bias = VALID["w4a16_gemm"]
+    bad = z4.clone()
+    bad[3, 1] = 16
+    msg = r"zeros must hold 4-bit zero points 0..15, got a value of 16"
+    with pytest.raises(ValueError, match=rf"squash::w4a16_gemm: {msg}"):
+        so.w4a16_gemm(x, q4, s4, bad, 32, bias)
+    with pytest.raises(ValueError, match=rf"squash::dequantize_int4_weight: {msg}"):
+        so.dequantize_int4_weight(q4, s4, bad, 32)
+    with pytest.raises(ValueError, match=rf"squash::prepack_int4_weight: {msg}"):
+        so.prepack_int4_weight(q4, s4, bad, 32)
+    # The CPU prepacked GEMM runs the canonical one, so packed zeros are checked too.
+    p4, sp4, zp4 = so.prepack_int4_weight(q4, s4, z4, 32)
+    zp4 = zp4.clone()
+    zp4[0, 0, 0] = 200
+    with pytest.raises(ValueError, match="got a value of 200"):
+        so.w4a16_gemm_prepacked(x, p4, sp4, zp4, 64, 32)
+
+
+@pytest.mark.parametrize("value", [0.0, -0.0, -0.5, math.inf, -math.inf, math.nan])
+def test_static_activation_scale_must_be_finite_and_positive(value):
+    x = torch.randn(3, 64)
+    with pytest.raises(ValueError, match=r"squash::quantize_activation_int8: scale must be finite and > 0, got"):
+        so.quantize_activation_int8(x, torch.tensor([value]))
+    with pytest.raises(ValueError, match=r"squash::rms_norm_quant: scale must be finite and > 0, got"):
+        so.rms_norm_quant(x, scale=torch.tensor([value]))
+
+
+@pytest.mark.parametrize("value", [0.0, -0.25, math.inf, -math.inf, math.nan, 1e-50, 1e39])
+@pytest.mark.parametrize("op", ["attention", "attention_varlen", "attention_decode"])
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_softmax_scale_must_be_finite_and_positive(op, value, device):
+    args = list(VALID[op])
+    args[_arg_names(op).index("softmax_scale")] = value
+    args = _to_meta(args) if device == "meta" else args
+    with pytest.raises(ValueError, match=rf"squash::{op}: softmax_scale must be a finite number > 0 \(or None for "
+                                         rf"1/sqrt\(head_dim\)\), got {re.escape(f'{value:g}')}"):
+        getattr(ops, op)(*args)
+
+
+# ---- weight quantization refuses non-finite weights ----
+
+WEIGHT_QUANTIZERS = {
+    "int8": lambda w: so.quantize_int8_weight(w),
+    "int4-sym": lambda w: so.quantize_int4_weight(w, 32, True),
+    "int4-asym": lambda w: so.quantize_int4_weight(w, 32, False),
+}
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from(sorted(WEIGHT_QUANTIZERS)), st.sampled_from([torch.float32, torch.float16, torch.bfloat16]),
+       st.sampled_from([math.nan, math.inf, -math.inf]), st.integers(0, 7), st.integers(0, 63))
+def test_non_finite_weights_are_refused(scheme, dtype, value, row, col):
+    w = torch.randn(8, 64).to(dtype)
+    w[row, col] = value
+    op = "quantize_int8_weight" if scheme == "int8" else "quantize_int4_weight"
+    with pytest.raises(ValueError, match=rf"squash::{op}: weight must be finite, got {value:g} at \[{row}, {col}\] "
+                                         r"\(1 non-finite element\)"):
+        WEIGHT_QUANTIZERS[scheme](w)
+
+
+_SPECIAL = [0.0, -0.0, 1e-45, -1e-45, 1e-40, -3e-39, 1e-30, 65504.0, -65504.0, 3.4e38, -3.4e38, 1.0, -1.0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(_SPECIAL), st.floats(width=32, allow_nan=False, allow_infinity=False)), min_size=32, max_size=32))
+def test_asymmetric_int4_groups_get_a_positive_finite_scale(values):
+    w = torch.tensor([values], dtype=torch.float32)
+    q, s, z = so.quantize_int4_weight(w, group_size=32, symmetric=False)
+    scale = float(s)
+    assert math.isfinite(scale) and scale > 0 and math.copysign(1, scale) == 1
+    assert 0 <= int(z) <= 15
+    # Every element dequantizes within half a step (float64 reference of the op's dequantization).
+    back = (so.unpack_int4(q).double() - int(z)) * scale
+    assert float((back - w.double()).abs().max()) <= scale / 2 * (1 + 2**-20)
