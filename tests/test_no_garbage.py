@@ -329,3 +329,118 @@ def test_asymmetric_int4_groups_get_a_positive_finite_scale(values):
     # Every element dequantizes within half a step (float64 reference of the op's dequantization).
     back = (so.unpack_int4(q).double() - int(z)) * scale
     assert float((back - w.double()).abs().max()) <= scale / 2 * (1 + 2**-20)
+
+
+def test_replace_linear_refuses_a_non_finite_weight_naming_the_layer_and_touches_nothing():
+    model = tiny_llama()
+    bad = "model.layers.1.mlp.up_proj"
+    with torch.no_grad():
+        model.get_submodule(bad).weight[5, 7] = math.inf
+    before = dict(model.named_modules())
+    with pytest.raises(ValueError, match=rf"replace_linear: {bad}.weight holds 1 non-finite value \(first: inf at "
+                                         rf"\[5, 7\]\).*overrides=\{{'{bad}': None\}}"):
+        replace_linear(model, W8A16Config())
+    assert dict(model.named_modules()) == before
+    # Kept in float, the rest quantizes.
+    report = replace_linear(model, W8A16Config(), overrides={bad: None})
+    assert bad in report.skipped and len(report.replaced) > 0
+
+
+# ---- model transforms are all or nothing ----
+
+
+def _snapshot(model):
+    """Module objects at every path and every tensor's bytes."""
+    return dict(model.named_modules()), {n: t.detach().clone() for n, t in model.state_dict().items()}
+
+
+def _assert_untouched(model, snapshot):
+    modules, tensors = snapshot
+    assert dict(model.named_modules()) == modules
+    now = model.state_dict()
+    assert list(now) == list(tensors)
+    for name, t in tensors.items():  # bit for bit (NaN included)
+        assert now[name].dtype == t.dtype and now[name].shape == t.shape, name
+        assert torch.equal(now[name].reshape(-1).view(torch.uint8), t.reshape(-1).view(torch.uint8)), name
+
+
+def test_migration_checks_every_site_before_converting_any():
+    from squash_ops.migration import migrate_gamma
+
+    model = tiny_llama(tie=False)
+    with torch.no_grad():
+        for m in model.modules():  # gammas != 1: every site has something to fold
+            if type(m).__name__.endswith("RMSNorm"):
+                m.weight.uniform_(0.5, 2.0)
+        model.lm_head.weight[0, 0] = math.nan  # the last site's consumer (behind the final norm)
+    snap = _snapshot(model)
+    with pytest.raises(ValueError, match=r"lm_head: its weight holds inf or NaN"):
+        migrate_gamma(model)
+    _assert_untouched(model, snap)
+
+
+def test_migration_refuses_a_fold_that_overflows():
+    from squash_ops.migration import migrate_gamma
+
+    model = tiny_llama().half()
+    with torch.no_grad():
+        model.model.layers[1].post_attention_layernorm.weight[3] = 60000.0
+        model.model.layers[1].mlp.up_proj.weight[:, 3] = 2.0
+    snap = _snapshot(model)
+    with pytest.raises(ValueError, match=r"model.layers.1.mlp.(gate|up)_proj: folding the norm's gamma into its "
+                                         r"torch.float16 weight overflows"):
+        migrate_gamma(model)
+    _assert_untouched(model, snap)
+
+
+def test_quantize_w8a8_refused_late_leaves_the_model_as_it_was():
+    from squash_ops.migration import quantize_w8a8
+
+    model = tiny_llama(tie=False)
+    with torch.no_grad():  # only replace_linear's check would see this one
+        model.model.layers[1].self_attn.o_proj.weight[2, 2] = math.nan
+    snap = _snapshot(model)
+    with pytest.raises(ValueError, match=r"model.layers.1.self_attn.o_proj.weight holds 1 non-finite value"):
+        quantize_w8a8(model, W8A8Config("static"), calibration=[token_batch()])
+    _assert_untouched(model, snap)
+    with pytest.raises(ValueError, match="percentile must be in"):
+        quantize_w8a8(model, W8A8Config("static"), calibration=[token_batch()], method="percentile",
+                      percentile=math.nan)
+    _assert_untouched(model, snap)
+
+
+@pytest.mark.parametrize("family", ["llama", "bert"])
+def test_quantize_w8a8_failing_in_calibration_restores_the_model(family):
+    from squash_ops.migration import quantize_w8a8
+
+    model = tiny_llama(tie=False) if family == "llama" else tiny_bert()
+    snap = _snapshot(model)
+    batch = token_batch()
+    # The second batch's token ids are beyond the vocabulary: the model raises IndexError on it,
+    # after the norms were migrated and the linears quantized.
+    bad_batches = [batch, {**batch, "input_ids": batch["input_ids"] + 10_000}]
+    with pytest.raises(IndexError):
+        quantize_w8a8(model, W8A8Config("static"), calibration=bad_batches)
+    _assert_untouched(model, snap)
+    # The restored model still transforms and runs.
+    quantize_w8a8(model, W8A8Config("static"), calibration=[batch])
+    assert torch.isfinite(model(**batch).logits).all()
+
+
+@pytest.mark.parametrize("fault", ["zeros", "scales", "norm"])
+def test_importer_with_a_bad_later_layer_leaves_the_model_as_it_was(fault):
+    from test_quant_importers import _llama_gptq_checkpoint
+
+    _, ckpt, _ = _llama_gptq_checkpoint()
+    last = "model.layers.1.mlp.down_proj"
+    if fault == "zeros":  # a v1 zero of 0 reads back as 16
+        ckpt[f"{last}.qzeros"] = torch.full_like(ckpt[f"{last}.qzeros"], -1)
+    elif fault == "scales":
+        ckpt[f"{last}.scales"][0, 0] = math.inf
+    else:  # a float tensor of the wrong shape, checked after every layer converted
+        ckpt["model.norm.weight"] = ckpt["model.norm.weight"][:5]
+    model = tiny_llama(seed=5)
+    snap = _snapshot(model)
+    with pytest.raises(CheckpointError, match="import_gptq: the checkpoint dict"):
+        import_gptq(model, ckpt)
+    _assert_untouched(model, snap)
