@@ -444,3 +444,116 @@ def test_importer_with_a_bad_later_layer_leaves_the_model_as_it_was(fault):
     with pytest.raises(CheckpointError, match="import_gptq: the checkpoint dict"):
         import_gptq(model, ckpt)
     _assert_untouched(model, snap)
+
+
+# ---- checkpoints ----
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    model = tiny_llama()
+    replace_linear(model, W4A16Config(64, False), overrides={"model.layers.0.self_attn.q_proj": W8A16Config()})
+    path = tmp_path_factory.mktemp("ckpt")
+    save_quantized(model, path)
+    return model, path
+
+
+def _copy(saved, tmp_path):
+    import shutil
+
+    _, path = saved
+    for f in path.iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    return tmp_path
+
+
+def _edit_config(path, edit):
+    cfg_path = path / "squash_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    edit(cfg)
+    cfg_path.write_text(json.dumps(cfg))
+
+
+LAYER = "model.layers.0.mlp.up_proj"
+MALFORMED = {
+    "negative in_features": (lambda s: s.update(in_features=-128), r"in_features must be an integer in 1\.\.\d+, got -128"),
+    "absurd out_features": (lambda s: s.update(out_features=10**13), "out_features must be an integer"),
+    "float in_features": (lambda s: s.update(in_features=128.0), "in_features must be an integer"),
+    "string out_features": (lambda s: s.update(out_features="320"), "out_features must be an integer"),
+    "bool in_features": (lambda s: s.update(in_features=True), "in_features must be an integer"),
+    "string bias": (lambda s: s.update(bias="false"), "bias must be true or false"),
+    "compute dtype": (lambda s: s.update(compute_dtype="zeros"), "compute_dtype must be null, float16 or bfloat16"),
+    "optional buffers": (lambda s: s.update(optional_buffers="input_perm"), "optional_buffers must be a list"),
+    "unknown buffer": (lambda s: s.update(optional_buffers=["extra"]), "unknown buffer 'extra'"),
+    "group size type": (lambda s: s["config"].update(group_size=64.0),
+                        r"bad entry \(ValueError: W4A16Config: group_size must be 32, 64, 128 or -1, got 64.0\)"),
+    "symmetric type": (lambda s: s["config"].update(symmetric="no"),
+                       r"bad entry \(ValueError: W4A16Config: symmetric must be True or False, got 'no'\)"),
+    "missing key": (lambda s: s.pop("bias"), "the entry has no 'bias'"),
+    "config not a dict": (lambda s: s.update(config=[1]), "config must be an object, got list"),
+    "future module": (lambda s: (s.update(module="W4A8Linear"), s["config"].update(scheme="w4a8")),
+                      r"it is a 'W4A8Linear' layer \(scheme 'w4a8'\), which squash_ops .* cannot rebuild .*Upgrade"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_config_entry_gives_a_checkpoint_error_naming_file_and_layer(saved, tmp_path, case):
+    edit, match = MALFORMED[case]
+    path = _copy(saved, tmp_path)
+    _edit_config(path, lambda cfg: edit(cfg["layers"][LAYER]))
+    skeleton = tiny_llama(seed=3)
+    snap = _snapshot(skeleton)
+    with pytest.raises(CheckpointError, match=rf"squash_config.json: layer {LAYER}: {match}"):
+        load_quantized(skeleton, path)
+    _assert_untouched(skeleton, snap)
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda cfg: cfg["layers"].update({LAYER: 3}), rf"layer {LAYER}: its entry must be an object"),
+    (lambda cfg: cfg.update(aliases={"a": 1}), "'aliases' must map tensor names to strings"),
+    (lambda cfg: cfg.update(checksums=[]), "'checksums' must map tensor names to strings"),
+])
+def test_malformed_config_header(saved, tmp_path, edit, match):
+    path = _copy(saved, tmp_path)
+    _edit_config(path, edit)
+    with pytest.raises(CheckpointError, match=match):
+        load_quantized(tiny_llama(seed=3), path)
+
+
+@pytest.mark.parametrize("tensor", [f"{LAYER}.qweight", f"{LAYER}.scales", "model.embed_tokens.weight"])
+def test_flipped_byte_is_caught_by_the_checksum(saved, tmp_path, tensor):
+    path = _copy(saved, tmp_path)
+    f = path / "squash_model.safetensors"
+    from safetensors import safe_open
+
+    with safe_open(f, "pt") as h:
+        metadata = h.metadata()
+    tensors = load_file(f)
+    flat = tensors[tensor].view(-1).view(torch.uint8)
+    flat[flat.numel() // 2] ^= 0x10  # one bit, same shape and dtype
+    save_file(tensors, f, metadata=metadata)
+    skeleton = tiny_llama(seed=3)
+    snap = _snapshot(skeleton)
+    layer = f"layer {LAYER}: " if tensor.startswith(LAYER) else ""
+    with pytest.raises(CheckpointError, match=rf"squash_model.safetensors: {layer}{tensor} does not match its "
+                                              r"checksum: the file is corrupt"):
+        load_quantized(skeleton, path)
+    _assert_untouched(skeleton, snap)
+
+
+def test_checkpoint_without_checksums_still_loads_with_a_warning(saved, tmp_path):
+    model, _ = saved
+    path = _copy(saved, tmp_path)
+    _edit_config(path, lambda cfg: cfg.pop("checksums"))
+    with pytest.warns(UserWarning, match="records no tensor checksums"):
+        loaded = load_quantized(tiny_llama(seed=3), path)
+    x = token_batch()
+    assert torch.equal(loaded(**x).logits, model(**x).logits)
+
+
+def test_checksums_cover_every_stored_tensor(saved):
+    _, path = saved
+    cfg = json.loads((path / "squash_config.json").read_text())
+    stored = load_file(path / "squash_model.safetensors")
+    assert set(cfg["checksums"]) == set(stored)
+    assert all(v.startswith("sha256:") and len(v) == 7 + 64 for v in cfg["checksums"].values())
