@@ -159,7 +159,8 @@ def test_corrupt_files(saved, tmp_path):
      r"squash_config.json has format_version 2; this squash_ops \(0.1.0\) reads version 1; upgrade squash_ops"),
     (lambda h: h.update(format="gptq"), r"squash_config.json is not a squash_ops quantized-model config \(format 'gptq'\)"),
     (lambda h: h["layers"][Q]["config"].update(scheme="w3a16"),
-     rf"squash_config.json: layer {Q}: bad entry \(ValueError: unknown quantization scheme 'w3a16'"),
+     rf"squash_config.json: layer {Q}: it is a 'W8A16Linear' layer \(scheme 'w3a16'\), which squash_ops 0.1.0 "
+     r"cannot rebuild"),
     (lambda h: h["layers"][Q].update(module="W4A16Linear"),
      rf"layer {Q}: module 'W4A16Linear' does not match scheme 'w8a16'"),
     (lambda h: h["layers"][UP]["config"].update(group_size=48),

@@ -115,6 +115,13 @@ class _QuantLinear(nn.Module):
         return dict(self._buffers)
 
     def _check_input(self, x: torch.Tensor) -> None:
+        weight = next(t for t in self._buffers.values() if t is not None)
+        if weight.is_meta and not x.is_meta:
+            # e.g. empty_quantized_linear(..., device="meta") never filled: nothing to compute with.
+            raise RuntimeError(
+                f"{type(self).__name__}: the layer's weights are on the meta device (never loaded); load them "
+                "first (squash_ops.load_quantized, load_state_dict(..., assign=True)) or build it on a real device"
+            )
         if x.shape[-1] != self.in_features:
             raise ValueError(
                 f"{type(self).__name__}: input must be [..., {self.in_features}], got shape {list(x.shape)}"
@@ -342,7 +349,8 @@ class W8A16Linear(_PrepackableLinear):
             y = ops.w8a16_gemm_cpu_prepacked(x.to(self.compute_dtype), self.packed, self.packed_scales,
                                              n=self.out_features, bias=self.bias)
         elif self.prepacked:
-            y = ops.w8a16_gemm_prepacked(x.to(self.compute_dtype), self.packed, self.packed_scales, bias=self.bias)
+            y = ops.w8a16_gemm_prepacked(x.to(self.compute_dtype), self.packed, self.packed_scales, self.in_features,
+                                         bias=self.bias)
         else:
             y = ops.w8a16_gemm(x.to(self.compute_dtype), self.qweight, self.scales, bias=self.bias)
         return y.to(x.dtype)
@@ -458,7 +466,8 @@ class W4A16Linear(_PrepackableLinear):
                                              group_size=self.config.group_size, bias=self.bias)
         elif self.prepacked:
             y = ops.w4a16_gemm_prepacked(x.to(self.compute_dtype), self.packed, self.packed_scales,
-                                         self.packed_zeros, group_size=self.config.group_size, bias=self.bias)
+                                         self.packed_zeros, self.in_features, group_size=self.config.group_size,
+                                         bias=self.bias)
         else:
             y = ops.w4a16_gemm(x.to(self.compute_dtype), self.qweight, self.scales, zeros=self.zeros,
                                group_size=self.config.group_size, bias=self.bias)
@@ -523,8 +532,8 @@ class W8A8Linear(_QuantLinear):
         if not isinstance(x, QuantizedActivation):
             pre = attached_quantized(x)
             x = self.quantize_input(x) if pre is None else pre
-        elif x.q.shape[-1] != self.in_features:
-            raise ValueError(f"W8A8Linear: input must be [..., {self.in_features}], got shape {list(x.q.shape)}")
+        else:
+            self._check_input(x.q)
         return ops.w8a8_gemm(x.q, x.scales, self.qweight, self.scales, bias=self.bias, out_dtype=x.dtype)
 
 

@@ -8,23 +8,29 @@ A directory holds:
   (tied embeddings) is stored once.
 - ``squash_config.json``: format name and version, the model class, and per quantized layer its
   scheme config, sizes, bias, compute dtype and optional buffers (a static scale, an input
-  permutation); the shared-tensor aliases; a save id that the safetensors metadata repeats, so
-  files from two different saves are never mixed.
+  permutation); the shared-tensor aliases; a SHA-256 of every stored tensor's bytes (``checksums``),
+  so a flipped byte is caught at load; a save id that the safetensors metadata repeats, so files
+  from two different saves are never mixed. Checkpoints written before checksums existed (no
+  ``checksums`` key) still load, with a warning that their tensors cannot be verified.
 - ``config.json`` when the model has a Hugging Face config, so the skeleton can be rebuilt from the
   directory alone (``AutoConfig.from_pretrained(directory)``).
 
-``load_quantized(skeleton, directory)`` swaps the skeleton's layers for empty quantized modules
-(on the meta device), then assigns every tensor from the file after checking its name, shape and
-dtype against what the model expects; any mismatch raises ``CheckpointError`` naming the file and
-the layer. The loaded tensors replace the skeleton's (so its dtype follows the file).
+``load_quantized(skeleton, directory)`` checks every entry of the config (types, sizes, schemes this
+version can rebuild), swaps the skeleton's layers for empty quantized modules (on the meta device),
+then assigns every tensor from the file after checking its name, shape, dtype and checksum against
+what the model expects; any problem raises ``CheckpointError`` naming the file and the layer, and
+leaves the skeleton as it was. The loaded tensors replace the skeleton's (so its dtype follows the
+file).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 import uuid
+import warnings
 from pathlib import Path
 
 import torch
@@ -34,7 +40,7 @@ from torch import nn
 
 from .. import __version__
 from .config import config_from_dict, config_to_dict
-from .linear import _QuantLinear, apply_prepack_choice, empty_quantized_linear
+from .linear import MODULES, _QuantLinear, apply_prepack_choice, empty_quantized_linear
 
 FORMAT = "squash_ops.quantized"
 FORMAT_VERSION = 1
@@ -54,6 +60,12 @@ class CheckpointError(ValueError):
 
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
+
+
+def checksum(t: torch.Tensor) -> str:
+    """``"sha256:<hex>"`` of the tensor's bytes (C order), as stored in the safetensors file."""
+    data = t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
+    return "sha256:" + hashlib.sha256(data.numpy()).hexdigest()
 
 
 def _layer_spec(module: _QuantLinear) -> dict:
@@ -135,7 +147,7 @@ def save_quantized(model: nn.Module, directory: str | os.PathLike) -> Path:
     header = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "squash_ops_version": __version__,
         "save_id": save_id, "architecture": type(model).__name__, "tensors": TENSORS_FILE,
-        "layers": layers, "aliases": aliases,
+        "layers": layers, "aliases": aliases, "checksums": {n: checksum(t) for n, t in tensors.items()},
     }
     _atomic_write(directory / TENSORS_FILE, lambda p: save_file(
         tensors, p, metadata={"format": "pt", "squash_format_version": str(FORMAT_VERSION), "save_id": save_id}))
@@ -166,18 +178,65 @@ def _read_header(path: Path) -> dict:
     for key, kind in (("layers", dict), ("aliases", dict), ("architecture", str), ("save_id", str)):
         if not isinstance(header.get(key), kind):
             raise CheckpointError(f"{path}: '{key}' is missing or not a {kind.__name__}")
+    for name, spec in header["layers"].items():
+        if not isinstance(spec, dict):
+            raise CheckpointError(f"{path}: layer {name}: its entry must be an object, got {type(spec).__name__}")
+    for key in ("aliases", "checksums"):
+        entries = header.get(key, {})
+        if not isinstance(entries, dict) or not all(isinstance(v, str) for v in entries.values()):
+            raise CheckpointError(f"{path}: '{key}' must map tensor names to strings")
+    if "checksums" not in header:
+        warnings.warn(f"{path} records no tensor checksums (saved by an older squash_ops): its tensors are "
+                      "loaded without verifying their bytes; save it again to add them", stacklevel=3)
     return header
 
 
+# The largest in_features / out_features a layer entry may claim: the kernels index with int32.
+_MAX_FEATURES = 2**31 - 1
+_COMPUTE_DTYPES = ("float16", "bfloat16")
+
+
+def _check_spec(spec: dict, name: str, where: Path) -> None:
+    """Types and ranges of one layer entry of squash_config.json (a hand-edited or corrupt file
+    must give a CheckpointError naming the layer, not a TypeError deep inside a constructor)."""
+    def bad(msg):
+        raise CheckpointError(f"{where}: layer {name}: {msg}")
+
+    for key in ("module", "config", "in_features", "out_features", "bias"):
+        if key not in spec:
+            bad(f"the entry has no {key!r}")
+    module, config = spec["module"], spec["config"]
+    if not isinstance(config, dict):
+        bad(f"config must be an object, got {type(config).__name__}")
+    scheme = config.get("scheme")
+    known = sorted(cls.__name__ for cls in MODULES.values())
+    if not (isinstance(module, str) and module in known and isinstance(scheme, str) and scheme in MODULES):
+        bad(f"it is a {module!r} layer (scheme {scheme!r}), which squash_ops {__version__} cannot rebuild (it "
+            f"knows {', '.join(known)}); was it saved by a newer squash_ops? Upgrade to load it")
+    for key in ("in_features", "out_features"):
+        v = spec[key]
+        if type(v) is not int or not 1 <= v <= _MAX_FEATURES:
+            bad(f"{key} must be an integer in 1..{_MAX_FEATURES}, got {v!r}")
+    if type(spec["bias"]) is not bool:
+        bad(f"bias must be true or false, got {spec['bias']!r}")
+    compute = spec.get("compute_dtype")
+    if compute is not None and compute not in _COMPUTE_DTYPES:
+        bad(f"compute_dtype must be null, {' or '.join(_COMPUTE_DTYPES)}, got {compute!r}")
+    optional = spec.get("optional_buffers", [])
+    if not isinstance(optional, list) or not all(isinstance(b, str) for b in optional):
+        bad(f"optional_buffers must be a list of buffer names, got {optional!r}")
+
+
 def _empty_layer(spec: dict, name: str, where: Path) -> _QuantLinear:
+    _check_spec(spec, name, where)
     try:
         config = config_from_dict(spec["config"])
         compute = spec.get("compute_dtype")
         module = empty_quantized_linear(
-            config, int(spec["in_features"]), int(spec["out_features"]), bool(spec["bias"]),
+            config, spec["in_features"], spec["out_features"], spec["bias"],
             None if compute is None else getattr(torch, compute), device="meta",
         )
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
+    except (TypeError, ValueError) as e:
         raise CheckpointError(f"{where}: layer {name}: bad entry ({type(e).__name__}: {e})") from None
     if type(module).__name__ != spec.get("module"):
         raise CheckpointError(f"{where}: layer {name}: module {spec.get('module')!r} does not match "
@@ -191,10 +250,13 @@ def _empty_layer(spec: dict, name: str, where: Path) -> _QuantLinear:
     return module
 
 
-def _swap_layers(model: nn.Module, header: dict, where: Path) -> None:
+def _swap_layers(model: nn.Module, header: dict, where: Path) -> dict[str, nn.Module]:
+    """Checks every layer entry, then puts an empty quantized module at each layer's paths.
+    Returns path -> the module that was there (to undo the swap)."""
     paths: dict[int, list[str]] = {}
     for name, m in model.named_modules(remove_duplicate=False):
         paths.setdefault(id(m), []).append(name)
+    swaps: list[tuple[list[str], _QuantLinear]] = []
     for name, spec in header["layers"].items():
         try:
             current = model.get_submodule(name)
@@ -210,9 +272,13 @@ def _swap_layers(model: nn.Module, header: dict, where: Path) -> None:
                 f"{where}: layer {name} is {module.in_features}->{module.out_features} in the "
                 f"checkpoint but {current.in_features}->{current.out_features} in the model"
             )
-        for path in paths[id(current)]:
-            parent, _, attr = path.rpartition(".")
-            setattr(model.get_submodule(parent), attr, module)
+        swaps.append((paths[id(current)], module))
+    replaced = {}
+    for layer_paths, module in swaps:
+        for path in layer_paths:
+            replaced[path] = model.get_submodule(path)
+            model.set_submodule(path, module)
+    return replaced
 
 
 def _assign(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
@@ -318,14 +384,16 @@ def _is_nonpersistent(model: nn.Module, name: str) -> bool:
 
 
 def fill_model(model: nn.Module, source: TensorSource, *, layers=(), aliases: dict[str, str] | None = None,
-               filled=(), skip=(), keep_nonpersistent: bool = False) -> None:
+               filled=(), skip=(), keep_nonpersistent: bool = False, checksums: dict[str, str] | None = None) -> None:
     """Assign every parameter and buffer of ``model`` from ``source`` after checking that the names,
     shapes and dtypes match (``layers``: quantized layer names, whose tensors must keep the exact
     dtype). A name not stored is taken from the stored name it is tied to, in the model (same
     tensor object) or by ``aliases`` (name -> stored name). Tensors of the modules in ``filled``
     are left as they are; stored names in ``skip`` are ignored. ``keep_nonpersistent``: the
     model's non-persistent buffers (which ordinary checkpoints never hold, e.g. rotary inv_freq)
-    are kept from the model when not stored. Nothing is assigned unless everything checks out."""
+    are kept from the model when not stored. ``checksums``: stored name -> ``checksum(tensor)``;
+    every stored tensor must have one and match it. Nothing is assigned unless everything checks
+    out."""
     aliases = aliases or {}
     filled = tuple(f"{m}." for m in filled)
     expected = {n: t for n, t in _all_tensors(model) if not n.startswith(filled)}
@@ -366,8 +434,18 @@ def fill_model(model: nn.Module, source: TensorSource, *, layers=(), aliases: di
         del tied_to[n]
     for name in stored:
         _check_tensor(name, source.meta(name), expected[name], where, layers)
-    for name in stored:
-        _assign(model, name, source.get(name))
+    loaded = {name: source.get(name) for name in stored}
+    if checksums is not None:
+        for name, t in loaded.items():
+            layer = name.rpartition(".")[0]
+            what = f"layer {layer}: " if layer in layers else ""
+            if name not in checksums:
+                raise CheckpointError(f"{where}: {what}{name} has no checksum in the config")
+            if checksum(t) != checksums[name]:
+                raise CheckpointError(f"{where}: {what}{name} does not match its checksum: the file is corrupt "
+                                      "(bytes changed since it was saved)")
+    for name, t in loaded.items():
+        _assign(model, name, t)
     for name, src in tied_to.items():
         _assign(model, name, _tensor_at(model, src))
     for name in kept:
@@ -397,6 +475,9 @@ def load_quantized(model: nn.Module, directory: str | os.PathLike, *, device=Non
     """
     directory = Path(directory)
     config_path, tensors_path = directory / CONFIG_FILE, directory / TENSORS_FILE
+    # All or nothing: on any failure the skeleton gets its modules and tensors back.
+    tensors_before = list(_all_tensors(model))
+    swapped: dict[str, nn.Module] = {}
     try:
         header = _read_header(config_path)
         if header["architecture"] != type(model).__name__:
@@ -409,8 +490,9 @@ def load_quantized(model: nn.Module, directory: str | os.PathLike, *, device=Non
             if save_id != header["save_id"]:
                 raise CheckpointError(f"{tensors_path} and {config_path} come from different saves "
                                       f"(save id {save_id!r} vs {header['save_id']!r})")
-            _swap_layers(model, header, config_path)
-            fill_model(model, src, layers=header["layers"], aliases=header["aliases"])
+            swapped = _swap_layers(model, header, config_path)
+            fill_model(model, src, layers=header["layers"], aliases=header["aliases"],
+                       checksums=header.get("checksums"))
         for name in header["layers"]:
             try:
                 model.get_submodule(name).validate()
@@ -418,8 +500,14 @@ def load_quantized(model: nn.Module, directory: str | os.PathLike, *, device=Non
                 raise CheckpointError(f"{tensors_path}: layer {name}: {e}") from None
         for name in header["layers"]:
             apply_prepack_choice(model.get_submodule(name), prepack)
-    except (CheckpointError, FileNotFoundError) as e:
-        raise type(e)(f"load_quantized: {e}") from None
+    except BaseException as e:
+        for path, module in swapped.items():
+            model.set_submodule(path, module)
+        for name, t in tensors_before:
+            _assign(model, name, t)
+        if isinstance(e, (CheckpointError, FileNotFoundError)):
+            raise type(e)(f"load_quantized: {e}") from None
+        raise
     # An inference checkpoint, like from_pretrained: a freshly built skeleton is in training mode
     # (dropout on).
     return model.eval()
