@@ -46,6 +46,8 @@ def _valid_calls():
     q4, s4, z4 = _int4()
     p4, sp4, zp4 = so.prepack_int4_weight(q4, s4, z4, group_size=32)
     p8, sp8 = so.prepack_int8_weight(q8, s8)
+    c4, cs4, cz4 = so.cpu_prepack_int4_weight(q4, s4, z4, group_size=32)
+    c8, cs8 = so.cpu_prepack_int8_weight(q8, s8)
     bias = torch.randn(16, dtype=F16)
     xq, xs = so.quantize_activation_int8(x)
     w, b = torch.randn(64, dtype=F16), torch.randn(64, dtype=F16)
@@ -71,6 +73,12 @@ def _valid_calls():
         "unprepack_int8_weight": [p8, sp8, 64],
         "w4a16_gemm_prepacked": [x, p4, sp4, zp4, 64, 32, bias],
         "w8a16_gemm_prepacked": [x, p8, sp8, 64, bias],
+        "cpu_prepack_int4_weight": [q4, s4, z4, 32],
+        "cpu_prepack_int8_weight": [q8, s8],
+        "cpu_unprepack_int4_weight": [c4, cs4, cz4, 16, 64, 32],
+        "cpu_unprepack_int8_weight": [c8, cs8, 16],
+        "w4a16_gemm_cpu_prepacked": [x, c4, cs4, cz4, 16, 32, bias],
+        "w8a16_gemm_cpu_prepacked": [x, c8, cs8, 16, bias],
         "layer_norm": [x, w, b, 1e-5],
         "add_layer_norm": [x, x.clone(), w, b, 1e-5],
         "layer_norm_quant": [x, w, b, 1e-5, scale],

@@ -22,7 +22,7 @@ void check_positive(const char* op, const char* what, int64_t v) {
 void check_layout_tensor(const char* op, const char* arg, const at::Tensor& t, at::ScalarType dtype,
                          at::IntArrayRef expected, const char* symbolic, const at::Tensor& ref,
                          const char* ref_name) {
-  check_dtype_of(op, arg, t, {dtype});
+  check_dtype(op, arg, t, {dtype});
   check_shape_is(op, arg, t, expected, symbolic, dtype_name(dtype));
   check_same_device(op, arg, t, ref, ref_name);
   check_contiguous(op, arg, t);
@@ -51,7 +51,7 @@ void check_int8_layout(const char* op, const at::Tensor& packed, const at::Tenso
 
 // x [..., K] float16/bfloat16, K > 0, stride(-1) == 1. Returns K.
 int64_t check_x(const char* op, const at::Tensor& x) {
-  check_dtype_of(op, "x", x, {at::kHalf, at::kBFloat16});
+  check_dtype(op, "x", x, {at::kHalf, at::kBFloat16});
   SQUASH_CHECK_VALUE(x.dim() >= 1 && x.size(-1) > 0, "squash::", op,
                     ": x must be [..., K] with K > 0, got shape ", x.sizes());
   check_last_dim_contiguous(op, "x", x);
@@ -67,7 +67,7 @@ void check_bias(const char* op, const std::optional<at::Tensor>& bias, int64_t n
 int64_t check_cpu_prepack_int4_args(const at::Tensor& qweight, const at::Tensor& scales,
                                     const std::optional<at::Tensor>& zeros, int64_t group_size) {
   const char* op = "cpu_prepack_int4_weight";
-  check_dtype_of(op, "qweight", qweight, {at::kByte});
+  check_dtype(op, "qweight", qweight, {at::kByte});
   SQUASH_CHECK_VALUE(qweight.dim() == 2 && qweight.size(0) > 0 && qweight.size(1) > 0, "squash::", op,
                     ": qweight must be a non-empty 2-D [N, K/2] uint8 (quantize_int4_weight), got shape ",
                     qweight.sizes());
@@ -79,11 +79,11 @@ int64_t check_cpu_prepack_int4_args(const at::Tensor& qweight, const at::Tensor&
 
 void check_cpu_prepack_int8_args(const at::Tensor& qweight, const at::Tensor& scales) {
   const char* op = "cpu_prepack_int8_weight";
-  check_dtype_of(op, "qweight", qweight, {at::kChar});
+  check_dtype(op, "qweight", qweight, {at::kChar});
   SQUASH_CHECK_VALUE(qweight.dim() == 2 && qweight.size(0) > 0 && qweight.size(1) > 0, "squash::", op,
                     ": qweight must be a non-empty 2-D [N, K] int8 (quantize_int8_weight), got shape ",
                     qweight.sizes());
-  check_dtype_of(op, "scales", scales, {at::kFloat, at::kHalf, at::kBFloat16});
+  check_dtype(op, "scales", scales, {at::kFloat, at::kHalf, at::kBFloat16});
   check_shape_is(op, "scales", scales, {qweight.size(0)}, "[N]", dtype_name(scales.scalar_type()));
   check_same_device(op, "scales", scales, qweight, "qweight");
 }

@@ -31,9 +31,9 @@ TORCH_LIBRARY(squash, m) {
 
   // ---- CPU prepacked weight-only GEMM (AVX2 / scalar kernels; layout in docs/FORMATS.md) ----
   m.def("cpu_prepack_int4_weight(Tensor qweight, Tensor scales, Tensor? zeros, int group_size) -> (Tensor packed, Tensor scales_packed, Tensor zeros_packed)");
-  m.def("cpu_unprepack_int4_weight(Tensor packed, Tensor scales_packed, Tensor? zeros_packed, int n, int k, int group_size) -> (Tensor qweight, Tensor scales, Tensor zeros)");
+  m.def("cpu_unprepack_int4_weight(Tensor packed, Tensor scales, Tensor? zeros, int n, int k, int group_size) -> (Tensor qweight, Tensor scales, Tensor zeros)");
   m.def("cpu_prepack_int8_weight(Tensor qweight, Tensor scales) -> (Tensor packed, Tensor scales_packed)");
-  m.def("cpu_unprepack_int8_weight(Tensor packed, Tensor scales_packed, int n) -> (Tensor qweight, Tensor scales)");
+  m.def("cpu_unprepack_int8_weight(Tensor packed, Tensor scales, int n) -> (Tensor qweight, Tensor scales)");
   m.def("w4a16_gemm_cpu_prepacked(Tensor x, Tensor packed, Tensor scales, Tensor? zeros, int n, int group_size, Tensor? bias=None) -> Tensor");
   m.def("w8a16_gemm_cpu_prepacked(Tensor x, Tensor packed, Tensor scales, int n, Tensor? bias=None) -> Tensor");
 

@@ -359,6 +359,113 @@ def w8a16_gemm_prepacked(x, packed, scales, k, bias) -> int:
     return n
 
 
+# ---- CPU prepacked weight-only GEMMs (cpu_woq_checks.cpp) ----
+
+WOQ_PANEL = 16  # csrc/kernels/cpu/woq.h kWoqPanel
+
+
+def _woq_panels(n: int) -> int:
+    return -(-n // WOQ_PANEL)
+
+
+def _positive(op: str, what: str, v: int) -> None:
+    if v <= 0:
+        fail(op, f"{what} must be > 0, got {v}")
+
+
+def _layout_tensor(op, arg, t, dtype, expected, symbolic, ref, ref_name) -> None:
+    check_dtype(op, arg, t, (dtype,))
+    check_shape_is(op, arg, t, expected, symbolic, dtype_name(dtype))
+    check_same_device(op, arg, t, ref, ref_name)
+    check_contiguous(op, arg, t)
+
+
+def _cpu_int4_layout(op, packed, scales, zeros, n, k, g, ref, ref_name) -> None:
+    p = _woq_panels(n)
+    _layout_tensor(op, "packed", packed, torch.uint8, (p, k, 8), "[ceil(n/16), K, 8] (from cpu_prepack_int4_weight)",
+                   ref, ref_name)
+    _layout_tensor(op, "scales", scales, torch.float32, (p, k // g, WOQ_PANEL), "[ceil(n/16), K/group_size, 16]",
+                   ref, ref_name)
+    if zeros is not None:
+        _layout_tensor(op, "zeros", zeros, torch.uint8, (p, k // g, WOQ_PANEL), "[ceil(n/16), K/group_size, 16]",
+                       ref, ref_name)
+
+
+def _cpu_int8_layout(op, packed, scales, n, k, ref, ref_name) -> None:
+    p = _woq_panels(n)
+    _layout_tensor(op, "packed", packed, torch.int8, (p, k, WOQ_PANEL), "[ceil(n/16), K, 16] (from cpu_prepack_int8_weight)",
+                   ref, ref_name)
+    _layout_tensor(op, "scales", scales, torch.float32, (p, WOQ_PANEL), "[ceil(n/16), 16]", ref, ref_name)
+
+
+def _cpu_x(op: str, x) -> int:
+    check_dtype(op, "x", x, HALF)
+    if x.dim() < 1 or x.shape[-1] == 0:
+        fail(op, f"x must be [..., K] with K > 0, got shape {shape(x)}")
+    check_last_dim_contiguous(op, "x", x)
+    return x.shape[-1]
+
+
+def _cpu_bias(op, bias, n, x) -> None:
+    if bias is not None:
+        _layout_tensor(op, "bias", bias, x.dtype, (n,), "[n]", x, "x")
+
+
+def cpu_prepack_int4_weight(qweight, scales, zeros, group_size) -> int:
+    op = "cpu_prepack_int4_weight"
+    check_dtype(op, "qweight", qweight, (torch.uint8,))
+    if qweight.dim() != 2 or qweight.shape[0] == 0 or qweight.shape[1] == 0:
+        fail(op, f"qweight must be a non-empty 2-D [N, K/2] uint8 (quantize_int4_weight), got shape {shape(qweight)}")
+    n, k = qweight.shape[0], 2 * qweight.shape[1]
+    g = check_int4_group_size(op, group_size, k)
+    check_int4_weight(op, qweight, scales, zeros, n, k, g, FLOATS)
+    return g
+
+
+def cpu_prepack_int8_weight(qweight, scales) -> None:
+    op = "cpu_prepack_int8_weight"
+    check_dtype(op, "qweight", qweight, (torch.int8,))
+    if qweight.dim() != 2 or qweight.shape[0] == 0 or qweight.shape[1] == 0:
+        fail(op, f"qweight must be a non-empty 2-D [N, K] int8 (quantize_int8_weight), got shape {shape(qweight)}")
+    check_dtype(op, "scales", scales, FLOATS)
+    check_shape_is(op, "scales", scales, (qweight.shape[0],), "[N]", dtype_name(scales.dtype))
+    check_same_device(op, "scales", scales, qweight, "qweight")
+
+
+def cpu_unprepack_int4_weight(packed, scales, zeros, n, k, group_size) -> int:
+    op = "cpu_unprepack_int4_weight"
+    _positive(op, "n", n)
+    _positive(op, "k", k)
+    g = check_int4_group_size(op, group_size, k)
+    _cpu_int4_layout(op, packed, scales, zeros, n, k, g, packed, "packed")
+    return g
+
+
+def cpu_unprepack_int8_weight(packed, scales, n) -> None:
+    op = "cpu_unprepack_int8_weight"
+    _positive(op, "n", n)
+    if packed.dim() != 3:
+        fail(op, f"packed must be 3-D [ceil(n/16), K, 16] int8, got shape {shape(packed)}")
+    _cpu_int8_layout(op, packed, scales, n, packed.shape[1], packed, "packed")
+
+
+def w4a16_gemm_cpu_prepacked(x, packed, scales, zeros, n, group_size, bias) -> None:
+    op = "w4a16_gemm_cpu_prepacked"
+    k = _cpu_x(op, x)
+    _positive(op, "n", n)
+    g = check_int4_group_size(op, group_size, k)
+    _cpu_int4_layout(op, packed, scales, zeros, n, k, g, x, "x")
+    _cpu_bias(op, bias, n, x)
+
+
+def w8a16_gemm_cpu_prepacked(x, packed, scales, n, bias) -> None:
+    op = "w8a16_gemm_cpu_prepacked"
+    k = _cpu_x(op, x)
+    _positive(op, "n", n)
+    _cpu_int8_layout(op, packed, scales, n, k, x, "x")
+    _cpu_bias(op, bias, n, x)
+
+
 # ---- norms (norm_checks.cpp) ----
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from . import _checks
+
 __all__ = [
     "cpu_prepack_int4_weight",
     "cpu_unprepack_int4_weight",
@@ -115,6 +117,7 @@ def _groups(group_size: int, k: int) -> int:
 
 @torch.library.register_fake("squash::cpu_prepack_int4_weight")
 def _(qweight, scales, zeros, group_size):
+    _checks.cpu_prepack_int4_weight(qweight, scales, zeros, group_size)
     n, k = qweight.shape[0], 2 * qweight.shape[1]
     p, groups = _panels(n), _groups(group_size, k)
     return (
@@ -126,26 +129,31 @@ def _(qweight, scales, zeros, group_size):
 
 @torch.library.register_fake("squash::cpu_unprepack_int4_weight")
 def _(packed, scales, zeros, n, k, group_size):
+    _checks.cpu_unprepack_int4_weight(packed, scales, zeros, n, k, group_size)
     groups = _groups(group_size, k)
     return packed.new_empty((n, k // 2)), scales.new_empty((n, groups)), packed.new_empty((n, groups))
 
 
 @torch.library.register_fake("squash::cpu_prepack_int8_weight")
 def _(qweight, scales):
+    _checks.cpu_prepack_int8_weight(qweight, scales)
     n, k = qweight.shape
     return qweight.new_empty((_panels(n), k, _PANEL)), qweight.new_empty((_panels(n), _PANEL), dtype=torch.float32)
 
 
 @torch.library.register_fake("squash::cpu_unprepack_int8_weight")
 def _(packed, scales, n):
+    _checks.cpu_unprepack_int8_weight(packed, scales, n)
     return packed.new_empty((n, packed.shape[1])), scales.new_empty((n,))
 
 
 @torch.library.register_fake("squash::w4a16_gemm_cpu_prepacked")
 def _(x, packed, scales, zeros, n, group_size, bias=None):
+    _checks.w4a16_gemm_cpu_prepacked(x, packed, scales, zeros, n, group_size, bias)
     return x.new_empty((*x.shape[:-1], n))
 
 
 @torch.library.register_fake("squash::w8a16_gemm_cpu_prepacked")
 def _(x, packed, scales, n, bias=None):
+    _checks.w8a16_gemm_cpu_prepacked(x, packed, scales, n, bias)
     return x.new_empty((*x.shape[:-1], n))
