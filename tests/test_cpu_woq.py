@@ -122,6 +122,20 @@ def test_gemm_leading_dims_strided_rows_and_empty(fmt, isa):
         assert _gemm(fmt, x[:, :0], packed, n).shape == (2, 0, n)
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("fmt", [FORMATS[0], ("int4", -1, False)], ids=_fmt_id)
+def test_gemm_several_panel_blocks_and_row_tiles(fmt, isa):
+    """N = 300 at K = 4104: the AVX2 kernel walks 19 panels in blocks of <= 256 KiB of weights
+    (int8: 4 panels, int4: 8) and M = 9 in row tiles of 4, 4, 1 inside each block."""
+    n, k, dtype = 300, 4104, torch.float16
+    wts, w64 = make_weights(fmt, n, k, dtype, torch.float32)
+    packed = _prepack(fmt, wts)
+    x = torch.randn(9, k).to(dtype)
+    ref, err32 = ref_linear(x, w64, None)
+    with so.cpu.use_isa(isa):
+        assert_close_to_ref(_gemm(fmt, x, packed, n), ref, err32, dtype)
+
+
 @pytest.mark.parametrize("fmt", FORMATS, ids=_fmt_id)
 def test_paths_agree_with_canonical_op(fmt):
     """Scalar path, AVX2 path and the canonical CPU op all within the float32 bound of each other's
