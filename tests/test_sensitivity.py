@@ -48,12 +48,11 @@ def _make_sensitive(model, name, outlier):
 
 def _apply_plan(model, plan, batches=None):
     """The plan applied the way a user does: a copy, replace_linear with the plan as overrides,
-    then calibrate when static W8A8 layers need scales. Canonical layout (prepack=False): the
-    layout the analysis evaluates (its exact reference ops); the CPU-prepacked default computes
-    the same function up to float32 summation order (tests/test_quant_prepacked.py)."""
+    then calibrate when static W8A8 layers need scales. replace_linear's default layout, which
+    the analysis evaluates too (prepacked on the CPU), so the verified numbers must match exactly."""
     model = copy.deepcopy(model)
     config = next(c for c in plan.values() if c is not None)
-    report = replace_linear(model, config, overrides=plan, prepack=False)
+    report = replace_linear(model, config, overrides=plan)
     assert set(report.replaced) == {n for n, c in plan.items() if c is not None}
     if batches is not None:
         calibrate(model, batches, progress=False)
