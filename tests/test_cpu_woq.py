@@ -157,6 +157,27 @@ def test_paths_agree_with_canonical_op(fmt):
         assert (out.double() - canon.double()).abs().max() <= 2 * (err32 + 2.0**-11 * ref.abs()).max()
 
 
+@pytest.mark.parametrize("fmt", FORMATS, ids=_fmt_id)
+def test_prefill_rows_take_the_dequantized_gemm(fmt):
+    """Above 128 rows the op dequantizes once and runs ATen's float32 GEMM: the canonical op's
+    exact arithmetic (bit-identical to it), and within the float32 bound of float64 at 129 rows
+    (just past the switch) and 200."""
+    n, k, dtype = 40, _k_for(fmt), torch.bfloat16
+    wts, w64 = make_weights(fmt, n, k, dtype, torch.float32)
+    packed = _prepack(fmt, wts)
+    bias = torch.randn(n).to(dtype)
+    for m in (129, 200):
+        x = torch.randn(m, k).to(dtype)
+        out = _gemm(fmt, x, packed, n, bias)
+        if fmt[0] == "int8":
+            canon = so.w8a16_gemm(x, wts["qweight"], wts["scales"], bias=bias)
+        else:
+            canon = so.w4a16_gemm(x, wts["qweight"], wts["scales"], wts["zeros"], fmt[1], bias=bias)
+        assert torch.equal(out, canon)
+        ref, err32 = ref_linear(x, w64, bias)
+        assert_close_to_ref(out, ref, err32, dtype)
+
+
 # ---------------------------------------------------------------- opcheck and bad input
 def _opcheck_cases():
     n, k = 24, 128

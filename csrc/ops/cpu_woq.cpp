@@ -11,9 +11,11 @@
 #include <algorithm>
 #include <optional>
 #include <tuple>
+#include <vector>
 
 #include "kernels/cpu/woq.h"
 #include "ops/cpu_woq.h"
+#include "ops/formats.h"
 
 namespace squash {
 namespace {
@@ -117,9 +119,31 @@ at::Tensor finish(const Problem& p, const at::Tensor& x, int64_t n) {
   return p.out.to(x.scalar_type()).reshape(shape);
 }
 
+// Above this many rows (prefill) the weight is dequantized once to float32 and the product runs
+// in ATen's float32 GEMM (MKL / oneDNN): the dequantization is O(N K) against the GEMM's
+// O(M N K), and the register-tile kernels are built for decode-size M. Measured on one Zen 3 core
+// (tiny Llama prefill, 4 x 64 tokens, hidden 512 / 1536): the W4A16 kernel 0.53x torch fp32 at
+// M = 256, while up to M = 64 it stays at ~1x or above (cpu_woq suite).
+constexpr int64_t kDequantGemmRows = 128;
+
+at::Tensor dequantized_gemm(const at::Tensor& x, const at::Tensor& w, int64_t n, const OptTensor& bias) {
+  const at::Tensor x2 = x.reshape({-1, x.size(-1)}).to(at::kFloat);
+  at::Tensor out = bias ? at::addmm(bias->to(at::kFloat), x2, w.t()) : at::mm(x2, w.t());
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = n;
+  return out.to(x.scalar_type()).reshape(shape);
+}
+
+int64_t rows_of(const at::Tensor& x) { return x.numel() / x.size(-1); }
+
 at::Tensor w4a16_gemm_cpu_prepacked(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales,
                                     const OptTensor& zeros, int64_t n, int64_t group_size, const OptTensor& bias) {
   const int64_t g = check_w4a16_cpu_prepacked_args(x, packed, scales, zeros, n, group_size, bias);
+  if (rows_of(x) > kDequantGemmRows) {
+    const auto [q, s, z] = cpu_unprepack_int4_weight(packed, scales, zeros, n, x.size(-1), group_size);
+    return dequantized_gemm(x, cpu::dequantize_int4(q, s, zeros ? std::optional<at::Tensor>(z) : std::nullopt, g),
+                            n, bias);
+  }
   Problem p = make_problem(x, n, bias);
   if (p.pr.m > 0) {
     const int64_t K = x.size(-1);
@@ -134,6 +158,10 @@ at::Tensor w4a16_gemm_cpu_prepacked(const at::Tensor& x, const at::Tensor& packe
 at::Tensor w8a16_gemm_cpu_prepacked(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales,
                                     int64_t n, const OptTensor& bias) {
   check_w8a16_cpu_prepacked_args(x, packed, scales, n, bias);
+  if (rows_of(x) > kDequantGemmRows) {
+    const auto [q, s] = cpu_unprepack_int8_weight(packed, scales, n);
+    return dequantized_gemm(x, cpu::dequantize_int8(q, s), n, bias);
+  }
   Problem p = make_problem(x, n, bias);
   if (p.pr.m > 0) {
     const int64_t K = x.size(-1);
