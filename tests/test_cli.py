@@ -177,6 +177,27 @@ def test_quantize_minilm_static(capsys, tmp_path):
     assert rc == 2 and "is not a directory written by squash quantize" in out
 
 
+def test_quantize_minilm_migrated(capsys, tmp_path):
+    """--migrate writes the gamma-migrated W8A8 model (static scales, fused norm -> int8, scaled
+    residuals); eval --quantized reads it back with the same embedding cosine as migrating in memory."""
+    _minilm_path()
+    out_dir = tmp_path / "q"
+    rc, out = _run(capsys, "quantize", "--activation", "static", "--migrate", "-o", out_dir)
+    assert rc == 0, out
+    assert "gamma migration (max_shift=4)" in out and "norms with a fused int8 output: 11/11" in out
+    header = json.loads((out_dir / "squash_config.json").read_text())
+    migrated = [s for s in header["norms"].values() if s["module"] == "MigratedNorm"]
+    assert len(migrated) == 11 and all(s["act_quant"] == "static" for s in migrated)
+    assert len(header["residual_outputs"]) == 11
+    rc, saved = _run(capsys, "eval", "--quantized", out_dir, "--samples", "8")
+    rc2, here = _run(capsys, "eval", "--activation", "static", "--migrate", "--samples", "8")
+    assert rc == rc2 == 0, saved + here
+    metric = "sentence embedding cosine, mean"
+    assert _value(saved, metric) == _value(here, metric)
+    rc, out = _run(capsys, "quantize", "--scheme", "w4a16", "--migrate", "-o", tmp_path / "w4")
+    assert rc == 2 and "--migrate (gamma migration, fused norm -> int8) is for W8A8" in out
+
+
 def test_bench_without_gpu(capsys, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a GPU is here: bench would run the suites")

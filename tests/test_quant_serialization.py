@@ -155,8 +155,8 @@ def test_corrupt_files(saved, tmp_path):
 
 
 @pytest.mark.parametrize("edit,message", [
-    (lambda h: h.update(format_version=2),
-     r"squash_config.json has format_version 2; this squash_ops \(0.1.0\) reads version 1; upgrade squash_ops"),
+    (lambda h: h.update(format_version=3),
+     r"squash_config.json has format_version 3; this squash_ops \(0.1.0\) reads versions 1, 2; upgrade squash_ops"),
     (lambda h: h.update(format="gptq"), r"squash_config.json is not a squash_ops quantized-model config \(format 'gptq'\)"),
     (lambda h: h["layers"][Q]["config"].update(scheme="w3a16"),
      rf"squash_config.json: layer {Q}: it is a 'W8A16Linear' layer \(scheme 'w3a16'\), which squash_ops 0.1.0 "
