@@ -184,11 +184,11 @@ def test_quantize_minilm_migrated(capsys, tmp_path):
     out_dir = tmp_path / "q"
     rc, out = _run(capsys, "quantize", "--activation", "static", "--migrate", "-o", out_dir)
     assert rc == 0, out
-    assert "gamma migration (max_shift=4)" in out and "norms with a fused int8 output: 11/11" in out
+    assert "gamma migration (max_shift=4)" in out and "norms with a fused int8 output: 12/12" in out
     header = json.loads((out_dir / "squash_config.json").read_text())
     migrated = [s for s in header["norms"].values() if s["module"] == "MigratedNorm"]
-    assert len(migrated) == 11 and all(s["act_quant"] == "static" for s in migrated)
-    assert len(header["residual_outputs"]) == 11
+    assert len(migrated) == 12 and all(s["act_quant"] == "static" for s in migrated)
+    assert len(header["residual_outputs"]) == 12
     rc, saved = _run(capsys, "eval", "--quantized", out_dir, "--samples", "8")
     rc2, here = _run(capsys, "eval", "--activation", "static", "--migrate", "--samples", "8")
     assert rc == rc2 == 0, saved + here

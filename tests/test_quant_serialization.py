@@ -183,7 +183,7 @@ def test_bad_config_file(saved, tmp_path, edit, message):
      rf"layer {UP}: {UP}.qweight has dtype int8, the model expects uint8"),
     (lambda t: t.pop(f"{UP}.zeros"),
      rf"misses tensors the model needs: {UP}.zeros \(layers {UP}\)"),
-    (lambda t: t.pop("model.norm.weight"), r"misses tensors the model needs: model.norm.weight$"),
+    (lambda t: t.pop("model.norm.weight"), r"misses tensors the model needs: model.norm.weight \(layers model.norm\)$"),
     (lambda t: t.update({"model.extra": torch.zeros(3)}), r"holds tensors the model does not have: model.extra"),
     (lambda t: t.update({"model.norm.weight": t["model.norm.weight"][:64].clone()}),
      r"model.norm.weight has shape \[64\], the model expects \[128\]"),
