@@ -8,12 +8,20 @@ A directory holds:
   (tied embeddings) is stored once.
 - ``squash_config.json``: format name and version, the model class, and per quantized layer its
   scheme config, sizes, bias, compute dtype and optional buffers (a static scale, an input
-  permutation); the shared-tensor aliases; a SHA-256 of every stored tensor's bytes (``checksums``),
+  permutation); per norm its kind of module (``norms``: a float ``LayerNorm`` / ``*RMSNorm`` by
+  class name, or a ``MigratedNorm`` with its kind, eps, width, which of weight / bias it holds and
+  its fused int8 output: none, per token, or static with the scale of the named W8A8 consumer);
+  the post-norm block outputs that scale their residual back (``residual_outputs``); the
+  shared-tensor aliases; a SHA-256 of every stored tensor's bytes (``checksums``),
   so a flipped byte is caught at load; a save id that the safetensors metadata repeats, so files
   from two different saves are never mixed. Checkpoints written before checksums existed (no
   ``checksums`` key) still load, with a warning that their tensors cannot be verified.
 - ``config.json`` when the model has a Hugging Face config, so the skeleton can be rebuilt from the
   directory alone (``AutoConfig.from_pretrained(directory)``).
+
+Format version 2 added ``norms`` and ``residual_outputs`` (so a gamma-migrated W8A8 model from
+``squash_ops.migration.quantize_w8a8`` round-trips); version 1 files, which have neither, load as
+before.
 
 ``load_quantized(skeleton, directory)`` checks every entry of the config (types, sizes, schemes this
 version can rebuild), swaps the skeleton's layers for empty quantized modules (on the meta device),
@@ -43,7 +51,9 @@ from .config import config_from_dict, config_to_dict
 from .linear import MODULES, _QuantLinear, apply_prepack_choice, empty_quantized_linear
 
 FORMAT = "squash_ops.quantized"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Version 1 is version 2 without "norms" and "residual_outputs" (no migrated model could be saved).
+READ_VERSIONS = (1, 2)
 CONFIG_FILE = "squash_config.json"
 TENSORS_FILE = "squash_model.safetensors"
 _SAFETENSORS_DTYPES = {
@@ -79,6 +89,48 @@ def _layer_spec(module: _QuantLinear) -> dict:
         "compute_dtype": None if compute is None else _dtype_name(compute),
         "optional_buffers": sorted(n for n in module.optional_buffers() if getattr(module, n) is not None),
     }
+
+
+def _is_float_norm(module: nn.Module) -> bool:
+    # The norms gamma migration converts (migration.transform._norm_params) and nothing else.
+    return isinstance(module, nn.LayerNorm) or (type(module).__name__.endswith("RMSNorm") and hasattr(module, "weight"))
+
+
+def _norm_width(module: nn.Module) -> int | None:
+    """The hidden size of a float norm or MigratedNorm (None: neither)."""
+    from ..migration.norm import MigratedNorm
+
+    if isinstance(module, MigratedNorm):
+        return module.factor.numel()
+    if isinstance(module, nn.LayerNorm):
+        return module.normalized_shape[-1]
+    return module.weight.shape[-1] if _is_float_norm(module) else None
+
+
+def _norm_specs(model: nn.Module) -> tuple[dict, dict]:
+    """(``norms``, ``residual_outputs``) entries of squash_config.json for ``model``."""
+    # Imported here: squash_ops.migration imports squash_ops.quant.
+    from ..migration.norm import MigratedNorm, ResidualScaledOutput
+
+    path_of: dict[int, str] = {}
+    for name, m in model.named_modules():
+        path_of.setdefault(id(m), name)
+    norms, residual = {}, {}
+    for name, m in model.named_modules():
+        if isinstance(m, MigratedNorm):
+            scale_from = None
+            if m._scale_from:
+                if id(m._scale_from[0]) not in path_of:
+                    raise ValueError(f"save_quantized: {name} takes its static scale from a layer outside the model")
+                scale_from = path_of[id(m._scale_from[0])]
+            norms[name] = {"module": "MigratedNorm", "kind": m.kind, "eps": m.eps, "hidden": m.factor.numel(),
+                           "weight": m.weight is not None, "bias": m.bias is not None,
+                           "act_quant": m.act_quant, "scale_from": scale_from}
+        elif _is_float_norm(m):
+            norms[name] = {"module": type(m).__name__}
+        elif isinstance(m, ResidualScaledOutput):
+            residual[name] = {"module": "ResidualScaledOutput", "hidden": m.residual_scale.numel()}
+    return norms, residual
 
 
 def _all_tensors(model: nn.Module):
@@ -121,6 +173,7 @@ def save_quantized(model: nn.Module, directory: str | os.PathLike) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     layers = {name: _layer_spec(m) for name, m in model.named_modules() if isinstance(m, _QuantLinear)}
+    norms, residual_outputs = _norm_specs(model)
     tensors: dict[str, torch.Tensor] = {}
     aliases: dict[str, str] = {}
     first_name: dict[int, str] = {}
@@ -147,7 +200,7 @@ def save_quantized(model: nn.Module, directory: str | os.PathLike) -> Path:
     header = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "squash_ops_version": __version__,
         "save_id": save_id, "architecture": type(model).__name__, "tensors": TENSORS_FILE,
-        "layers": layers, "aliases": aliases, "checksums": {n: checksum(t) for n, t in tensors.items()},
+        "layers": layers, "norms": norms, "residual_outputs": residual_outputs, "aliases": aliases, "checksums": {n: checksum(t) for n, t in tensors.items()},
     }
     _atomic_write(directory / TENSORS_FILE, lambda p: save_file(
         tensors, p, metadata={"format": "pt", "squash_format_version": str(FORMAT_VERSION), "save_id": save_id}))
@@ -169,18 +222,22 @@ def _read_header(path: Path) -> dict:
         raise CheckpointError(f"{path} is not a squash_ops quantized-model config "
                               f"(format {header.get('format') if isinstance(header, dict) else None!r})")
     version = header.get("format_version")
-    if version != FORMAT_VERSION:
+    if type(version) is not int or version not in READ_VERSIONS:
         newer = isinstance(version, int) and version > FORMAT_VERSION
         raise CheckpointError(
             f"{path} has format_version {version!r}; this squash_ops ({__version__}) reads "
-            f"version {FORMAT_VERSION}" + ("; upgrade squash_ops" if newer else "")
+            f"versions {', '.join(map(str, READ_VERSIONS))}" + ("; upgrade squash_ops" if newer else "")
         )
-    for key, kind in (("layers", dict), ("aliases", dict), ("architecture", str), ("save_id", str)):
+    header.setdefault("norms", {})
+    header.setdefault("residual_outputs", {})
+    for key, kind in (("layers", dict), ("norms", dict), ("residual_outputs", dict), ("aliases", dict),
+                      ("architecture", str), ("save_id", str)):
         if not isinstance(header.get(key), kind):
             raise CheckpointError(f"{path}: '{key}' is missing or not a {kind.__name__}")
-    for name, spec in header["layers"].items():
-        if not isinstance(spec, dict):
-            raise CheckpointError(f"{path}: layer {name}: its entry must be an object, got {type(spec).__name__}")
+    for key in ("layers", "norms", "residual_outputs"):
+        for name, spec in header[key].items():
+            if not isinstance(spec, dict):
+                raise CheckpointError(f"{path}: layer {name}: its entry must be an object, got {type(spec).__name__}")
     for key in ("aliases", "checksums"):
         entries = header.get(key, {})
         if not isinstance(entries, dict) or not all(isinstance(v, str) for v in entries.values()):
@@ -250,19 +307,114 @@ def _empty_layer(spec: dict, name: str, where: Path) -> _QuantLinear:
     return module
 
 
-def _swap_layers(model: nn.Module, header: dict, where: Path) -> dict[str, nn.Module]:
-    """Checks every layer entry, then puts an empty quantized module at each layer's paths.
-    Returns path -> the module that was there (to undo the swap)."""
+_ACT_QUANT = (None, "dynamic", "static")
+
+
+def _empty_norm(spec: dict, current: nn.Module, name: str, where: Path) -> nn.Module | None:
+    """The empty (meta) ``MigratedNorm`` a ``norms`` entry describes, or None for a float norm
+    (the skeleton's own, after checking that it is the same class). Its fused int8 output is set
+    once the layers are loaded (``_set_act_quant``)."""
+    from ..migration.norm import MigratedNorm
+
+    def bad(msg):
+        raise CheckpointError(f"{where}: layer {name}: {msg}")
+
+    width = _norm_width(current)
+    if width is None:
+        bad(f"is a {type(current).__name__} in the model, not a norm")
+    module = spec.get("module")
+    if module != "MigratedNorm":
+        if module != type(current).__name__:
+            bad(f"is a {module!r} in the checkpoint but a {type(current).__name__} in the model")
+        return None
+    for key in ("kind", "eps", "hidden", "weight", "bias", "act_quant", "scale_from"):
+        if key not in spec:
+            bad(f"the entry has no {key!r}")
+    eps, hidden = spec["eps"], spec["hidden"]
+    if type(hidden) is not int or hidden != width:
+        bad(f"hidden is {hidden!r} in the checkpoint but {width} in the model")
+    if type(eps) not in (int, float) or not 0 < eps < float("inf"):
+        bad(f"eps must be a finite positive number, got {eps!r}")
+    for key in ("weight", "bias"):
+        if type(spec[key]) is not bool:
+            bad(f"{key} must be true or false, got {spec[key]!r}")
+    if spec["act_quant"] not in _ACT_QUANT:
+        bad(f"act_quant must be null, 'dynamic' or 'static', got {spec['act_quant']!r}")
+    scale_from = spec["scale_from"]
+    if not (scale_from is None or isinstance(scale_from, str)) or (spec["act_quant"] == "static") != (scale_from is not None):
+        bad(f"scale_from must name a W8A8 layer when act_quant is static and be null otherwise, "
+            f"got {spec['scale_from']!r}")
+    empty = lambda present: torch.empty(hidden, device="meta") if present else None  # noqa: E731
+    try:
+        return MigratedNorm(spec["kind"], eps, empty(spec["weight"]), empty(spec["bias"]), empty(True))
+    except ValueError as e:
+        bad(str(e))
+
+
+def _empty_residual_output(spec: dict, current: nn.Module, name: str, where: Path) -> nn.Module:
+    """The ``ResidualScaledOutput`` a ``residual_outputs`` entry describes, wrapped around the
+    skeleton's block (its submodules, so their paths and entries stay as they are)."""
+    from ..migration.norm import ResidualScaledOutput
+
+    if spec.get("module") != "ResidualScaledOutput":
+        raise CheckpointError(f"{where}: layer {name}: a {spec.get('module')!r} block output, which squash_ops "
+                              f"{__version__} cannot rebuild (it knows ResidualScaledOutput); was it saved by a "
+                              "newer squash_ops? Upgrade to load it")
+    try:
+        module = ResidualScaledOutput(current, torch.empty(0, device="meta"))
+    except ValueError as e:
+        raise CheckpointError(f"{where}: layer {name}: {e}") from None
+    width = _norm_width(module.LayerNorm)
+    if type(spec.get("hidden")) is not int or spec["hidden"] != width:
+        raise CheckpointError(f"{where}: layer {name}: hidden is {spec.get('hidden')!r} in the checkpoint but "
+                              f"{width} in the model")
+    module.residual_scale = torch.empty(width, device="meta")
+    return module
+
+
+def _set_act_quant(model: nn.Module, header: dict, where: Path) -> None:
+    """Give each loaded ``MigratedNorm`` its fused int8 output, static ones reading the scale of
+    their consumer as ``fuse_norm_quant`` left them."""
+    from .linear import W8A8Linear
+
+    for name, spec in header["norms"].items():
+        if spec["module"] != "MigratedNorm" or spec["act_quant"] is None:
+            continue
+        source = spec["scale_from"]
+        consumer = model.get_submodule(source) if source in header["layers"] else None
+        if source is not None and not (isinstance(consumer, W8A8Linear) and consumer.config.activation == "static"
+                                       and consumer.input_scale is not None):
+            raise CheckpointError(f"{where}: layer {name}: its static int8 output takes the scale of {source!r}, "
+                                  "which is not a calibrated static W8A8 layer of the checkpoint")
+        model.get_submodule(name).set_act_quant(spec["act_quant"], consumer)
+
+
+def _swap_modules(model: nn.Module, header: dict, where: Path) -> dict[str, nn.Module]:
+    """Checks every entry, then puts the module it describes at its paths: block outputs first,
+    then the norms and layers inside them (their paths run through the new block output).
+    Returns path -> the module that was there, in swap order (to undo the swap)."""
     paths: dict[int, list[str]] = {}
     for name, m in model.named_modules(remove_duplicate=False):
         paths.setdefault(id(m), []).append(name)
-    swaps: list[tuple[list[str], _QuantLinear]] = []
-    for name, spec in header["layers"].items():
+
+    def current_at(name):
         try:
-            current = model.get_submodule(name)
+            return model.get_submodule(name)
         except AttributeError:
             raise CheckpointError(f"{where}: layer {name} is not in the model "
                                   f"({type(model).__name__}); was it built from the same config?") from None
+
+    swaps: list[tuple[list[str], nn.Module]] = []
+    for name, spec in header["residual_outputs"].items():
+        current = current_at(name)
+        swaps.append((paths[id(current)], _empty_residual_output(spec, current, name, where)))
+    for name, spec in header["norms"].items():
+        current = current_at(name)
+        module = _empty_norm(spec, current, name, where)
+        if module is not None:
+            swaps.append((paths[id(current)], module))
+    for name, spec in header["layers"].items():
+        current = current_at(name)
         module = _empty_layer(spec, name, where)
         if not isinstance(current, (nn.Linear, _QuantLinear)):
             raise CheckpointError(f"{where}: layer {name} is a {type(current).__name__} in the "
@@ -358,9 +510,9 @@ class TensorSource:
         self.close()
 
 
-def _check_tensor(name: str, got: torch.Tensor, expected: torch.Tensor, where: str, layers) -> None:
+def _check_tensor(name: str, got: torch.Tensor, expected: torch.Tensor, where: str, layers, named) -> None:
     layer = name.rpartition(".")[0]
-    what = f"layer {layer}: " if layer in layers else ""
+    what = f"layer {layer}: " if layer in named else ""
     if tuple(got.shape) != tuple(expected.shape):
         raise CheckpointError(f"{where}: {what}{name} has shape {list(got.shape)}, the model "
                               f"expects {list(expected.shape)}")
@@ -384,7 +536,8 @@ def _is_nonpersistent(model: nn.Module, name: str) -> bool:
 
 
 def fill_model(model: nn.Module, source: TensorSource, *, layers=(), aliases: dict[str, str] | None = None,
-               filled=(), skip=(), keep_nonpersistent: bool = False, checksums: dict[str, str] | None = None) -> None:
+               filled=(), skip=(), keep_nonpersistent: bool = False, checksums: dict[str, str] | None = None,
+               modules=()) -> None:
     """Assign every parameter and buffer of ``model`` from ``source`` after checking that the names,
     shapes and dtypes match (``layers``: quantized layer names, whose tensors must keep the exact
     dtype). A name not stored is taken from the stored name it is tied to, in the model (same
@@ -392,9 +545,11 @@ def fill_model(model: nn.Module, source: TensorSource, *, layers=(), aliases: di
     are left as they are; stored names in ``skip`` are ignored. ``keep_nonpersistent``: the
     model's non-persistent buffers (which ordinary checkpoints never hold, e.g. rotary inv_freq)
     are kept from the model when not stored. ``checksums``: stored name -> ``checksum(tensor)``;
-    every stored tensor must have one and match it. Nothing is assigned unless everything checks
-    out."""
+    every stored tensor must have one and match it. ``modules``: other module names the checkpoint
+    describes (norms, block outputs), named in errors as ``layers`` are, their float tensors free
+    to take the stored dtype. Nothing is assigned unless everything checks out."""
     aliases = aliases or {}
+    named = set(layers) | set(modules)
     filled = tuple(f"{m}." for m in filled)
     expected = {n: t for n, t in _all_tensors(model) if not n.startswith(filled)}
     stored = [n for n in source.names() if n not in skip]
@@ -404,7 +559,7 @@ def fill_model(model: nn.Module, source: TensorSource, *, layers=(), aliases: di
     where = source.label
 
     def listing(names):
-        owners = sorted({n.rpartition(".")[0] for n in names if n.rpartition(".")[0] in layers})
+        owners = sorted({n.rpartition(".")[0] for n in names if n.rpartition(".")[0] in named})
         return (f"{', '.join(names[:8])}{' ...' if len(names) > 8 else ''}"
                 + (f" (layers {', '.join(owners)})" if owners else ""))
 
@@ -433,12 +588,12 @@ def fill_model(model: nn.Module, source: TensorSource, *, layers=(), aliases: di
     for n in kept:
         del tied_to[n]
     for name in stored:
-        _check_tensor(name, source.meta(name), expected[name], where, layers)
+        _check_tensor(name, source.meta(name), expected[name], where, layers, named)
     loaded = {name: source.get(name) for name in stored}
     if checksums is not None:
         for name, t in loaded.items():
             layer = name.rpartition(".")[0]
-            what = f"layer {layer}: " if layer in layers else ""
+            what = f"layer {layer}: " if layer in named else ""
             if name not in checksums:
                 raise CheckpointError(f"{where}: {what}{name} has no checksum in the config")
             if checksum(t) != checksums[name]:
@@ -490,14 +645,16 @@ def load_quantized(model: nn.Module, directory: str | os.PathLike, *, device=Non
             if save_id != header["save_id"]:
                 raise CheckpointError(f"{tensors_path} and {config_path} come from different saves "
                                       f"(save id {save_id!r} vs {header['save_id']!r})")
-            swapped = _swap_layers(model, header, config_path)
+            swapped = _swap_modules(model, header, config_path)
             fill_model(model, src, layers=header["layers"], aliases=header["aliases"],
-                       checksums=header.get("checksums"))
+                       checksums=header.get("checksums"),
+                       modules=[*header["norms"], *header["residual_outputs"]])
         for name in header["layers"]:
             try:
                 model.get_submodule(name).validate()
             except ValueError as e:
                 raise CheckpointError(f"{tensors_path}: layer {name}: {e}") from None
+        _set_act_quant(model, header, config_path)
         for name in header["layers"]:
             apply_prepack_choice(model.get_submodule(name), prepack)
     except BaseException as e:
