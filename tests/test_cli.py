@@ -259,13 +259,51 @@ def test_bad_inputs(capsys, tmp_path, text_file, llama_dir):
     no_tok = tmp_path / "no_tokenizer"
     shutil.copytree(llama_dir, no_tok, ignore=shutil.ignore_patterns("tokenizer*", "vocab.txt", "special_*"))
     rc, out = _run(capsys, "sensitivity", no_tok, "--text-file", text_file)
-    assert rc == 2 and "no usable tokenizer in" in out
+    assert rc == 2 and "no tokenizer files in" in out
     with pytest.raises(SystemExit):
         cli.main(["sensitivity", "--samples", "0"])
     assert "must be a positive integer, got 0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["sensitivity", "--no-such-option"])
     assert "unrecognized arguments: --no-such-option" in capsys.readouterr().err
+
+
+def test_cli_never_ends_in_a_traceback(capsys, tmp_path, text_file, llama_dir):
+    """Each bad invocation: a message naming the problem and exit status 2 (issue 13's list)."""
+    existing = tmp_path / "out.bin"
+    existing.write_bytes(b"x")
+    rc, out = _run(capsys, "quantize", llama_dir, "--text-file", text_file, "-o", existing)
+    assert rc == 2 and "exists and is not a directory" in out
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("caf\xe9 cr\xe8me\n".encode("latin-1"))
+    rc, out = _run(capsys, "eval", llama_dir, "--text-file", latin1)
+    assert rc == 2 and "is not UTF-8 text" in out
+    rc, out = _run(capsys, "eval", llama_dir, "--text-file", text_file, "--device", "tpu")
+    assert rc == 2 and "--device must be cpu or cuda, got 'tpu'" in out
+    if not torch.cuda.is_available():
+        rc, out = _run(capsys, "eval", llama_dir, "--text-file", text_file, "--device", "cuda")
+        assert rc == 2 and "no CUDA device is visible" in out
+    for bad in ("0", "101", "nan"):
+        with pytest.raises(SystemExit):
+            cli.main(["eval", "--calibration", "percentile", "--percentile", bad])
+        assert "must be in (0, 100]" in capsys.readouterr().err
+    # hidden 64, intermediate 96: no linear can take int4 groups of 128: nothing to analyse or save
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    narrow = tmp_path / "narrow_llama"
+    tokenizer = AutoTokenizer.from_pretrained(llama_dir)
+    LlamaForCausalLM(LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, intermediate_size=96,
+                                 num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2)).save_pretrained(narrow)
+    tokenizer.save_pretrained(narrow)
+    rc, out = _run(capsys, "sensitivity", narrow, "--scheme", "w4a16", "--text-file", text_file, "--samples", "2")
+    assert rc == 2 and "no nn.Linear to analyze" in out
+    rc, out = _run(capsys, "quantize", narrow, "--scheme", "w4a16", "--text-file", text_file,
+                   "-o", tmp_path / "none")
+    assert rc == 2 and "nothing was quantized" in out and not (tmp_path / "none").exists()
+    saved = tmp_path / "llama_w8a16"
+    assert _run(capsys, "quantize", llama_dir, "--scheme", "w8a16", "--text-file", text_file, "-o", saved)[0] == 0
+    rc, out = _run(capsys, "eval", "--quantized", saved, "--samples", "2")  # the bundled MiniLM vs a Llama checkpoint
+    assert rc == 2 and "holds a llama model, MODEL_DIR a bert" in out
 
 
 def test_bench_outside_a_checkout(capsys, tmp_path, monkeypatch):

@@ -80,6 +80,11 @@ def load_model(path: str | None, device: str) -> Loaded:
         model = cls.from_pretrained(path, local_files_only=True, dtype=torch.float32).eval().to(device)
     except OSError as e:  # no weights file, unreadable files
         raise CliError(f"cannot load the model in {path}: {e}") from None
+    if not any(path.glob("tokenizer*")) and not any(path.glob("vocab*")) and not any(path.glob("*.model")):
+        # Without these transformers quietly builds a 5-token tokenizer: every text becomes [UNK]
+        # and eval would report cosine 1.0 on it.
+        raise CliError(f"no tokenizer files in {path} (tokenizer.json / tokenizer_config.json / vocab.*): save the "
+                       f"model's tokenizer beside it (tokenizer.save_pretrained)")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as e:
@@ -102,9 +107,11 @@ def read_texts(args, role: str) -> list[str]:
             return read_sentences("calibration.txt")
         return read_sentences()[:args.samples]
     try:
-        lines = [line.strip() for line in Path(args.text_file).read_text().splitlines()]
+        lines = [line.strip() for line in Path(args.text_file).read_text(encoding="utf-8").splitlines()]
     except OSError as e:
         raise CliError(f"cannot read --text-file: {e}") from None
+    except UnicodeDecodeError as e:
+        raise CliError(f"--text-file {args.text_file} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     texts = [line for line in lines if line][:args.samples]
     if not texts:
         raise CliError(f"--text-file {args.text_file} has no non-empty line")
@@ -287,8 +294,12 @@ def load_saved(directory: str, reference: Loaded, device: str):
 
     if not (Path(directory) / "config.json").is_file():
         raise CliError(f"--quantized {directory} is not a directory written by squash quantize (no config.json)")
+    saved = AutoConfig.from_pretrained(directory, local_files_only=True)
+    if saved.model_type != reference.model.config.model_type:
+        raise CliError(f"--quantized {directory} holds a {saved.model_type} model, MODEL_DIR a "
+                       f"{reference.model.config.model_type}: give the float model it was quantized from")
     with torch.device("meta"):
-        skeleton = type(reference.model)(AutoConfig.from_pretrained(directory, local_files_only=True))
+        skeleton = type(reference.model)(saved)
     try:
         return load_quantized(skeleton, directory, device=device)
     except (OSError, ValueError) as e:  # CheckpointError is a ValueError naming file and layer
@@ -300,11 +311,17 @@ def load_saved(directory: str, reference: Loaded, device: str):
 
 
 def cmd_quantize(args, console) -> int:
+    from .quant.linear import _QuantLinear
     from .quant.serialization import save_quantized
 
+    out_path = Path(args.output)
+    if out_path.exists() and not out_path.is_dir():
+        raise CliError(f"-o {args.output} exists and is not a directory")
     loaded = load_model(args.model, args.device)
 
     quantize_model(loaded.model, args, lambda: text_batches(loaded, args, "calibration"), console)
+    if not any(isinstance(m, _QuantLinear) for m in loaded.model.modules()):
+        raise CliError("nothing was quantized (every linear was skipped or kept float): nothing saved")
     out = save_quantized(loaded.model, args.output)
     loaded.tokenizer.save_pretrained(out)
     model_arg = f"{args.model} " if args.model else ""
@@ -353,12 +370,15 @@ def cmd_sensitivity(args, console) -> int:
     causal = loaded.kind == "causal"
     console.print(f"[bold]{loaded.name}[/] ({loaded.kind}, {sum(len(b['input_ids']) for b in batches)} texts) "
                   f"under {config}: quantizing each linear alone", soft_wrap=True)
-    report = analyze_sensitivity(
-        loaded.model, config, calibration, eval_batches=batches,
-        metric_fn=(lambda m: perplexity(m, batches)) if causal else None, higher_is_better=False,
-        output_fn=None if causal else sentence_embeddings,
-        calibrate_method=args.calibration, percentile=args.percentile,
-    )
+    try:
+        report = analyze_sensitivity(
+            loaded.model, config, calibration, eval_batches=batches,
+            metric_fn=(lambda m: perplexity(m, batches)) if causal else None, higher_is_better=False,
+            output_fn=None if causal else sentence_embeddings,
+            calibrate_method=args.calibration, percentile=args.percentile,
+        )
+    except ValueError as e:  # e.g. no nn.Linear the scheme can take
+        raise CliError(str(e)) from None
     fallback = None
     if args.min_cosine is not None or args.max_drop is not None:
         try:
@@ -447,7 +467,14 @@ def _add_quantize_args(p: argparse.ArgumentParser) -> None:
 def _add_calibration_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration", choices=("minmax", "percentile"), default="minmax",
                    help="w8a8 static: how the activation range is chosen")
-    p.add_argument("--percentile", type=float, default=99.99, help="with --calibration percentile")
+    p.add_argument("--percentile", type=_percentile, default=99.99, help="with --calibration percentile")
+
+
+def _percentile(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 100.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be in (0, 100], got {text}")
+    return value
 
 
 def _positive(text: str) -> int:
@@ -505,10 +532,18 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
     console = Console()
-    if getattr(args, "device", None) is None and "device" in args:
+    if "device" in args:
         import torch
 
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+        if args.device is None:
+            args.device = "cuda" if torch.cuda.is_available() else "cpu"
+        elif args.device.split(":")[0] not in ("cpu", "cuda"):
+            console.print(f"[red]squash {args.command}: --device must be cpu or cuda, got {args.device!r}[/]")
+            return 2
+        elif args.device.startswith("cuda") and not torch.cuda.is_available():
+            console.print(f"[red]squash {args.command}: --device {args.device}: no CUDA device is visible to torch "
+                          f"{torch.__version__} here; use --device cpu[/]")
+            return 2
     if getattr(args, "threads", None):
         import torch
 
