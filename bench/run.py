@@ -42,6 +42,8 @@ def parse_args(argv=None):
     p.add_argument("--budget-s", type=float, default=210.0,
                    help="time for all selected suites together (default 210)")
     p.add_argument("--no-squash", action="store_true", help="do not import squash_ops (peers only)")
+    p.add_argument("--require-squash", action="store_true",
+                   help="exit 1 at once unless squash_ops imports with its CUDA ops (bench/gpu_check.sh)")
     args = p.parse_args(argv)
     args.suites = [s.strip() for s in args.suites.split(",") if s.strip()]
     unknown = [s for s in args.suites if s not in ORDER]
@@ -50,13 +52,20 @@ def parse_args(argv=None):
     return args
 
 
-def import_squash() -> None:
-    """Imports squash_ops if it can; the peers are measured either way."""
+def import_squash(required: bool, device: str) -> bool:
+    """Imports squash_ops if it can; the peers are measured either way unless ``required``, where
+    a missing squash_ops (or one without CUDA ops on a GPU) is a failure, not a peers-only run."""
     try:
-        import squash_ops  # noqa: F401
+        import squash_ops
         log(f"squash_ops {getattr(squash_ops, '__version__', '?')} from {os.path.dirname(squash_ops.__file__)}")
     except Exception as e:  # noqa: BLE001
-        log(f"NOTE squash_ops not importable ({type(e).__name__}: {e}); measuring the peers only")
+        log(f"{'FAIL' if required else 'NOTE'} squash_ops not importable ({type(e).__name__}: {e})"
+            f"{'' if required else '; measuring the peers only'}")
+        return not required
+    if required and device == "cuda" and not squash_ops.cuda_available():
+        log("FAIL squash_ops has no CUDA ops in this build: its records would be the CPU reference")
+        return False
+    return True
 
 
 def default_out(device: str) -> Path:
@@ -73,8 +82,8 @@ def main(argv=None) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         log("bench.run: no CUDA device here; use --device cpu for the smoke test or --dry-run")
         return 2
-    if not args.no_squash:
-        import_squash()
+    if not args.no_squash and not import_squash(args.require_squash, device):
+        return 1
     torch.manual_seed(0)
     ctx = Context(device=device, quick=args.quick, timer=Timer(device))
     if device == "meta":

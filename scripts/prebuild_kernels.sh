@@ -5,6 +5,8 @@
 #
 #   bash scripts/prebuild_kernels.sh            # SQUASH_CUDA_ARCHS (default 90a: the lent H100/H200)
 #   -> .prebuilt/squash_kernels-<archs>.tar.xz  = libsquash_kernels.a + squash_kernels.stamp
+#   bash scripts/prebuild_kernels.sh --verify [ARCHIVE]
+#                                               # does ARCHIVE match this tree? (compiles nothing)
 #
 # The stamp (cmake/kernels.cmake) holds a hash of the kernel sources, the flags, the archs, the
 # nvcc release and the CUTLASS version; a build whose stamp differs compiles the kernels instead.
@@ -40,3 +42,4 @@ mv "$OUT_FILE.tmp" "$OUT_FILE"
 echo "prebuild_kernels: $(ar t "$B/libsquash_kernels.a" | wc -l) objects, archs $ARCHS, built in ${build_s} s"
 echo "prebuild_kernels: libsquash_kernels.a $(du -h "$B/libsquash_kernels.a" | cut -f1) -> $OUT_FILE $(du -h "$OUT_FILE" | cut -f1)"
 sed 's/^/  stamp: /' "$B/squash_kernels.stamp"
+verify "$OUT_FILE"
