@@ -47,8 +47,9 @@ export DRY=${GPU_CHECK_DRY_RUN:-0}
 export OUT=${OUT:-$REPO/out/gpu_check}
 mkdir -p "$OUT"
 export PY=${PYTHON:-python3}
-# Unbuffered output streams into the logs; a fixed hash seed makes runs repeatable across processes.
-export PYTHONUNBUFFERED=1 PYTHONHASHSEED=0
+# Unbuffered output streams into the logs; a fixed hash seed makes runs repeatable across processes;
+# the repo on the path lets pytest (and its xdist workers) load -p bench.pytest_gpu_check.
+export PYTHONUNBUFFERED=1 PYTHONHASHSEED=0 PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH}
 export ARCHIVE=${SQUASH_PREBUILT_KERNELS:-$REPO/.prebuilt/squash_kernels-90a.tar.xz}
 export CPPB=$REPO/build/gpu_check  # the bench/cpp executables
 BUDGET=${GPU_CHECK_BUDGET_S:-390}
@@ -143,6 +144,8 @@ stage_build() {
   elif [ "$DRY" != 1 ]; then
     echo "WARNING: no prebuilt kernels at $ARCHIVE: every kernel is compiled here (minutes)"
   fi
+  # CUDAFLAGS would enter the kernels' stamp (cmake/kernels.cmake) and void the prebuilt archive.
+  unset CUDAFLAGS
   MAX_JOBS=${MAX_JOBS:-16} PYTHON="$PY" bash scripts/setup.sh || return 1
   local cache
   cache=$(ls build/*/CMakeCache.txt 2>/dev/null | head -n 1)
@@ -197,9 +200,8 @@ cpp_run() {
   [ "$tool" != - ] && cmd=("$(san_bin)" --tool "$tool" --error-exitcode 1 --print-limit 50 "${cmd[@]}")
   echo "--- ${cmd[*]}"
   if [ "$DRY" = 1 ]; then echo "[dry run] ${cmd[*]}"; rm -f "$log"; return 0; fi
-  timeout $((STAGE_LIMIT - 10)) "${cmd[@]}" >"$log" 2>&1
-  rc=$?
-  cat "$log"
+  timeout $((STAGE_LIMIT - 10)) "${cmd[@]}" 2>&1 | tee "$log"  # streamed: a cut-short run keeps its lines
+  rc=${PIPESTATUS[0]}
   echo "--- exit $rc"
   local targs=()
   [ "$tool" != - ] && targs=(--tool "$tool")
@@ -241,15 +243,15 @@ stage_sanitize() {  # stage_sanitize <memcheck|racecheck>: the jobs side by side
       w8a8) cpp_run "$1" w8a8_bench --check-small ;;
       decode) cpp_run "$1" decode_bench --quick ;;
       prefill) cpp_run "$1" prefill_bench --quick ;;
-      cutlass)
+      cutlass)  # every config forced; not the fallback test, whose cuBLAS kernels are not ours
         local cmd=("$(san_bin)" --tool "$1" --target-processes all --error-exitcode 1 --print-limit 50
-                   "$PY" -m pytest -q -p no:cacheprovider -p bench.pytest_gpu_check -m gpu -k cutlass tests/test_gemm.py)
+                   "$PY" -m pytest -q -p no:cacheprovider -p bench.pytest_gpu_check -m gpu
+                   -k "test_gpu_weight_only_cutlass and not refuses" tests/test_gemm.py)
         echo "--- ${cmd[*]}"
         [ "$DRY" = 1 ] && { echo "[dry run] ${cmd[*]}"; return 0; }
         SQUASH_SANITIZE=1 PYTORCH_NO_CUDA_MEMORY_CACHING=1 GPU_CHECK_STRICT=1 \
-          timeout $((STAGE_LIMIT - 10)) "${cmd[@]}" >"$3.out" 2>&1
-        local prc=$?
-        cat "$3.out"
+          timeout $((STAGE_LIMIT - 10)) "${cmd[@]}" 2>&1 | tee "$3.out"
+        local prc=${PIPESTATUS[0]}
         echo "--- exit $prc"
         "$PY" -m bench.gpu_verdict pytest "$3.out" --tool "$1" && ((prc == 0))
         ;;
@@ -258,8 +260,9 @@ stage_sanitize() {  # stage_sanitize <memcheck|racecheck>: the jobs side by side
   # The C++ programs must be linked first (stage cpp_link; waited for within this stage's limit).
   while [ ! -f "$STATE/linked" ]; do sleep 1; done
   [ "$(cat "$STATE/linked")" = 0 ] || echo "the bench/cpp programs did not all link: their jobs fail"
+  # Side by side, each line tagged with its job, streamed into the stage's log.
   for j in pk w8a8 decode prefill cutlass; do
-    { sanitize_job "$tool" "$j" "$tmp/$j" >"$tmp/$j.log" 2>&1; echo $? >"$tmp/$j.rc"; cat "$tmp/$j.log"; } &
+    { sanitize_job "$tool" "$j" "$tmp/$j" 2>&1 | sed -u "s/^/[$tool $j] /"; echo "${PIPESTATUS[0]}" >"$tmp/$j.rc"; } &
     pids+=($!)
   done
   for p in "${pids[@]}"; do wait "$p"; done

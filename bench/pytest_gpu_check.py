@@ -56,6 +56,7 @@ def pytest_runtest_logreport(report):
     if not report.skipped or "gpu" not in report.keywords:
         return
     reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    reason = reason.removeprefix("Skipped: ")
     entry = f"{report.nodeid}: {reason}"
     (_arch_skips if ARCH_NOT_APPLICABLE.search(reason) else _bad_skips).append(entry)
 
