@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The GPU check, as two device-tool calls of at most 7 minutes each (15 minutes of device time in
-# all, the machine's start included), by priority:
+# The GPU check, as two device-tool calls of 6 minutes each: with the machine's start (1-2 min)
+# both fit 14 of the session's 15 minutes of device time. By priority:
 #
 #   call 1, correctness:  bash bench/gpu_check.sh check
 #     build against the prebuilt kernels -> stop at once unless the CUDA ops are registered ->
@@ -15,9 +15,9 @@
 # The device tool calls, as pasted (run scripts/prebuild_kernels.sh and scripts/fetch_gpu_wheels.sh
 # here first; .prebuilt/ + .whl/ must stay under the 64 MiB carry):
 #   run  command: SQUASH_COMMIT=<git rev-parse HEAD> bash bench/gpu_check.sh check
-#        carry: [".prebuilt", ".whl"]   timeout_s: 420
+#        carry: [".prebuilt", ".whl"]   timeout_s: 360
 #   run  command: SQUASH_COMMIT=<git rev-parse HEAD> bash bench/gpu_check.sh speed
-#        carry: [".prebuilt", ".whl"]   timeout_s: 420
+#        carry: [".prebuilt", ".whl"]   timeout_s: 360
 # Call 2 right after call 1 (the machine stays warm 30 s) reuses call 1's build.
 #
 # Dry run, on the CPU machine (no GPU; no kernel is compiled or run): the same control flow, the
@@ -36,7 +36,7 @@
 #   speed: <stem>.json (all suites, rewritten after each), <stem>.log
 # <stem> = <YYYY-MM-DD>_<gpu-slug>. Commit them unedited to bench/results/ (README there).
 #
-# Knobs: GPU_CHECK_BUDGET_S (390: the call's 420 s minus the tool's margin), MAX_JOBS (16),
+# Knobs: GPU_CHECK_BUDGET_S (330: the call's 360 s minus a margin for the summary), MAX_JOBS (16),
 # GPU_TEST_TIMEOUT_S (per GPU test, 120), SQUASH_PREBUILT_KERNELS (.prebuilt/squash_kernels-90a.tar.xz).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -52,7 +52,7 @@ export PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 PYTHONHASHSEED=0 PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH}
 export ARCHIVE=${SQUASH_PREBUILT_KERNELS:-$REPO/.prebuilt/squash_kernels-90a.tar.xz}
 export CPPB=$REPO/build/gpu_check  # the bench/cpp executables
-BUDGET=${GPU_CHECK_BUDGET_S:-390}
+BUDGET=${GPU_CHECK_BUDGET_S:-330}
 T0=$SECONDS
 export STATE
 STATE=$(mktemp -d)
@@ -67,11 +67,12 @@ would_fail() {
   if [ "$DRY" = 1 ]; then echo "[dry run] would fail on a GPU machine: $*"; return 0; fi
   echo "FAIL: $*"; return 1
 }
-san_bin() {
+san_bin() {  # the path, or empty; san_cmd: the path, or its name for printing (dry run)
   command -v compute-sanitizer 2>/dev/null ||
     ls /usr/local/cuda/bin/compute-sanitizer /usr/local/cuda/compute-sanitizer/compute-sanitizer 2>/dev/null | head -n 1
 }
-export -f dry would_fail san_bin
+san_cmd() { local s; s=$(san_bin); echo "${s:-compute-sanitizer}"; }
+export -f dry would_fail san_bin san_cmd
 
 # run_stage <name> <limit_s> <log> <function>: the function under `timeout`, its output appended
 # whole to <log>; "<status> <seconds> <limit>" goes to $STATE/<name> for the summary.
@@ -197,7 +198,7 @@ cpp_run() {
   shift 2
   log=$(mktemp)
   local cmd=("$CPPB/$b" "$@")
-  [ "$tool" != - ] && cmd=("$(san_bin)" --tool "$tool" --error-exitcode 1 --print-limit 50 "${cmd[@]}")
+  [ "$tool" != - ] && cmd=("$(san_cmd)" --tool "$tool" --error-exitcode 1 --print-limit 50 "${cmd[@]}")
   echo "--- ${cmd[*]}"
   if [ "$DRY" = 1 ]; then echo "[dry run] ${cmd[*]}"; rm -f "$log"; return 0; fi
   timeout $((STAGE_LIMIT - 10)) "${cmd[@]}" 2>&1 | tee "$log"  # streamed: a cut-short run keeps its lines
@@ -244,7 +245,7 @@ stage_sanitize() {  # stage_sanitize <memcheck|racecheck>: the jobs side by side
       decode) cpp_run "$1" decode_bench --quick ;;
       prefill) cpp_run "$1" prefill_bench --quick ;;
       cutlass)  # every config forced; not the fallback test, whose cuBLAS kernels are not ours
-        local cmd=("$(san_bin)" --tool "$1" --target-processes all --error-exitcode 1 --print-limit 50
+        local cmd=("$(san_cmd)" --tool "$1" --target-processes all --error-exitcode 1 --print-limit 50
                    "$PY" -m pytest -q -p no:cacheprovider -p bench.pytest_gpu_check -m gpu
                    -k "test_gpu_weight_only_cutlass and not refuses" tests/test_gemm.py)
         echo "--- ${cmd[*]}"
@@ -345,8 +346,8 @@ fi
 if [ "$MODE" = check ]; then
   bg_stage cpp_compile "$OUT/${STEM}_check.cpp.log" stage_cpp_compile 200
   CC_PID=$!
-  seq_stage build 200 160 stage_build
-  if ! seq_stage ops 60 150 stage_ops; then
+  seq_stage build 150 150 stage_build
+  if ! seq_stage ops 60 140 stage_ops; then
     echo "gpu_check: STOP: the CUDA ops are not registered; nothing else can be proven" >>"$LOG"
     STOP=1
   fi
@@ -367,12 +368,12 @@ if [ "$MODE" = check ]; then
     wait "$P1" "$P2" "$P3" "$P4"
   fi
 else
-  seq_stage build 200 190 stage_build
-  if ! seq_stage ops 60 180 stage_ops; then
+  seq_stage build 150 170 stage_build
+  if ! seq_stage ops 60 160 stage_ops; then
     echo "gpu_check: STOP: the CUDA ops are not registered; the squash records would be CPU references" >>"$LOG"
   else
     # cap and the minimum kept for each later suite: the new kernels and e2e_decode first.
-    SUITES=(ceiling:20 e2e_decode:75 w4a16:50 w8a16:35 w8a8:35 attn_fwd:35 attn_decode:30 norm_quant:25 norm:25)
+    SUITES=(ceiling:15 e2e_decode:60 w4a16:45 w8a16:30 w8a8:30 attn_fwd:30 attn_decode:25 norm_quant:20 norm:20)
     for i in "${!SUITES[@]}"; do
       later=$(((${#SUITES[@]} - i - 1) * 20))
       seq_stage "bench_${SUITES[$i]%%:*}" "${SUITES[$i]##*:}" "$later" "bench_suite ${SUITES[$i]%%:*}"
@@ -384,13 +385,13 @@ fi
 {
   echo ""
   echo "=== gpu_check $MODE summary: $((SECONDS - T0)) s of the ${BUDGET} s budget$([ "$DRY" = 1 ] && echo ' (DRY RUN)') ==="
-  printf '%-14s %-16s %6s %6s\n' stage status time limit
+  printf '%-18s %-16s %6s %6s\n' stage status time limit
 } >>"$LOG"
 FAILED=${STOP:-0}
 while read -r name; do
   st=MISSING secs=- limit=-
   [ -f "$STATE/$name" ] && read -r st secs limit <"$STATE/$name"
-  printf '%-14s %-16s %5ss %5ss\n' "$name" "$st" "$secs" "$limit" >>"$LOG"
+  printf '%-18s %-16s %5ss %5ss\n' "$name" "$st" "$secs" "$limit" >>"$LOG"
   [ "$st" = ok ] || FAILED=1
 done <"$STATE/order"
 grep -h "VERDICT FAIL\|^gpu_check: FAIL\|WARNING: the prebuilt" "$OUT"/*.log 2>/dev/null | sort -u | sed 's/^/  /' >>"$LOG"
