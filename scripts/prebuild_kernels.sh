@@ -36,7 +36,7 @@ cmp -s "$B/stamp.before" "$B/squash_kernels.stamp" ||
 build_s=$((SECONDS - start))
 
 mkdir -p .prebuilt
-# -T1: one core, like the build; -9: ~same time as -6 at this size, smaller archive.
+# -T1: one core, like the build.
 tar -C "$B" -cf - libsquash_kernels.a squash_kernels.stamp | xz -9 -T1 >"$OUT_FILE.tmp"
 mv "$OUT_FILE.tmp" "$OUT_FILE"
 echo "prebuild_kernels: $(ar t "$B/libsquash_kernels.a" | wc -l) objects, archs $ARCHS, built in ${build_s} s"
