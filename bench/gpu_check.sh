@@ -149,7 +149,7 @@ stage_build() {
   unset CUDAFLAGS
   MAX_JOBS=${MAX_JOBS:-16} PYTHON="$PY" bash scripts/setup.sh || return 1
   local cache
-  cache=$(ls build/*/CMakeCache.txt 2>/dev/null | head -n 1)
+  cache=$(ext_build)CMakeCache.txt
   echo "kernels: $(grep -h '^SQUASH_KERNELS_ORIGIN' "$cache" | cut -d= -f2-) ($cache)"
   if [ "$DRY" = 1 ]; then
     # A CPU torch links no kernels: check the archive against this tree the way CMake does.
@@ -179,10 +179,16 @@ stage_cpp_compile() {
   return $rc
 }
 
-kernel_lib() {  # the libsquash_kernels.a the extension linked (prebuilt or compiled)
-  ls build/*/prebuilt_kernels/libsquash_kernels.a build/*/libsquash_kernels.a 2>/dev/null | head -n 1
+ext_build() { ls -d build/cp3*/ 2>/dev/null | head -n 1; }  # the extension's build folder (pyproject)
+kernel_lib() {  # the libsquash_kernels.a the extension linked: prebuilt, or compiled when refused
+  local dir lib
+  dir=$(ext_build)
+  [ -n "$dir" ] || return 0
+  lib=${dir}libsquash_kernels.a
+  grep -q '^SQUASH_KERNELS_ORIGIN:INTERNAL=prebuilt' "${dir}CMakeCache.txt" && lib=${dir}prebuilt_kernels/libsquash_kernels.a
+  [ -f "$lib" ] && echo "$lib"
 }
-export -f kernel_lib
+export -f ext_build kernel_lib
 
 cpp_link() {  # cpp_link <bench>
   local lib
