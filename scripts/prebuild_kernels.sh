@@ -20,8 +20,20 @@ B=build/prebuilt-$tag
 OUT_FILE=.prebuilt/squash_kernels-$tag.tar.xz
 command -v nvcc >/dev/null || export PATH=/usr/local/cuda/bin:$PATH
 [ -d third_party/cutlass/include ] || { echo "prebuild_kernels: no third_party/cutlass; run scripts/setup.sh" >&2; exit 1; }
-
 mkdir -p build
+
+verify() {  # verify <archive>: CMake's own check (cmake/kernels.cmake) in a configure-only build
+  local log=build/prebuilt-verify.log rc=0
+  cmake -S . -B build/prebuilt-verify -G Ninja -DSQUASH_KERNELS_ONLY=ON -DCMAKE_BUILD_TYPE=Release \
+    "-DSQUASH_CUDA_ARCHS=$ARCHS" "-DSQUASH_PREBUILT_KERNELS=$(realpath "$1")" >"$log" 2>&1 || rc=$?
+  grep -A 12 "squash_ops" "$log"
+  return $rc
+}
+if [ "${1:-}" = --verify ]; then
+  verify "${2:-$OUT_FILE}"
+  exit
+fi
+
 start=$SECONDS
 cmake -S . -B "$B" -G Ninja -DSQUASH_KERNELS_ONLY=ON -DCMAKE_BUILD_TYPE=Release "-DSQUASH_CUDA_ARCHS=$ARCHS" >"$B.configure.log" 2>&1 ||
   { cat "$B.configure.log"; exit 1; }
