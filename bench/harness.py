@@ -15,7 +15,11 @@ How a CUDA time is taken (`Timer`):
 - cold L2: suites give each rep its own copy of the inputs, rotating through enough copies that
   the bytes touched between two uses of one copy exceed `COLD_BYTES` (4x the 50 MB L2 of an
   H100; FlashInfer's trick), so memory-bound cases read DRAM as they would in a model.
-On the CPU (smoke test) calls are timed one by one with `time.perf_counter`.
+On the CPU: the smoke test of the GPU suites times calls one by one with `time.perf_counter`;
+the CPU suites (bench/suites/cpu_*.py) time all impls of a case interleaved (`Context.
+measure_interleaved`): rounds in which every impl runs one batch of calls, so a burst of load on
+the shared machine hits every impl alike; median_us is the median over rounds of the per-call time
+(the log also shows the best round).
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ PARAM_KEYS = frozenset({
 PEERS = frozenset({
     "cublas", "tinygemm", "int8pack", "int_mm", "sdpa_flash", "sdpa_cudnn", "sdpa_efficient",
     "sdpa_math", "torch_norm", "compiled", "copy", "bf16_gemm", "int8_gemm",
+    # CPU peers (TARGETS.md "CPU")
+    "torch_fp32", "torch_bf16", "torch_dynamic_int8", "ort_fp32", "ort_int8", "int4pack_cpu",
 })
 # A peer that could not run a case natively may be timed on a variant of it; the case string
 # then ends with this note (e.g. GQA decode with K/V repeated outside the timed region).
@@ -177,9 +183,34 @@ def git_commit(repo: str | os.PathLike | None = None) -> str:
     return os.environ.get("SQUASH_COMMIT") or "unknown"
 
 
+def cpu_model() -> tuple[str, list[str]]:
+    """(CPU model name, the SIMD flags that matter to the CPU kernels) from /proc/cpuinfo."""
+    name, flags = "unknown CPU", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and name == "unknown CPU":
+                name = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    wanted = ["avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_tile"]
+    return name, [f for f in wanted if f in flags]
+
+
+def cpu_slug() -> str:
+    """'AMD EPYC 7B13 64-Core Processor' -> 'cpu-amd-epyc-7b13-64-core-processor'."""
+    return "cpu-" + (re.sub(r"[^a-z0-9]+", "-", cpu_model()[0].lower()).strip("-") or "unknown")
+
+
 def make_meta(device: str, smoke: bool) -> dict:
     if device == "cuda":
         dev = torch.cuda.get_device_name(torch.cuda.current_device())
+    elif device == "cpu" and not smoke:
+        name, flags = cpu_model()
+        dev = (f"{cpu_slug()} ({name}; {os.cpu_count()} cores, {torch.get_num_threads()} torch threads; "
+               f"{' '.join(flags) or 'no AVX2'})")
     else:
         dev = f"{device} (smoke test: tiny shapes, not a benchmark)" if smoke else device
     return {
@@ -387,6 +418,61 @@ class Context:
                          f" {rec['gbps']:9.4g} GB/s" if rec["gbps"] else ""])
         log(f"{suite:<11} {case:<44} {impl:<15} {rec['median_us']:11.5g} us{extra}  (reps {reps})")
         return rec
+
+    def measure_interleaved(self, suite: str, case: str, params: dict, impls: list[tuple], rounds: int = 7,
+                            batch_s: float = 0.02) -> dict[str, dict]:
+        """CPU: times every impl of one case in interleaved rounds and records each.
+
+        impls: [(impl, setup, flops, nbytes)], setup as in `measure`. Each impl is set up and
+        warmed up (one call), its batch size chosen so a batch lasts ~`batch_s`; then `rounds`
+        rounds run one batch of every impl in turn. An impl whose setup or call fails is logged as
+        a SKIP and left out. Returns {impl: record}.
+        """
+        if self.out_of_time():
+            return {}
+        calls, batch, times = {}, {}, {}
+        for impl, setup, _, _ in impls:
+            try:
+                call = setup()
+                t0 = time.perf_counter()
+                call(0)
+                t = time.perf_counter() - t0
+                calls[impl], batch[impl], times[impl] = call, max(1, min(50, int(batch_s / max(t, 1e-9)))), []
+            except Exception as e:  # noqa: BLE001
+                self.last_error = f"{type(e).__name__}: {e}"
+                self.skip(impl, case, self.last_error)
+                self.squash_errors += is_squash(impl)
+        for r in range(rounds):
+            for impl, call in list(calls.items()):
+                try:
+                    n = batch[impl]
+                    t0 = time.perf_counter()
+                    for i in range(n):
+                        call(1 + r * n + i)
+                    times[impl].append((time.perf_counter() - t0) / n)
+                except Exception as e:  # noqa: BLE001
+                    self.last_error = f"{type(e).__name__}: {e}"
+                    self.skip(impl, case, self.last_error)
+                    self.squash_errors += is_squash(impl)
+                    del calls[impl]
+        out = {}
+        for impl, _, flops, nbytes in impls:
+            if impl not in calls:
+                continue
+            seconds = statistics.median(times[impl])
+            rec = {
+                "suite": suite, "case": case, "impl": impl, "params": params,
+                "median_us": _sig(seconds * 1e6),
+                "tflops": _sig(flops / seconds * 1e-12) if flops else None,
+                "gbps": _sig(nbytes / seconds * 1e-9) if nbytes else None,
+            }
+            self.records.append(rec)
+            out[impl] = rec
+            extra = "".join([f" {rec['tflops'] * 1e3:9.4g} GFLOP/s" if rec["tflops"] else "",
+                             f" {rec['gbps']:9.4g} GB/s" if rec["gbps"] else ""])
+            log(f"{suite:<11} {case:<44} {impl:<13} {rec['median_us']:11.5g} us (best {min(times[impl]) * 1e6:.5g})"
+                f"{extra}  ({rounds} rounds x {batch[impl]})")
+        return out
 
     def _estimate(self, suite, case, impl, params, flops, nbytes):
         # Roofline guess of one call on an H100 plus the harness's fixed costs per measurement.

@@ -2,7 +2,8 @@
 
     python3 -m bench.run                          # all suites on the GPU, < 4 min on an H100
     python3 -m bench.run --suites w4a16,norm --quick
-    python3 -m bench.run --device cpu --quick     # smoke test here: tiny shapes, CPU timers
+    python3 -m bench.run --device cpu             # the CPU suites (cpu_woq, cpu_decode), real shapes
+    python3 -m bench.run --device cpu --quick --suites w4a16,norm   # GPU suites' smoke test here
     python3 -m bench.run --dry-run                # list every case with an H100 roofline time guess
 
 Every suite gets a share of --budget-s (BUDGET_WEIGHT; unused time carries over to later
@@ -26,15 +27,16 @@ import torch
 
 from . import harness
 from .harness import Context, DeviceLost, Timer, log
-from .suites import ORDER, load
+from .suites import CPU_ORDER, ORDER, load
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python3 -m bench.run", description=__doc__.split("\n\n")[0])
-    p.add_argument("--suites", default=",".join(ORDER), help=f"comma-separated subset of {','.join(ORDER)}")
+    p.add_argument("--suites", help=f"comma-separated subset of {','.join(ORDER)} (GPU; default on cuda) or "
+                                    f"{','.join(CPU_ORDER)} (CPU; default on cpu)")
     p.add_argument("--quick", action="store_true", help="fewer shapes per suite")
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
-                   help="cpu: smoke test with tiny shapes (not a benchmark)")
+                   help="cpu: the CPU suites, or the GPU suites as a smoke test with tiny shapes")
     p.add_argument("--dry-run", action="store_true",
                    help="execute nothing: list the cases with a roofline time estimate for an H100")
     p.add_argument("--out", help="results file (default: bench/results/<date>_<gpu>.json on cuda, "
@@ -44,12 +46,22 @@ def parse_args(argv=None):
     p.add_argument("--no-squash", action="store_true", help="do not import squash_ops (peers only)")
     p.add_argument("--require-squash", action="store_true",
                    help="exit 1 at once unless squash_ops imports with its CUDA ops (bench/gpu_check.sh)")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's; CPU suites)")
     args = p.parse_args(argv)
-    args.suites = [s.strip() for s in args.suites.split(",") if s.strip()]
-    unknown = [s for s in args.suites if s not in ORDER]
+    default = CPU_ORDER if args.device == "cpu" and not args.dry_run else ORDER
+    args.suites = [s.strip() for s in (args.suites or ",".join(default)).split(",") if s.strip()]
+    unknown = [s for s in args.suites if s not in ORDER + CPU_ORDER]
     if unknown:
-        p.error(f"unknown suite(s) {unknown}; known: {', '.join(ORDER)}")
+        p.error(f"unknown suite(s) {unknown}; known: {', '.join(ORDER + CPU_ORDER)}")
+    cpu_suites = [s for s in args.suites if s in CPU_ORDER]
+    if cpu_suites and (args.device != "cpu" or args.dry_run):
+        p.error(f"the CPU suites {cpu_suites} run with --device cpu (and not in --dry-run)")
     return args
+
+
+def cpu_smoke(args) -> bool:
+    """--device cpu with GPU suites: their smoke test (tiny shapes), not a benchmark."""
+    return args.device == "cpu" and any(s in ORDER for s in args.suites)
 
 
 def import_squash(required: bool, device: str) -> bool:
@@ -68,11 +80,14 @@ def import_squash(required: bool, device: str) -> bool:
     return True
 
 
-def default_out(device: str) -> Path:
+def default_out(device: str, smoke: bool) -> Path:
     root = Path(__file__).resolve().parents[1]
+    date = f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d}"
     if device == "cuda":
         name = harness.gpu_slug(torch.cuda.get_device_name(torch.cuda.current_device()))
-        return root / "bench" / "results" / f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d}_{name}.json"
+        return root / "bench" / "results" / f"{date}_{name}.json"
+    if device == "cpu" and not smoke:
+        return root / "bench" / "results" / f"{date}_{harness.cpu_slug()}.json"
     return root / "out" / f"bench_{device}.json"
 
 
@@ -82,6 +97,8 @@ def main(argv=None) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         log("bench.run: no CUDA device here; use --device cpu for the smoke test or --dry-run")
         return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if not args.no_squash and not import_squash(args.require_squash, device):
         return 1
     torch.manual_seed(0)
@@ -91,8 +108,8 @@ def main(argv=None) -> int:
                 "cuda": torch.version.cuda or "none", "commit": harness.git_commit(),
                 "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
     else:
-        meta = harness.make_meta(device, smoke=device == "cpu")
-    out = Path(args.out) if args.out else default_out(device)
+        meta = harness.make_meta(device, smoke=cpu_smoke(args))
+    out = Path(args.out) if args.out else default_out(device, cpu_smoke(args))
     if out.exists() and not out.is_file():
         log(f"bench.run: --out {out} exists and is not a regular file")
         return 2

@@ -35,3 +35,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+CPU_ISAS = [isa for isa in squash_ops.cpu.ISAS
+            if squash_ops.cpu.ISAS.index(isa) <= squash_ops.cpu.ISAS.index(squash_ops.cpu.detected_isa())]
+
+
+@pytest.fixture(params=CPU_ISAS)
+def each_cpu_isa(request):
+    """Runs a test once per ISA path of the CPU kernels that this machine can run (forced through
+    squash_ops.cpu.use_isa), so the scalar reference path and each vector path meet its asserts."""
+    with squash_ops.cpu.use_isa(request.param):
+        yield request.param

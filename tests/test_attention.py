@@ -374,9 +374,9 @@ def _t(*shape, dtype=torch.float16):
 _Q, _K = (2, 5, 4, 8), (2, 6, 2, 8)
 
 BAD_ATTENTION = [
-    ((_t(*_Q, dtype=torch.float64), _t(*_K), _t(*_K)), r"squash::attention: q must be Half or BFloat16 or Float, got Double"),
-    ((_t(*_Q), _t(*_K, dtype=torch.bfloat16), _t(*_K)), r"k must have q's dtype Half, got BFloat16"),
-    ((_t(*_Q), _t(*_K), _t(*_K, dtype=torch.float32)), r"v must have q's dtype Half, got Float"),
+    ((_t(*_Q, dtype=torch.float64), _t(*_K), _t(*_K)), r"squash::attention: q must be float16 or bfloat16 or float32, got float64"),
+    ((_t(*_Q), _t(*_K, dtype=torch.bfloat16), _t(*_K)), r"k must have q's dtype float16, got bfloat16"),
+    ((_t(*_Q), _t(*_K), _t(*_K, dtype=torch.float32)), r"v must have q's dtype float16, got float32"),
     ((_t(5, 4, 8), _t(*_K), _t(*_K)), r"q must be 4-D \[batch, seqlen_q, heads_q, head_dim\], got shape \[5, 4, 8\]"),
     ((_t(*_Q), _t(6, 2, 8), _t(*_K)), r"k must be 4-D"),
     ((_t(*_Q), _t(*_K), _t(2, 7, 2, 8)), r"v must have k's shape \[2, 6, 2, 8\], got \[2, 7, 2, 8\]"),
@@ -407,7 +407,7 @@ def _varlen_args(**over):
 BAD_VARLEN = [
     (dict(q=_t(1, 9, 4, 8)), r"squash::attention_varlen: q must be 3-D \[total_q, heads_q, head_dim\]"),
     (dict(v=_t(8, 2, 8)), r"v must have k's shape"),
-    (dict(cu_seqlens_q=cu([4, 5]).long()), r"cu_seqlens_q must be Int, got Long"),
+    (dict(cu_seqlens_q=cu([4, 5]).long()), r"cu_seqlens_q must be int32, got int64"),
     (dict(cu_seqlens_k=cu([3, 4])[None]), r"cu_seqlens_k must be 1-D \[batch \+ 1\] like cu_seqlens_q"),
     (dict(cu_seqlens_q=torch.zeros(0, dtype=torch.int32)), r"cu_seqlens_q must have \[batch \+ 1\] >= 1 entries"),
     (dict(cu_seqlens_k=cu([3, 2, 2])), r"cu_seqlens_k.shape\[0\] must be 3"),
@@ -428,11 +428,11 @@ def test_varlen_bad_inputs(over, match):
 
 
 BAD_DECODE = [
-    (dict(q=_t(2, 1, 4, 8, dtype=torch.bfloat16)), r"squash::attention_decode: k_cache must have q's dtype BFloat16, got Half"),
+    (dict(q=_t(2, 1, 4, 8, dtype=torch.bfloat16)), r"squash::attention_decode: k_cache must have q's dtype bfloat16, got float16"),
     (dict(v_cache=_t(2, 17, 2, 8)), r"v_cache must have k_cache's shape \[2, 16, 2, 8\]"),
     (dict(k_cache=_t(16, 2, 8), v_cache=_t(16, 2, 8)), r"k_cache must be 4-D \[batch, max_seqlen, heads_kv, head_dim\]"),
     (dict(cache_seqlens=torch.tensor([3, 4, 5], dtype=torch.int32)), r"cache_seqlens.shape\[0\] must be 2 \(\[batch\]\)"),
-    (dict(cache_seqlens=torch.tensor([3, 4])), r"cache_seqlens must be Int, got Long"),
+    (dict(cache_seqlens=torch.tensor([3, 4])), r"cache_seqlens must be int32, got int64"),
     (dict(cache_seqlens=torch.tensor([3, 17], dtype=torch.int32)), r"cache_seqlens\[1\]=17 must be in \[0, 16\]"),
     (dict(cache_seqlens=torch.tensor([-1, 3], dtype=torch.int32)), r"cache_seqlens\[0\]=-1 must be in \[0, 16\]"),
 ]
@@ -565,10 +565,10 @@ def _cuda_bad_attention():
     q, k = rand(2, 5, 4, 64, device="cuda"), rand(2, 6, 2, 64, device="cuda")
     odd = rand(2, 5, 4, 72, device="cuda")[..., 1:65]  # last dim contiguous, pointer misaligned
     return [
-        ((q.float(), k.float(), k.float()), {}, r"squash::attention: on CUDA q must be Half or BFloat16, got Float"),
+        ((q.float(), k.float(), k.float()), {}, r"squash::attention: on CUDA q must be float16 or bfloat16, got float32"),
         ((q[..., :59], k[..., :59], k[..., :59]), {}, r"on CUDA head_dim \(q.shape\[3\]\) must be 64, 128 or 256, got 59"),
         ((odd, k, k), {}, r"on CUDA q must start on a 16-byte boundary"),
-        ((q, k, k), dict(softmax_scale=-0.5), r"on CUDA softmax_scale must be a finite number > 0, got -0.5"),
+        ((q, k, k), dict(softmax_scale=-0.5), r"softmax_scale must be a finite number > 0 \(or None for 1/sqrt\(head_dim\)\), got -0.5"),
     ]
 
 

@@ -116,3 +116,32 @@ def test_dry_run_plan_fits_the_budget(tmp_path):
     assert ctx.virtual_s < run.parse_args([]).budget_s, ctx.virtual_s
     suites = {r["suite"] for r in ctx.records}
     assert suites == set(run.ORDER)
+
+
+def test_cpu_interleaved_measure_records_cpu_peers_and_skips_failures(capsys):
+    """The CPU suites' timer: every impl of a case recorded in the agreed format under the CPU peer
+    names, a failing impl logged as a SKIP (and counted when it is squash's)."""
+    ctx = Context(device="cpu")
+    params = {"M": 1, "N": 16, "K": 32, "group": 128, "dtype": "bf16"}
+    calls = []
+
+    def broken():
+        raise RuntimeError("no kernel")
+
+    out = ctx.measure_interleaved(
+        "cpu_woq", "w4a16 M=1 N=16 K=32 g=128 bf16", params,
+        [("torch_fp32", lambda: calls.append, 1e3, 1e3), ("int4pack_cpu", lambda: calls.append, None, None),
+         ("squash", broken, None, None)], rounds=3, batch_s=1e-4)
+    assert set(out) == {"torch_fp32", "int4pack_cpu"} and ctx.squash_errors == 1
+    assert "SKIP squash" in capsys.readouterr().out
+    assert validate_results({"meta": META, "records": ctx.records}) == []
+    assert {r["impl"] for r in ctx.records} == {"torch_fp32", "int4pack_cpu"}
+    assert len(calls) >= 1 + 3 * 2  # warm-up + every round of both impls
+
+
+def test_cpu_suites_are_selected_on_cpu_and_refused_elsewhere():
+    args = run.parse_args(["--device", "cpu"])
+    assert args.suites == list(run.CPU_ORDER) and not run.cpu_smoke(args)
+    assert run.cpu_smoke(run.parse_args(["--device", "cpu", "--suites", "w4a16"]))
+    with pytest.raises(SystemExit):
+        run.parse_args(["--suites", "cpu_woq"])  # --device cuda

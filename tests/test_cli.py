@@ -177,6 +177,50 @@ def test_quantize_minilm_static(capsys, tmp_path):
     assert rc == 2 and "is not a directory written by squash quantize" in out
 
 
+def test_quantize_minilm_migrated(capsys, tmp_path):
+    """--migrate writes the gamma-migrated W8A8 model (static scales, fused norm -> int8, scaled
+    residuals); eval --quantized reads it back with the same embedding cosine as migrating in memory."""
+    _minilm_path()
+    out_dir = tmp_path / "q"
+    rc, out = _run(capsys, "quantize", "--activation", "static", "--migrate", "-o", out_dir)
+    assert rc == 0, out
+    assert "gamma migration (max_shift=4)" in out and "norms with a fused int8 output: 12/12" in out
+    header = json.loads((out_dir / "squash_config.json").read_text())
+    migrated = [s for s in header["norms"].values() if s["module"] == "MigratedNorm"]
+    assert len(migrated) == 12 and all(s["act_quant"] == "static" for s in migrated)
+    assert len(header["residual_outputs"]) == 12
+    rc, saved = _run(capsys, "eval", "--quantized", out_dir, "--samples", "8")
+    rc2, here = _run(capsys, "eval", "--activation", "static", "--migrate", "--samples", "8")
+    assert rc == rc2 == 0, saved + here
+    metric = "sentence embedding cosine, mean"
+    assert _value(saved, metric) == _value(here, metric)
+    rc, out = _run(capsys, "quantize", "--scheme", "w4a16", "--migrate", "-o", tmp_path / "w4")
+    assert rc == 2 and "--migrate (gamma migration, fused norm -> int8) is for W8A8" in out
+
+
+def test_quantize_causal_lm_migrated_with_float_fallback(capsys, tmp_path, llama_dir):
+    """--plan (float fallback per layer) with --migrate: the saved model holds float value and
+    down projections among migrated W8A8 layers and evaluates like the same done in memory."""
+    from squash_ops.quant import config_to_dict
+
+    float_layers = [f"model.layers.{i}.{p}" for i in range(2) for p in ("self_attn.v_proj", "mlp.down_proj")]
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"config": config_to_dict(W8A8Config()), "overrides": dict.fromkeys(float_layers)}))
+    out_dir = tmp_path / "q"
+    rc, out = _run(capsys, "quantize", llama_dir, "--plan", plan, "--migrate", "-o", out_dir)
+    assert rc == 0, out
+    header = json.loads((out_dir / "squash_config.json").read_text())
+    assert len(header["layers"]) == 10 and not set(float_layers) & set(header["layers"])
+    # q/k and gate/up read their fused int8 input; the final norm feeds the float lm_head only.
+    modes = [s["act_quant"] for s in header["norms"].values() if s["module"] == "MigratedNorm"]
+    assert modes.count("dynamic") == 4 and modes.count(None) == 1 and len(modes) == 5
+    rc, saved = _run(capsys, "eval", llama_dir, "--quantized", out_dir, "--samples", "4")
+    rc2, here = _run(capsys, "eval", llama_dir, "--plan", plan, "--migrate", "--samples", "4")
+    assert rc == rc2 == 0, saved + here
+    for metric in ("logits cosine per token, mean", "top-1 agreement with float32", "perplexity float32"):
+        assert _value(saved, metric) == _value(here, metric)
+
+
 def test_bench_without_gpu(capsys, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a GPU is here: bench would run the suites")

@@ -51,8 +51,10 @@ def test_to_squash_replaces_every_linear():
     quantized = [m for m in model.modules() if isinstance(m, W4A16Linear)]
     assert len(quantized) == n_linear and not any(isinstance(m, torch.nn.Linear) for m in model.modules())
     assert model.config._attn_implementation == "squash"
-    for m in quantized:  # random, not the zeros W4A16Linear starts with
-        assert m.qweight.float().std() > 50 and (m.scales > 0).all()
+    for m in quantized:  # random, not the zeros W4A16Linear starts with (prepacked: its canonical tensors)
+        assert m.prepacked == m.prepack_pays()
+        canonical = m.canonical_buffers()
+        assert canonical["qweight"].float().std() > 50 and (canonical["scales"] > 0).all()
     ctx = Context(device="cpu")
     with torch.inference_mode():
         call = e2e_decode.make_call(ctx, model, cfg, 3, 5, "eager")

@@ -365,7 +365,7 @@ def test_bad_inputs_quantize_activation():
     x = torch.randn(3, 64)
     _raises(r"quantize_activation_int8: x must be float32 or float16 or bfloat16, got int8",
             so.quantize_activation_int8, x.to(torch.int8))
-    _raises(r"scale \(static, per-tensor\) must have exactly 1 element, got shape \[2\]",
+    _raises(r"scale must have exactly 1 element \(a static per-tensor scale\), got shape \[2\]",
             so.quantize_activation_int8, x, torch.tensor([0.1, 0.2]))
     _raises(r"scale must be float32, got float16", so.quantize_activation_int8, x, torch.tensor([0.1]).half())
     _raises(r"x must have a contiguous last dimension", so.quantize_activation_int8, torch.randn(64, 3).t())

@@ -206,6 +206,7 @@ def check_all_modes(kind, x, residual, weight, bias, eps=None):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("with_residual", [False, True], ids=["plain", "residual"])
 @pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.usefixtures("each_cpu_isa")
 def test_matches_reference(kind, with_residual, dtype, hidden):
     for lead in LEADING:
         for wdt, bdt in affine_configs(kind, dtype):
@@ -216,6 +217,7 @@ def test_matches_reference(kind, with_residual, dtype, hidden):
 @pytest.mark.parametrize("hidden", [111, 4095, 8192])
 @pytest.mark.parametrize("with_residual", [False, True], ids=["plain", "residual"])
 @pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.usefixtures("each_cpu_isa")
 def test_fp16_near_max(kind, with_residual, hidden):
     """fp16 values near 65504: squares (~4e9) and sums overflow fp16, not fp32; the LayerNorm of
     a narrow band [65000, 65504] also needs a cancellation-free variance (two-pass/Welford)."""
@@ -234,6 +236,7 @@ def test_fp16_near_max(kind, with_residual, hidden):
 
 
 @pytest.mark.parametrize("dtype", [F16, F32], ids=str)
+@pytest.mark.usefixtures("each_cpu_isa")
 def test_gamma_migration_is_exact(dtype):
     """y*gamma + beta == (y + beta/gamma) * gamma: layer_norm(x, None, beta/gamma) * gamma equals
     layer_norm(x, gamma, beta) up to the roundings each side makes: out1 (half a dtype ulp + half
@@ -273,6 +276,7 @@ def test_zero_tokens(kind):
             assert o.scales is None or o.scales.shape == (0,)
 
 
+@pytest.mark.usefixtures("each_cpu_isa")
 def test_eps_and_constant_rows():
     """A constant row: LayerNorm gives exactly bias (y = 0 * rstd + bias), the dynamic int8 of a
     zero row is 0 with scale 0; a large eps really enters the formula."""
@@ -286,6 +290,7 @@ def test_eps_and_constant_rows():
     assert_out(rms_norm(x, None, eps=4.0), ref.y, ref.mag, F32)
 
 
+@pytest.mark.usefixtures("each_cpu_isa")
 def test_rounding_half_to_even_and_clamp():
     """Exact ties: with h = 1 and eps = 0, mean(h^2) = 1 so rstd = 1 and y = weight exactly;
     with scale 1 (static) or absmax 127 (dynamic: inv = 127/127 = 1) v = weight. Half-to-even
@@ -352,9 +357,9 @@ def _bad_cases():
     return [
         # (id, callable, op name in the message, message regex)
         ("x_double", lambda: ops.layer_norm(x.double(), None, None, 1e-5), "layer_norm",
-         "x must be Half or BFloat16 or Float, got Double"),
+         "x must be float16 or bfloat16 or float32, got float64"),
         ("x_int", lambda: ops.rms_norm_quant(x.to(torch.int32), None, 1e-6, None), "rms_norm_quant",
-         "x must be Half or BFloat16 or Float, got Int"),
+         "x must be float16 or bfloat16 or float32, got int32"),
         ("x_0d", lambda: ops.rms_norm(torch.tensor(1.0), None, 1e-6), "rms_norm",
          "x must have at least 1 dimension"),
         ("empty_hidden", lambda: ops.layer_norm(torch.randn(4, 0, dtype=F16), None, None, 1e-5),
@@ -368,26 +373,26 @@ def _bad_cases():
         ("weight_2d", lambda: ops.rms_norm(x, w[None], 1e-6), "rms_norm",
          r"weight must be 1-D \[hidden=111\].*got shape \[1, 111\]"),
         ("weight_dtype", lambda: ops.rms_norm(x, w.to(BF16), 1e-6), "rms_norm",
-         r"weight must be Half \(like x\) or Float, got BFloat16"),
+         r"weight must be float16 \(like x\) or float32, got bfloat16"),
         ("weight_dtype_f32x", lambda: ops.layer_norm(x.float(), w, None, 1e-5), "layer_norm",
-         "weight must be Float, got Half"),
+         "weight must be float32, got float16"),
         ("weight_strided", lambda: ops.rms_norm(x, torch.randn(2 * H, dtype=F16)[::2], 1e-6),
          "rms_norm", "weight must be contiguous"),
         ("bias_shape", lambda: ops.layer_norm(x, None, torch.randn(H + 1), 1e-5), "layer_norm",
          r"bias must be 1-D \[hidden=111\].*got shape \[112\]"),
         ("bias_dtype", lambda: ops.layer_norm_quant(x, None, torch.randn(H, dtype=F64), 1e-5, None),
-         "layer_norm_quant", "bias must be Half \\(like x\\) or Float, got Double"),
+         "layer_norm_quant", "bias must be float16 \\(like x\\) or float32, got float64"),
         ("residual_shape", lambda: ops.add_layer_norm(x, r[:3], w, None, 1e-5), "add_layer_norm",
          r"residual must have the shape of x \[4, 111\], got shape \[3, 111\]"),
         ("residual_dtype", lambda: ops.add_rms_norm_quant(x, r.float(), w, 1e-6, None),
-         "add_rms_norm_quant", "residual must be Half like x, got Float"),
+         "add_rms_norm_quant", "residual must be float16 like x, got float32"),
         ("residual_strided", lambda: ops.add_rms_norm(x, torch.randn(4, 2 * H, dtype=F16)[:, ::2], w, 1e-6),
          "add_rms_norm", "residual must be contiguous"),
         ("eps_negative", lambda: ops.rms_norm(x, w, -1e-6), "rms_norm", "eps must be finite and >= 0"),
         ("eps_nan", lambda: ops.layer_norm(x, w, None, math.nan), "layer_norm",
          "eps must be finite and >= 0"),
         ("scale_dtype", lambda: ops.rms_norm_quant(x, w, 1e-6, torch.tensor([0.1], dtype=F16)),
-         "rms_norm_quant", "scale must be Float, got Half"),
+         "rms_norm_quant", "scale must be float32, got float16"),
         ("scale_numel", lambda: ops.add_layer_norm_quant(x, r, w, None, 1e-5, torch.tensor([0.1, 0.2])),
          "add_layer_norm_quant", r"scale must have exactly 1 element.*got shape \[2\]"),
         ("scale_empty", lambda: ops.rms_norm_quant(x, w, 1e-6, torch.ones(0)), "rms_norm_quant",
@@ -548,3 +553,32 @@ def test_cuda_zero_tokens_and_device_mismatch():
         rms_norm(x, torch.randn(384, dtype=F16))
     with pytest.raises(ValueError, match=r"squash::add_layer_norm_quant: scale must be on cuda"):
         layer_norm_quant(x, residual=x.clone(), scale=torch.tensor([0.1]))
+
+
+@pytest.mark.usefixtures("each_cpu_isa")
+@pytest.mark.parametrize("static", [False, True], ids=["dynamic", "static"])
+def test_quant_nan_row_shows(static):
+    """A row whose y holds NaN gets scale NaN (its NaN elements q = 0), so a W8A8 layer fed by it
+    returns NaN like float would; the other rows are untouched."""
+    x = torch.randn(4, 100)
+    x[2, 17] = float("nan")
+    scale = torch.tensor([0.05]) if static else None
+    rows = [0, 1, 3]
+    for op in (lambda t: layer_norm_quant(t, scale=scale), lambda t: rms_norm_quant(t, scale=scale)):
+        q, s = op(x)
+        assert s[2].isnan() and not s[rows].isnan().any()
+        assert (q[2] == 0).all()  # every y of the row is NaN (the statistics are)
+        q_ok, s_ok = op(x[rows])
+        assert torch.equal(q[rows], q_ok) and torch.equal(s[rows], s_ok)
+
+
+@pytest.mark.usefixtures("each_cpu_isa")
+def test_quant_tiny_row_within_half_step():
+    """|y| ~ 1e-38: 127 / absmax overflows float32; the row must still quantize within half a
+    step of y / s (not +-127 everywhere), and a zero element stays 0."""
+    w = torch.tensor([1e-38, -5e-39, 0.0, 2.5e-39, 7e-39, -1e-38])
+    h = torch.ones(1, 6)
+    q, s = rms_norm_quant(h, w, eps=0.0)
+    y = w.double()
+    assert s.item() > 0 and (q[0].double() - y / s.double()).abs().max().item() <= 0.5 + 1e-3
+    assert q[0, 2].item() == 0

@@ -119,15 +119,17 @@ def test_int8_round_trip(tiles_n, k8, seed):
 # ---------------------------------------------------------------- prepacked GEMMs (CPU)
 def prepack(fmt, wts):
     if fmt[0] == "int8":
-        return dict(zip(("packed", "scales"), so.prepack_int8_weight(wts["qweight"], wts["scales"])))
+        packed, sp = so.prepack_int8_weight(wts["qweight"], wts["scales"])
+        return dict(packed=packed, scales=sp, k=wts["qweight"].shape[1])
     packed, sp, zp = so.prepack_int4_weight(wts["qweight"], wts["scales"], wts["zeros"], group_size=wts["group_size"])
-    return dict(packed=packed, scales=sp, zeros=zp, group_size=wts["group_size"])
+    return dict(packed=packed, scales=sp, zeros=zp, k=2 * wts["qweight"].shape[1], group_size=wts["group_size"])
 
 
 def run_prepacked(fmt, x, pw, bias=None):
     if fmt[0] == "int8":
-        return so.w8a16_gemm_prepacked(x, pw["packed"], pw["scales"], bias=bias)
-    return so.w4a16_gemm_prepacked(x, pw["packed"], pw["scales"], pw["zeros"], group_size=pw["group_size"], bias=bias)
+        return so.w8a16_gemm_prepacked(x, pw["packed"], pw["scales"], pw["k"], bias=bias)
+    return so.w4a16_gemm_prepacked(x, pw["packed"], pw["scales"], pw["zeros"], pw["k"], group_size=pw["group_size"],
+                                   bias=bias)
 
 
 def run_canonical(fmt, x, wts, bias=None):
@@ -185,10 +187,10 @@ def test_opcheck_prepacked():
         (ops.unprepack_int4_weight, (p4, sp4, None, 64, 32)),
         (ops.prepack_int8_weight, (q8, s8)),
         (ops.unprepack_int8_weight, (p8, sp8, 64)),
-        (ops.w4a16_gemm_prepacked, (x, p4, sp4, zp4, 32, bias)),
-        (ops.w4a16_gemm_prepacked, (x.half().reshape(1, 3, 64), p4, sp4, None, 32, None)),
-        (ops.w8a16_gemm_prepacked, (x, p8, sp8, bias)),
-        (ops.w8a16_gemm_prepacked, (x.half(), p8, sp8, None)),
+        (ops.w4a16_gemm_prepacked, (x, p4, sp4, zp4, 64, 32, bias)),
+        (ops.w4a16_gemm_prepacked, (x.half().reshape(1, 3, 64), p4, sp4, None, 64, 32, None)),
+        (ops.w8a16_gemm_prepacked, (x, p8, sp8, 64, bias)),
+        (ops.w8a16_gemm_prepacked, (x.half(), p8, sp8, 64, None)),
     ]
     for op, args in cases:
         torch.library.opcheck(op, args)
@@ -197,6 +199,7 @@ def test_opcheck_prepacked():
 class TinyPrepackedMLP(torch.nn.Module):
     def __init__(self, k=64, h=96, n=40):
         super().__init__()
+        self.k, self.h = k, h
         q1, s1, z1 = so.quantize_int4_weight(torch.randn(h, k) * 0.1, group_size=32, symmetric=False)
         p1, sp1, zp1 = so.prepack_int4_weight(q1, s1, z1, group_size=32)
         p2, sp2 = so.prepack_int8_weight(*so.quantize_int8_weight(torch.randn(n, h) * 0.1))
@@ -204,8 +207,8 @@ class TinyPrepackedMLP(torch.nn.Module):
             self.register_buffer(name, t)
 
     def forward(self, x):
-        h = torch.relu(so.w4a16_gemm_prepacked(x, self.p1, self.sp1, self.zp1, group_size=32))
-        return so.w8a16_gemm_prepacked(h, self.p2, self.sp2, bias=self.b2)
+        h = torch.relu(so.w4a16_gemm_prepacked(x, self.p1, self.sp1, self.zp1, self.k, group_size=32))
+        return so.w8a16_gemm_prepacked(h, self.p2, self.sp2, self.h, bias=self.b2)
 
 
 def test_torch_compile_fullgraph():
@@ -258,26 +261,49 @@ def test_bad_inputs_prepacked_gemm():
     p4, sp4, zp4 = so.prepack_int4_weight(*so.quantize_int4_weight(torch.randn(16, 256), group_size=64,
                                                                    symmetric=False), group_size=64)
     gemm4 = so.w4a16_gemm_prepacked
-    _raises(r"w4a16_gemm_prepacked: x must be float16 or bfloat16, got float32", gemm4, x.float(), p4, sp4, zp4, 64)
-    _raises(r"w4a16_gemm_prepacked: K = x.shape\[-1\] must be a positive multiple of 8 .*got 252", gemm4,
-            x[:, :252], p4, sp4, zp4, 64)
+    _raises(r"w4a16_gemm_prepacked: x must be float16 or bfloat16, got float32", gemm4, x.float(), p4, sp4, zp4,
+            256, 64)
+    _raises(r"w4a16_gemm_prepacked: k must be a positive multiple of 8 .*got 252", gemm4,
+            x[:, :252], p4, sp4, zp4, 252, 64)
+    _raises(r"x must be \[\.\.\., K\] with K = k = 256 \(the prepacked weight's in_features\), got shape \[3, 128\]",
+            gemm4, x[:, :128], p4, sp4, zp4, 256, 64)
     _raises(r"packed must be \[N/8, ceil\(K/128\), 512\] = \[N/8, 1, 512\] uint8 for K=128", gemm4, x[:, :128], p4,
-            sp4, zp4, 64)
-    _raises(r"scales must be float32, got float16", gemm4, x, p4, sp4.half(), zp4, 64)
+            sp4, zp4, 128, 64)
+    _raises(r"scales must be float32, got float16", gemm4, x, p4, sp4.half(), zp4, 256, 64)
     _raises(r"scales must be \[N/8, K/group_size, 8\] = \[2, 2, 8\] float32, got shape \[2, 4, 8\]", gemm4, x, p4,
-            sp4, zp4, 128)
+            sp4, zp4, 256, 128)
     _raises(r"zeros must be \[N/8, K/group_size, 8\] = \[2, 4, 8\] uint8, got shape \[2, 4, 4\]", gemm4, x, p4, sp4,
-            zp4[..., :4].contiguous(), 64)
-    _raises(r"packed must be contiguous", gemm4, x, p4.transpose(0, 1).contiguous().transpose(0, 1), sp4, zp4, 64)
-    _raises(r"bias must be float16, got bfloat16", gemm4, x, p4, sp4, zp4, 64, bias=torch.randn(16).bfloat16())
-    _raises(r"bias must be \[N\] = \[16\] float16, got shape \[8\]", gemm4, x, p4, sp4, zp4, 64,
+            zp4[..., :4].contiguous(), 256, 64)
+    _raises(r"packed must be contiguous", gemm4, x, p4.transpose(0, 1).contiguous().transpose(0, 1), sp4, zp4, 256, 64)
+    _raises(r"bias must be float16, got bfloat16", gemm4, x, p4, sp4, zp4, 256, 64, bias=torch.randn(16).bfloat16())
+    _raises(r"bias must be \[N\] = \[16\] float16, got shape \[8\]", gemm4, x, p4, sp4, zp4, 256, 64,
             bias=torch.randn(8).half())
     _raises(r"x must have a contiguous last dimension", gemm4, torch.randn(256, 3, dtype=torch.float16).t(), p4,
-            sp4, zp4, 64)
+            sp4, zp4, 256, 64)
     p8, sp8 = so.prepack_int8_weight(*so.quantize_int8_weight(torch.randn(16, 256)))
     _raises(r"w8a16_gemm_prepacked: packed must be \[N/8, ceil\(K/64\), 512\] = \[N/8, 4, 512\] uint8", so.w8a16_gemm_prepacked,
-            x, p4, sp8)
-    _raises(r"w8a16_gemm_prepacked: scales must be \[N\] = \[16\] float32", so.w8a16_gemm_prepacked, x, p8, sp8[:8])
+            x, p4, sp8, 256)
+    _raises(r"w8a16_gemm_prepacked: scales must be \[N\] = \[16\] float32", so.w8a16_gemm_prepacked, x, p8, sp8[:8], 256)
+
+
+# The layout pads K to whole tiles (int8: 64, int4: 128), so a weight of K=56 and an x of K=64 (or
+# the other way round) have the same packed shape: only the recorded k tells them apart.
+@pytest.mark.parametrize("fmt,k_weight,k_x", [(FORMATS[0], 56, 64), (FORMATS[0], 64, 56), (FORMATS[-1], 120, 128),
+                                              (FORMATS[-1], 128, 120)])
+def test_prepacked_k_inside_the_last_tile_is_refused(fmt, k_weight, k_x):
+    pw = prepack(fmt, make_weights(fmt, 16, k_weight, torch.float16, torch.float32)[0])
+    assert pw["k"] == k_weight
+    x = torch.randn(2, k_x, dtype=torch.float16)
+    op = "w8a16" if fmt[0] == "int8" else "w4a16"
+    with pytest.raises(ValueError, match=rf"squash::{op}_gemm_prepacked: x must be \[\.\.\., K\] with K = k = "
+                                         rf"{k_weight} \(the prepacked weight's in_features\), got shape \[2, {k_x}\]"):
+        run_prepacked(fmt, x, pw)
+    # The module records its in_features and refuses the same input before the op.
+    linear = torch.nn.Linear(k_weight, 16)
+    cfg = so.W8A16Config() if fmt[0] == "int8" else so.W4A16Config(group_size=fmt[1], symmetric=fmt[2])
+    m = so.quant.quantize_linear(linear, cfg, torch.float16).prepack()
+    with pytest.raises(ValueError, match=rf"input must be \[\.\.\., {k_weight}\], got shape \[2, {k_x}\]"):
+        m(x)
 
 
 # ---------------------------------------------------------------- GPU: the CUDA kernel vs the CPU op

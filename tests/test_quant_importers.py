@@ -268,6 +268,7 @@ def test_model_import_errors(tmp_path):
 def test_load_validates_the_permutation(tmp_path):
     import json
     from safetensors import safe_open
+    from squash_ops.quant.serialization import checksum
     model = nn.Sequential(gptq_linear(**make_gptq(128, 16, 64, act_order=True, symmetric=True)[0]))
     save_quantized(model, tmp_path)
     path = tmp_path / "squash_model.safetensors"
@@ -275,7 +276,11 @@ def test_load_validates_the_permutation(tmp_path):
         tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
     tensors["0.input_perm"] = torch.zeros(128, dtype=torch.int32)
     save_file(tensors, path, metadata=metadata)
-    assert json.loads((tmp_path / "squash_config.json").read_text())["layers"]["0"]["optional_buffers"] == ["input_perm"]
+    # As a faulty writer would save it: the checksum matches the bad permutation.
+    config = json.loads((tmp_path / "squash_config.json").read_text())
+    config["checksums"]["0.input_perm"] = checksum(tensors["0.input_perm"])
+    (tmp_path / "squash_config.json").write_text(json.dumps(config))
+    assert config["layers"]["0"]["optional_buffers"] == ["input_perm"]
     with torch.device("meta"):
         skeleton = nn.Sequential(nn.Linear(128, 16))
     with pytest.raises(CheckpointError, match="squash_model.safetensors: layer 0: W4A16Linear: input_perm must be a "

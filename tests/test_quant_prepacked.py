@@ -1,7 +1,9 @@
-"""W8A16Linear / W4A16Linear in the prepacked layout (module.prepack(), squash_ops.prepack(model)):
-the same outputs as the canonical module (bit-exact on the CPU, where the prepacked GEMM is
-unprepack + the canonical reference), no canonical copy kept, canonical state_dict and
-checkpoints, clear errors for shapes the layout cannot hold, and torch.compile without breaks."""
+"""W8A16Linear / W4A16Linear in the prepacked layouts (module.prepack(), squash_ops.prepack(model)):
+the same outputs as the canonical module (CUDA layout: bit-exact on the CPU, where its GEMM is
+unprepack + the canonical reference; CPU layout: within the GEMM tolerance, its own kernels sum
+in another order), no canonical copy kept, canonical state_dict and checkpoints, clear errors
+for shapes a layout cannot hold, the CPU layout by default on the CPU, re-packing on a device
+change, and torch.compile without breaks."""
 
 import copy
 import json
@@ -37,32 +39,48 @@ def _linear(k, n, bias, seed=0):
     return lin
 
 
-def _pair(k, n, config, bias=True, compute_dtype=None):
-    """(canonical module, the same module prepacked)."""
+def _pair(k, n, config, bias=True, compute_dtype=None, layout="cuda"):
+    """(canonical module, the same module prepacked in `layout`)."""
     m = quantize_linear(_linear(k, n, bias), config, compute_dtype)
-    return m, copy.deepcopy(m).prepack()
+    return m, copy.deepcopy(m).prepack(layout)
 
 
+def assert_matches_canonical(y, ref, layout):
+    """CUDA layout on the CPU: the canonical op itself (bit-exact). CPU layout: its own kernel,
+    another float32 summation order, one rounding: the GEMM tolerance of the compute dtype
+    (bf16 for float32 modules)."""
+    if layout == "cuda":
+        assert torch.equal(y, ref)
+    else:
+        assert y.dtype == ref.dtype and y.shape == ref.shape
+        assert rel_mean_err(y, ref) < GEMM_REL_MEAN_ERR.get(ref.dtype, GEMM_REL_MEAN_ERR[torch.bfloat16])
+
+
+@pytest.mark.parametrize("layout", ["cuda", "cpu"])
 @pytest.mark.parametrize("k,config", CASES, ids=lambda c: str(c))
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("bias", [True, False])
-def test_prepacked_module_equals_canonical(k, config, dtype, bias):
-    canon, pk = _pair(k, 24, config, bias)
-    assert pk.prepacked and not canon.prepacked
+def test_prepacked_module_equals_canonical(k, config, dtype, bias, layout):
+    canon, pk = _pair(k, 24, config, bias, layout=layout)
+    assert pk.prepacked and not canon.prepacked and pk.prepack_layout == layout
     for shape in [(1, k), (2, 3, k)]:  # decode (M=1) and leading batch dims
         x = torch.randn(shape, dtype=dtype)
         y = pk(x)
         assert y.dtype == dtype and y.shape == (*shape[:-1], 24)
-        assert torch.equal(y, canon(x))  # CPU prepacked op = unprepack + canonical op: bit-exact
+        assert_matches_canonical(y, canon(x), layout)
     assert torch.equal(pk.dequantized_weight(), canon.dequantized_weight())
 
 
+@pytest.mark.parametrize("layout", ["cuda", "cpu"])
 @pytest.mark.parametrize("config", [W4A16Config(32, False), W8A16Config()], ids=str)
-def test_prepack_frees_canonical_and_unprepack_is_bit_exact(config):
-    canon, pk = _pair(1056, 40, config)
+def test_prepack_frees_canonical_and_unprepack_is_bit_exact(config, layout):
+    canon, pk = _pair(1056, 40, config, layout=layout)
     names = dict(pk.named_buffers())
     assert "qweight" not in names and "scales" not in names and "zeros" not in names
-    assert names["packed"].dtype == torch.uint8 and names["packed"].shape[0] == 40 // 8
+    # CUDA layout: 8-column tiles; CPU layout: 16-column panels (40 -> 3, padded), k-major.
+    assert names["packed"].shape[0] == (40 // 8 if layout == "cuda" else 3)
+    if layout == "cpu":
+        assert names["packed"].shape[1] == 1056
     back = copy.deepcopy(pk).unprepack()
     assert not back.prepacked and "packed" not in dict(back.named_buffers())
     for name, t in canon.named_buffers():
@@ -95,9 +113,10 @@ def test_prepack_and_unprepack_are_idempotent():
     assert report.converted == [] and report.skipped == {"0": "already prepacked"}
 
 
+@pytest.mark.parametrize("layout", ["cuda", "cpu"])
 @pytest.mark.parametrize("config", [W4A16Config(32, True), W4A16Config(32, False), W8A16Config()], ids=str)
-def test_state_dict_is_canonical(config):
-    canon, pk = _pair(1056, 24, config)
+def test_state_dict_is_canonical(config, layout):
+    canon, pk = _pair(1056, 24, config, layout=layout)
     sc, sp = canon.state_dict(), pk.state_dict()
     assert list(sc) == list(sp)
     for key in sc:
@@ -107,9 +126,10 @@ def test_state_dict_is_canonical(config):
     for t in fresh.buffers():
         t.zero_()
     fresh.load_state_dict(sc)
-    assert fresh.prepacked and torch.equal(fresh.packed, pk.packed)
+    assert fresh.prepacked and fresh.prepack_layout == layout and torch.equal(fresh.packed, pk.packed)
     x = torch.randn(3, 1056, dtype=torch.float16)
-    assert torch.equal(fresh(x), canon(x))
+    assert torch.equal(fresh(x), pk(x))
+    assert_matches_canonical(fresh(x), canon(x), layout)
     # ... and a prepacked module's dict into a canonical one.
     empty = type(canon)(1056, 24, True, **({} if config.name == "w8a16" else {"config": config}))
     empty.load_state_dict(sp)
@@ -119,15 +139,22 @@ def test_state_dict_is_canonical(config):
 def test_unsupported_shapes_raise_and_model_helper_reports_why():
     bad_n = quantize_linear(_linear(264, 20, True), W4A16Config(-1, True))
     with pytest.raises(ValueError, match=r"W4A16Linear.prepack: .*multiples of 8, got N=20, K=264"):
-        bad_n.prepack()
+        bad_n.prepack("cuda")
     bad_k = quantize_linear(_linear(262, 16, False), W8A16Config())
     with pytest.raises(ValueError, match=r"W8A16Linear.prepack: .*got N=16, K=262"):
-        bad_k.prepack()
+        bad_k.prepack("cuda")
+    with pytest.raises(ValueError, match=r"W8A16Linear.prepack: layout must be one of"):
+        bad_k.prepack("gpu")
     assert not bad_n.prepacked and not bad_k.prepacked  # untouched by the failed attempt
+    # The CPU layout pads N to whole panels and takes any K.
+    for m in (bad_n, bad_k):
+        x = torch.randn(3, m.in_features)
+        ref = m(x)
+        assert_matches_canonical(copy.deepcopy(m).prepack()(x), ref, "cpu")
     good = quantize_linear(_linear(264, 24, True), W8A16Config())
     w8a8 = quantize_linear(_linear(264, 24, True), W8A8Config())
     model = nn.Sequential(bad_n, nn.ReLU(), bad_k, w8a8, good)
-    report = squash_ops.prepack(model)
+    report = squash_ops.prepack(model, layout="cuda")
     assert report.converted == ["4"] and len(report) == 1
     assert set(report.skipped) == {"0", "2", "3"}
     assert "N=20" in report.skipped["0"] and "K=262" in report.skipped["2"]
@@ -156,7 +183,7 @@ def _file_tensors(path):
 def test_save_of_prepacked_model_is_canonical_and_round_trips(tmp_path):
     canon = _tiny_quantized()
     pk = copy.deepcopy(canon)
-    report = squash_ops.prepack(pk)
+    report = squash_ops.prepack(pk, layout="cuda")
     assert len(report) == sum(isinstance(m, (W4A16Linear, W8A16Linear)) for m in canon.modules())
     ids = token_batch(0)
     ref = canon(**ids).logits
@@ -173,12 +200,14 @@ def test_save_of_prepacked_model_is_canonical_and_round_trips(tmp_path):
     ha.pop("save_id"), hb.pop("save_id")
     assert ha == hb
 
-    # Round trips: prepacked on request, canonical by default on the CPU (same math, no unprepack per call).
-    for prepack, expect in [(True, True), (None, False), (False, False)]:
+    # Round trips: prepacked in the CPU layout on request and by default on the CPU (its kernel
+    # is the fast one there), canonical with prepack=False; the weights bit-exact either way.
+    for prepack, expect in [(True, True), (None, True), (False, False)]:
         loaded = load_quantized(tiny_llama(seed=9), tmp_path / "pk", prepack=prepack)
         quantized = [m for m in loaded.modules() if isinstance(m, (W4A16Linear, W8A16Linear))]
         assert quantized and all(m.prepacked == expect for m in quantized)
-        assert torch.equal(loaded(**ids).logits, ref)
+        assert all(m.prepack_layout == ("cpu" if expect else None) for m in quantized)
+        assert_matches_canonical(loaded(**ids).logits, ref, "cpu" if expect else "cuda")
         sd, sref = loaded.state_dict(), canon.state_dict()
         assert list(sd) == list(sref)
         for key in sref:
@@ -189,13 +218,29 @@ def test_replace_linear_prepack_choice_on_cpu():
     model = tiny_llama()
     replace_linear(model, W4A16Config(64, True))
     layers = [m for m in model.modules() if isinstance(m, W4A16Linear)]
-    # The default prepacks only where it is faster (CUDA with the kernel): canonical on the CPU.
-    assert layers and not any(m.prepacked for m in layers)
-    forced = tiny_llama()
-    replace_linear(forced, W4A16Config(64, True), prepack=True)
-    assert all(m.prepacked for m in forced.modules() if isinstance(m, W4A16Linear))
+    # The default prepacks where it is faster: on the CPU, the CPU layout (its AVX2 kernel).
+    assert layers and all(m.prepacked and m.prepack_layout == "cpu" for m in layers)
+    assert all(m.prepack_pays() for m in layers)
+    canonical = tiny_llama()
+    replace_linear(canonical, W4A16Config(64, True), prepack=False)
+    assert not any(m.prepacked for m in canonical.modules() if isinstance(m, W4A16Linear))
     ids = token_batch(1)
-    assert torch.equal(forced(**ids).logits, model(**ids).logits)
+    assert_matches_canonical(model(**ids).logits, canonical(**ids).logits, "cpu")
+
+
+def test_device_change_repacks_for_the_new_device():
+    """A prepacked module that changes device type is re-packed in that device's layout (here:
+    CUDA layout on the CPU -> meta, which takes the CPU layout); a move within the device type
+    keeps the buffers as they are."""
+    canon, pk = _pair(264, 40, W4A16Config(-1, False), layout="cuda")
+    packed = pk.packed
+    assert pk.to("cpu").packed is packed and pk.prepack_layout == "cuda"
+    pk.to("meta")
+    assert pk.prepacked and pk.prepack_layout == "cpu" and pk.packed.device.type == "meta"
+    assert pk.packed.shape == (3, 264, 8)
+    _, cpu_pk = _pair(264, 40, W4A16Config(-1, False), layout="cpu")
+    cpu_pk.to("meta")
+    assert cpu_pk.prepack_layout == "cpu" and cpu_pk.packed.shape == (3, 264, 8)
 
 
 @pytest.mark.parametrize("backend", ["eager", "aot_eager"])
@@ -221,17 +266,18 @@ def test_compile_fullgraph_prepacked_mlp(backend):
 def test_cuda_replace_linear_prepacks_and_matches_cpu(k, config, dtype, m):
     model = nn.Sequential(_linear(k, 48, True, seed=m))
     cpu = copy.deepcopy(model)
-    replace_linear(cpu, config, compute_dtype=dtype)
+    replace_linear(cpu, config, compute_dtype=dtype, prepack=False)
     replace_linear(model.cuda(), config, compute_dtype=dtype)  # default: prepacked on CUDA
-    assert model[0].prepacked and not cpu[0].prepacked
+    assert model[0].prepacked and model[0].prepack_layout == "cuda" and not cpu[0].prepacked
     x = torch.randn(m, k, dtype=dtype)
     y = model(x.cuda())
     ref = cpu(x)
     # Different float32 summation order (tensor cores, per-group partial sums) and one rounding
     # to dtype: the GEMM tolerance of the dtype.
     assert rel_mean_err(y.cpu(), ref) < GEMM_REL_MEAN_ERR[dtype]
-    cpu[0].prepack()
-    assert torch.equal(model[0].cpu().packed, cpu[0].packed)  # prepack is the same on both devices
+    cpu[0].prepack("cuda")
+    assert torch.equal(model[0].packed.cpu(), cpu[0].packed)  # prepack is the same on both devices
+    assert model[0].cpu().prepack_layout == "cpu"  # moved to the CPU: re-packed in the CPU layout
 
 
 def test_import_gptq_act_order_prepacked_equals_canonical():
@@ -239,8 +285,8 @@ def test_import_gptq_act_order_prepacked_equals_canonical():
     from squash_ops.quant import import_gptq
 
     _, ckpt, weights = _llama_gptq_checkpoint()
-    canon = import_gptq(tiny_llama(seed=5), ckpt)  # CPU default: canonical
-    pk = import_gptq(tiny_llama(seed=5), ckpt, prepack=True)
+    canon = import_gptq(tiny_llama(seed=5), ckpt, prepack=False)
+    pk = import_gptq(tiny_llama(seed=5), ckpt)  # CPU default: the CPU layout
     q = "model.layers.0.self_attn.q_proj"
     assert pk.get_submodule(q).prepacked and pk.get_submodule(q).input_perm is not None
     assert not canon.get_submodule(q).prepacked
@@ -248,4 +294,4 @@ def test_import_gptq_act_order_prepacked_equals_canonical():
         assert torch.equal(pk.get_submodule(name).dequantized_weight(), w.T), name
     batch = token_batch(2)
     with torch.no_grad():
-        assert torch.equal(pk(**batch).logits, canon(**batch).logits)
+        assert_matches_canonical(pk(**batch).logits, canon(**batch).logits, "cpu")

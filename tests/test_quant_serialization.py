@@ -155,11 +155,12 @@ def test_corrupt_files(saved, tmp_path):
 
 
 @pytest.mark.parametrize("edit,message", [
-    (lambda h: h.update(format_version=2),
-     r"squash_config.json has format_version 2; this squash_ops \(0.1.0\) reads version 1; upgrade squash_ops"),
+    (lambda h: h.update(format_version=3),
+     r"squash_config.json has format_version 3; this squash_ops \(0.1.0\) reads versions 1, 2; upgrade squash_ops"),
     (lambda h: h.update(format="gptq"), r"squash_config.json is not a squash_ops quantized-model config \(format 'gptq'\)"),
     (lambda h: h["layers"][Q]["config"].update(scheme="w3a16"),
-     rf"squash_config.json: layer {Q}: bad entry \(ValueError: unknown quantization scheme 'w3a16'"),
+     rf"squash_config.json: layer {Q}: it is a 'W8A16Linear' layer \(scheme 'w3a16'\), which squash_ops 0.1.0 "
+     r"cannot rebuild"),
     (lambda h: h["layers"][Q].update(module="W4A16Linear"),
      rf"layer {Q}: module 'W4A16Linear' does not match scheme 'w8a16'"),
     (lambda h: h["layers"][UP]["config"].update(group_size=48),
@@ -182,7 +183,7 @@ def test_bad_config_file(saved, tmp_path, edit, message):
      rf"layer {UP}: {UP}.qweight has dtype int8, the model expects uint8"),
     (lambda t: t.pop(f"{UP}.zeros"),
      rf"misses tensors the model needs: {UP}.zeros \(layers {UP}\)"),
-    (lambda t: t.pop("model.norm.weight"), r"misses tensors the model needs: model.norm.weight$"),
+    (lambda t: t.pop("model.norm.weight"), r"misses tensors the model needs: model.norm.weight \(layers model.norm\)$"),
     (lambda t: t.update({"model.extra": torch.zeros(3)}), r"holds tensors the model does not have: model.extra"),
     (lambda t: t.update({"model.norm.weight": t["model.norm.weight"][:64].clone()}),
      r"model.norm.weight has shape \[64\], the model expects \[128\]"),

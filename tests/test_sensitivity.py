@@ -48,7 +48,8 @@ def _make_sensitive(model, name, outlier):
 
 def _apply_plan(model, plan, batches=None):
     """The plan applied the way a user does: a copy, replace_linear with the plan as overrides,
-    then calibrate when static W8A8 layers need scales."""
+    then calibrate when static W8A8 layers need scales. replace_linear's default layout, which
+    the analysis evaluates too (prepacked on the CPU), so the verified numbers must match exactly."""
     model = copy.deepcopy(model)
     config = next(c for c in plan.values() if c is not None)
     report = replace_linear(model, config, overrides=plan)
@@ -163,14 +164,16 @@ def test_fallback_keeps_the_fewest_float_layers():
     """Only two layers make quantization errors; the budget cannot be met while either is
     quantized, so the fallback must keep exactly those two, and brute force over every plan with
     fewer float layers confirms none meets it. bf16 model: the weight-only GEMM then computes in
-    the model's own dtype, so the exact layers give bit-identical outputs."""
+    the model's own dtype, so the exact layers differ from float only by the kernel's float32
+    summation order (the CPU prepacked kernel's differs from torch's: cosine within 1e-6 of 1,
+    where the two target layers lose more than 1e-6)."""
     model = _llama(3).to(torch.bfloat16)
     targets = [LLAMA_TARGET, "model.layers.0.self_attn.o_proj"]
     _int4_exact(model, targets)
     batches = _llama_batches()
     report = analyze_sensitivity(model, W4A16Config(32), batches, progress=False)
     assert sorted(report.ranking[:2]) == sorted(targets)
-    assert all(s.sqnr_db == float("inf") and s.cosine == 1 for s in report.layers[2:])
+    assert all(s.cosine > 1 - 1e-6 for s in report.layers[2:])
     budget = 1 - 1e-6
     fb = report.fallback(min_cosine=budget, progress=False)
     assert sorted(fb.float_layers) == sorted(targets)
@@ -183,8 +186,8 @@ def test_fallback_keeps_the_fewest_float_layers():
     assert set(fb.plan) == {n for n, m in model.named_modules() if isinstance(m, nn.Linear)}
     assert {n for n, c in fb.plan.items() if c is None} == set(targets)
     assert all(c == W4A16Config(32) for c in fb.plan.values() if c is not None)
-    # Applied independently, the plan gives the float model's outputs here.
-    assert _mean_cosine(_apply_plan(model, fb.plan), model, batches) == fb.final.cosine == 1
+    # Applied independently, the plan gives exactly what the fallback verified.
+    assert _mean_cosine(_apply_plan(model, fb.plan), model, batches) == fb.final.cosine
 
 
 def test_fallback_verifies_the_combined_model():

@@ -11,7 +11,8 @@ place by a W4A16Linear whose packed int4 weights and g128 scales are drawn at ra
 put in the prepacked layout as ``replace_linear`` does on CUDA (``w4a16_gemm_prepacked``: the
 small-M tensor-core kernel for decode, dequantize + cuBLAS for the prefill's larger M), and
 attention switches to ``set_attn_implementation("squash")`` (impl ``squash``). On the CPU the
-layers stay canonical (``w4a16_gemm``), as ``replace_linear`` leaves them there.
+layers take the CPU prepacked layout (``w4a16_gemm_cpu_prepacked``), as ``replace_linear`` does
+there (the CPU benchmark of decode is the cpu_decode suite).
 
 Decode loop (squash_ops.hf.GreedyDecoder): a PROMPT-token prefill into a StaticCache, then one
 forward per token whose argmax is fed back on the device. On CUDA one step is captured in a CUDA
@@ -140,8 +141,9 @@ def to_squash(model) -> None:
             # int4 values -8..7 have std ~4.6: scales ~0.02/4.6 keep the weights' std at the
             # model's init std (0.02), so activations stay in range through 32 layers.
             q.scales.uniform_(0.003, 0.0057)
-            # As replace_linear / load_quantized do on CUDA: the prepacked layout (small-M
-            # tensor-core kernel), converted layer by layer so only one canonical copy exists.
+            # As replace_linear / load_quantized do: the prepacked layout of the device (CUDA:
+            # the small-M tensor-core kernel), converted layer by layer so only one canonical
+            # copy exists.
             if q.prepack_pays():
                 q.prepack()
             setattr(parent, name, q)

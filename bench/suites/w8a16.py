@@ -52,7 +52,7 @@ def run_shape(ctx: Context, dt: torch.dtype, K: int, N: int, ms: list[int], squa
             else:
                 op = torch.ops.squash.w8a16_gemm_prepacked
                 guard.measure(SUITE, case, "squash", params,
-                              lambda: lambda i: op(x, pk[i % len(pk)][0], pk[i % len(pk)][1], None),
+                              lambda: lambda i: op(x, pk[i % len(pk)][0], pk[i % len(pk)][1], K, None),
                               flops=flops, nbytes=nbytes)
         if squash.canonical and M in CANONICAL_MS:
             op_c = torch.ops.squash.w8a16_gemm

@@ -14,6 +14,8 @@
 
 #include "ops/checks.h"
 
+#include <cmath>
+
 namespace squash {
 namespace {
 
@@ -71,16 +73,27 @@ void check_index_tensor(const char* op, const char* arg, const at::Tensor& t, in
   check_contiguous(op, arg, t);
 }
 
+void check_softmax_scale(const char* op, std::optional<double> softmax_scale) {
+  if (!softmax_scale) return;
+  const float s = static_cast<float>(*softmax_scale);
+  SQUASH_CHECK_VALUE(std::isfinite(s) && s > 0.f, "squash::", op,
+                    ": softmax_scale must be a finite number > 0 (or None for 1/sqrt(head_dim)), got ",
+                    *softmax_scale);
+}
+
 }  // namespace
 
-void check_attention_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+void check_attention_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                          std::optional<double> softmax_scale) {
   check_qkv("attention", q, k, v, "k", "v", 4, "[batch, seqlen_q, heads_q, head_dim]",
             "[batch, seqlen_k, heads_kv, head_dim]");
+  check_softmax_scale("attention", softmax_scale);
 }
 
 void check_attention_varlen_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                  const at::Tensor& cu_seqlens_q, const at::Tensor& cu_seqlens_k,
-                                 int64_t max_seqlen_q, int64_t max_seqlen_k) {
+                                 int64_t max_seqlen_q, int64_t max_seqlen_k,
+                                 std::optional<double> softmax_scale) {
   constexpr const char* op = "attention_varlen";
   check_qkv(op, q, k, v, "k", "v", 3, "[total_q, heads_q, head_dim]",
             "[total_k, heads_kv, head_dim]");
@@ -91,14 +104,17 @@ void check_attention_varlen_args(const at::Tensor& q, const at::Tensor& k, const
                     max_seqlen_q);
   SQUASH_CHECK_VALUE(max_seqlen_k >= 0, "squash::", op, ": max_seqlen_k must be >= 0, got ",
                     max_seqlen_k);
+  check_softmax_scale(op, softmax_scale);
 }
 
 void check_attention_decode_args(const at::Tensor& q, const at::Tensor& k_cache,
-                                 const at::Tensor& v_cache, const at::Tensor& cache_seqlens) {
+                                 const at::Tensor& v_cache, const at::Tensor& cache_seqlens,
+                                 std::optional<double> softmax_scale) {
   constexpr const char* op = "attention_decode";
   check_qkv(op, q, k_cache, v_cache, "k_cache", "v_cache", 4,
             "[batch, seqlen_q, heads_q, head_dim]", "[batch, max_seqlen, heads_kv, head_dim]");
   check_index_tensor(op, "cache_seqlens", cache_seqlens, q.size(0), "[batch]", q);
+  check_softmax_scale(op, softmax_scale);
 }
 
 }  // namespace squash

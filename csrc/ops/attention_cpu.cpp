@@ -146,7 +146,7 @@ void parallel_tasks(int64_t n_tasks, int64_t work, const F& body) {
 std::tuple<at::Tensor, at::Tensor> attention_cpu(const at::Tensor& q, const at::Tensor& k,
                                                  const at::Tensor& v,
                                                  std::optional<double> softmax_scale, bool causal) {
-  check_attention_args(q, k, v);
+  check_attention_args(q, k, v, softmax_scale);
   const int64_t B = q.size(0), Sq = q.size(1), Hq = q.size(2), D = q.size(3);
   const int64_t Sk = k.size(1), group = Hq / k.size(2);
   const float scale = resolve_scale(softmax_scale, D);
@@ -192,7 +192,8 @@ std::tuple<at::Tensor, at::Tensor> attention_varlen_cpu(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& cu_seqlens_q,
     const at::Tensor& cu_seqlens_k, int64_t max_seqlen_q, int64_t max_seqlen_k,
     std::optional<double> softmax_scale, bool causal) {
-  check_attention_varlen_args(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k);
+  check_attention_varlen_args(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                              softmax_scale);
   const int64_t Tq = q.size(0), Hq = q.size(1), D = q.size(2);
   const int64_t group = Hq / k.size(1), B = cu_seqlens_q.size(0) - 1;
   const int32_t* cq = cu_seqlens_q.data_ptr<int32_t>();
@@ -231,7 +232,7 @@ std::tuple<at::Tensor, at::Tensor> attention_decode_cpu(const at::Tensor& q,
                                                         const at::Tensor& cache_seqlens,
                                                         std::optional<double> softmax_scale,
                                                         bool causal) {
-  check_attention_decode_args(q, k_cache, v_cache, cache_seqlens);
+  check_attention_decode_args(q, k_cache, v_cache, cache_seqlens, softmax_scale);
   const int64_t B = q.size(0), Sq = q.size(1), Hq = q.size(2), D = q.size(3);
   const int64_t Smax = k_cache.size(1), group = Hq / k_cache.size(2);
   const int32_t* lens = cache_seqlens.data_ptr<int32_t>();

@@ -9,14 +9,9 @@
 #include <optional>
 #include <string>
 
+#include "ops/message.h"
+
 namespace squash {
-
-// Python-style dtype name ("uint8", "float16", ...): what users of torch see in messages.
-std::string dtype_name(at::ScalarType t);
-
-// "squash::<op>: <arg> must be <dtype_desc>, got <actual>" unless t's dtype is one of `allowed`.
-void check_dtype_of(const char* op, const char* arg, const at::Tensor& t,
-                    std::initializer_list<at::ScalarType> allowed);
 
 // "squash::<op>: <arg> must be <symbolic> = [<expected>] <dtype_desc>, got shape [...]".
 void check_shape_is(const char* op, const char* arg, const at::Tensor& t,
@@ -31,6 +26,10 @@ int64_t check_int4_group_size(const char* op, int64_t group_size, int64_t K);
 void check_int4_weight(const char* op, const at::Tensor& qweight, const at::Tensor& scales,
                        const std::optional<at::Tensor>& zeros, int64_t N, int64_t K, int64_t g,
                        std::initializer_list<at::ScalarType> scale_dtypes);
+
+// Zero points are 4-bit: every value of zeros must be 0..15 (docs/FORMATS.md). Reads the values
+// (a device sync on a GPU): the load-time ops call it on any device, the GEMMs on the CPU only.
+void check_int4_zeros_values(const char* op, const at::Tensor& zeros);
 
 void check_quantize_int8_weight_args(const at::Tensor& weight);
 void check_dequantize_int8_weight_args(const at::Tensor& qweight, const at::Tensor& scales);

@@ -18,7 +18,7 @@ namespace {
 // x: [..., K] of `dtypes`, K > 0, stride(-1) == 1. Returns K.
 int64_t check_activation(const char* op, const char* arg, const at::Tensor& x,
                          std::initializer_list<at::ScalarType> dtypes) {
-  check_dtype_of(op, arg, x, dtypes);
+  check_dtype(op, arg, x, dtypes);
   SQUASH_CHECK_VALUE(x.dim() >= 1, "squash::", op, ": ", arg, " must be [..., K], got a 0-D tensor");
   SQUASH_CHECK_VALUE(x.size(-1) > 0, "squash::", op, ": ", arg,
                     " must have K = shape[-1] > 0, got shape ", x.sizes());
@@ -36,7 +36,7 @@ void check_bias(const char* op, const std::optional<at::Tensor>& bias, int64_t N
                 std::initializer_list<at::ScalarType> dtypes, const at::Tensor& x,
                 const char* x_name) {
   if (!bias) return;
-  check_dtype_of(op, "bias", *bias, dtypes);
+  check_dtype(op, "bias", *bias, dtypes);
   check_shape_is(op, "bias", *bias, {N}, "[N]", dtype_name(bias->scalar_type()));
   check_weight_tensor(op, "bias", *bias, x, x_name);
 }
@@ -44,7 +44,7 @@ void check_bias(const char* op, const std::optional<at::Tensor>& bias, int64_t N
 // qweight int8 [N, K], contiguous, N > 0. Returns N.
 int64_t check_int8_weight(const char* op, const at::Tensor& qweight, int64_t K, const at::Tensor& x,
                           const char* x_name) {
-  check_dtype_of(op, "qweight", qweight, {at::kChar});
+  check_dtype(op, "qweight", qweight, {at::kChar});
   SQUASH_CHECK_VALUE(qweight.dim() == 2 && qweight.size(0) > 0, "squash::", op,
                     ": qweight must be a non-empty 2-D [N, K] int8 with K=", K, ", got shape ",
                     qweight.sizes());
@@ -60,7 +60,7 @@ void check_w8a16_gemm_args(const at::Tensor& x, const at::Tensor& qweight, const
   const char* op = "w8a16_gemm";
   const int64_t K = check_activation(op, "x", x, {at::kHalf, at::kBFloat16});
   const int64_t N = check_int8_weight(op, qweight, K, x, "x");
-  check_dtype_of(op, "scales", scales, {at::kFloat, x.scalar_type()});
+  check_dtype(op, "scales", scales, {at::kFloat, x.scalar_type()});
   check_shape_is(op, "scales", scales, {N}, "[N]", dtype_name(scales.scalar_type()));
   check_weight_tensor(op, "scales", scales, x, "x");
   check_bias(op, bias, N, {x.scalar_type()}, x, "x");
@@ -79,20 +79,19 @@ void check_w4a16_gemm_args(const at::Tensor& x, const at::Tensor& qweight, const
   check_int4_weight(op, qweight, scales, zeros, N, K, g, {at::kFloat, x.scalar_type()});
   check_weight_tensor(op, "qweight", qweight, x, "x");
   check_weight_tensor(op, "scales", scales, x, "x");
-  if (zeros) check_weight_tensor(op, "zeros", *zeros, x, "x");
+  if (zeros) {
+    check_weight_tensor(op, "zeros", *zeros, x, "x");
+    // Reading the values would cost a device sync per call on a GPU, where the load-time ops
+    // (prepack_int4_weight, dequantize_int4_weight, W4A16Linear.validate) check them instead.
+    if (zeros->device().is_cpu()) check_int4_zeros_values(op, *zeros);
+  }
   check_bias(op, bias, N, {x.scalar_type()}, x, "x");
 }
 
 void check_quantize_activation_args(const at::Tensor& x, const std::optional<at::Tensor>& scale) {
   const char* op = "quantize_activation_int8";
   check_activation(op, "x", x, {at::kFloat, at::kHalf, at::kBFloat16});
-  if (scale) {
-    check_dtype_of(op, "scale", *scale, {at::kFloat});
-    SQUASH_CHECK_VALUE(scale->numel() == 1, "squash::", op,
-                      ": scale (static, per-tensor) must have exactly 1 element, got shape ",
-                      scale->sizes());
-    check_same_device(op, "scale", *scale, x, "x");
-  }
+  if (scale) check_static_scale(op, *scale, x);
 }
 
 void check_w8a8_gemm_args(const at::Tensor& x_q, const at::Tensor& x_scales, const at::Tensor& qweight,
@@ -105,7 +104,7 @@ void check_w8a8_gemm_args(const at::Tensor& x_q, const at::Tensor& x_scales, con
   const int64_t K = check_activation(op, "x_q", x_q, {at::kChar});
   const int64_t N = check_int8_weight(op, qweight, K, x_q, "x_q");
 
-  check_dtype_of(op, "x_scales", x_scales, {at::kFloat});
+  check_dtype(op, "x_scales", x_scales, {at::kFloat});
   const auto rows = x_q.sizes().slice(0, x_q.dim() - 1);
   SQUASH_CHECK_VALUE(x_scales.numel() == 1 || x_scales.sizes() == rows, "squash::", op,
                     ": x_scales must be x_q.shape[:-1] = ", rows,
@@ -113,7 +112,7 @@ void check_w8a8_gemm_args(const at::Tensor& x_q, const at::Tensor& x_scales, con
                     x_scales.sizes());
   check_weight_tensor(op, "x_scales", x_scales, x_q, "x_q");
 
-  check_dtype_of(op, "w_scales", w_scales, {at::kFloat});
+  check_dtype(op, "w_scales", w_scales, {at::kFloat});
   SQUASH_CHECK_VALUE(w_scales.numel() == 1 || w_scales.sizes() == at::IntArrayRef{N}, "squash::", op,
                     ": w_scales must be [N] = [", N,
                     "] float32 (per channel) or have 1 element (per tensor), got shape ",

@@ -20,12 +20,22 @@ TORCH_LIBRARY(squash, m) {
   m.def("w4a16_gemm(Tensor x, Tensor qweight, Tensor scales, Tensor? zeros, int group_size, Tensor? bias=None) -> Tensor");
 
   // ---- prepacked weight-only GEMM (small-M tensor-core kernel; layout in docs/FORMATS.md) ----
+  // k: the weight's true in_features. The layout pads K to whole tiles, so the packed shape alone
+  // cannot tell K=56 from K=64: without k an x of the wrong width would be silently truncated.
   m.def("prepack_int4_weight(Tensor qweight, Tensor scales, Tensor? zeros, int group_size) -> (Tensor packed, Tensor scales_packed, Tensor zeros_packed)");
-  m.def("unprepack_int4_weight(Tensor packed, Tensor scales_packed, Tensor? zeros_packed, int k, int group_size) -> (Tensor qweight, Tensor scales, Tensor zeros)");
+  m.def("unprepack_int4_weight(Tensor packed, Tensor scales, Tensor? zeros, int k, int group_size) -> (Tensor qweight, Tensor scales, Tensor zeros)");
   m.def("prepack_int8_weight(Tensor qweight, Tensor scales) -> (Tensor packed, Tensor scales_packed)");
-  m.def("unprepack_int8_weight(Tensor packed, Tensor scales_packed, int k) -> (Tensor qweight, Tensor scales)");
-  m.def("w4a16_gemm_prepacked(Tensor x, Tensor packed, Tensor scales, Tensor? zeros, int group_size, Tensor? bias=None) -> Tensor");
-  m.def("w8a16_gemm_prepacked(Tensor x, Tensor packed, Tensor scales, Tensor? bias=None) -> Tensor");
+  m.def("unprepack_int8_weight(Tensor packed, Tensor scales, int k) -> (Tensor qweight, Tensor scales)");
+  m.def("w4a16_gemm_prepacked(Tensor x, Tensor packed, Tensor scales, Tensor? zeros, int k, int group_size, Tensor? bias=None) -> Tensor");
+  m.def("w8a16_gemm_prepacked(Tensor x, Tensor packed, Tensor scales, int k, Tensor? bias=None) -> Tensor");
+
+  // ---- CPU prepacked weight-only GEMM (AVX2 / scalar kernels; layout in docs/FORMATS.md) ----
+  m.def("cpu_prepack_int4_weight(Tensor qweight, Tensor scales, Tensor? zeros, int group_size) -> (Tensor packed, Tensor scales_packed, Tensor zeros_packed)");
+  m.def("cpu_unprepack_int4_weight(Tensor packed, Tensor scales, Tensor? zeros, int n, int k, int group_size) -> (Tensor qweight, Tensor scales, Tensor zeros)");
+  m.def("cpu_prepack_int8_weight(Tensor qweight, Tensor scales) -> (Tensor packed, Tensor scales_packed)");
+  m.def("cpu_unprepack_int8_weight(Tensor packed, Tensor scales, int n) -> (Tensor qweight, Tensor scales)");
+  m.def("w4a16_gemm_cpu_prepacked(Tensor x, Tensor packed, Tensor scales, Tensor? zeros, int n, int group_size, Tensor? bias=None) -> Tensor");
+  m.def("w8a16_gemm_cpu_prepacked(Tensor x, Tensor packed, Tensor scales, int n, Tensor? bias=None) -> Tensor");
 
   // ---- int8 activations and W8A8 ----
   m.def("quantize_activation_int8(Tensor x, Tensor? scale=None) -> (Tensor q, Tensor scales)");

@@ -15,6 +15,14 @@
 #include <string_view>
 #include <type_traits>
 
+namespace squash {
+
+// Python's dtype name ("float16", "int8", ...): every message speaks torch's Python vocabulary,
+// never the C++ enum names ("Half", "Char").
+inline std::string dtype_name(at::ScalarType t) { return std::string(c10::getDtypeNames(t).first); }
+
+}  // namespace squash
+
 namespace squash::detail {
 
 inline std::string msg_part(const char* s) { return s ? s : "(null)"; }
@@ -35,7 +43,7 @@ inline std::string msg_part(c10::IntArrayRef list) {
   for (size_t i = 0; i < list.size(); ++i) s += (i ? ", " : "") + std::to_string(list[i]);
   return s + "]";
 }
-inline std::string msg_part(at::ScalarType t) { return c10::toString(t); }
+inline std::string msg_part(at::ScalarType t) { return dtype_name(t); }
 inline std::string msg_part(const c10::Device& d) { return d.str(); }
 
 template <typename... Args>

@@ -37,7 +37,7 @@ void check_affine(const char* op, const char* arg, const at::Tensor& t, const at
                     t.sizes());
   SQUASH_CHECK_VALUE(t.scalar_type() == x.scalar_type() || t.scalar_type() == at::kFloat,
                     "squash::", op, ": ", arg, " must be ", x.scalar_type(),
-                    (x.scalar_type() == at::kFloat ? "" : " (like x) or Float"), ", got ",
+                    (x.scalar_type() == at::kFloat ? "" : " (like x) or float32"), ", got ",
                     t.scalar_type());
   check_contiguous(op, arg, t);
 }
@@ -72,19 +72,7 @@ void check_norm_args(const char* op_name, const at::Tensor& x,
   SQUASH_CHECK_VALUE(std::isfinite(eps) && eps >= 0.0, "squash::", op,
                     ": eps must be finite and >= 0, got ", eps);
 
-  if (static_scale.has_value()) {
-    const at::Tensor& s = *static_scale;
-    check_same_device(op, "scale", s, x, "x");
-    check_dtype(op, "scale", s, {at::kFloat});
-    SQUASH_CHECK_VALUE(s.numel() == 1, "squash::", op,
-                      ": scale must have exactly 1 element (a static per-tensor scale), got shape ",
-                      s.sizes());
-    if (s.device().is_cpu()) {
-      const float v = s.item<float>();
-      SQUASH_CHECK_VALUE(std::isfinite(v) && v > 0.0f, "squash::", op,
-                        ": scale must be finite and > 0, got ", v);
-    }
-  }
+  if (static_scale.has_value()) check_static_scale(op, *static_scale, x);
 }
 
 }  // namespace squash

@@ -10,6 +10,9 @@
 //   quant: q = clamp(rne(y_fp32 * inv), -127, 127) from the fp32 y (never rounded to the dtype
 //          first); dynamic: s = absmax(y_fp32)/127, inv = absmax > 0 ? 127/absmax : 0 (both fp32,
 //          exactly as quantize_activation_int8); static: inv = 1/scale (fp32), s = scale.
+//          A row with a NaN gets s = NaN, a tiny row is rescaled first (cpu_kernels::row_quant).
+// This file is the scalar path; with AVX2 the rows run in csrc/kernels/cpu/norm_rows_avx2.cpp
+// (same float64 statistics, same parameters).
 // The statistics and y are evaluated in float64 (two-pass mean/variance) and y is rounded to
 // fp32 once. That is at least as accurate as the fp32 statistics of the contract, so this
 // reference is within half an fp32 ulp of the exact y; fp16 inputs near 65504 cannot overflow
@@ -23,37 +26,16 @@
 #include <cmath>
 #include <vector>
 
+#include "cpu/isa.h"
+#include "cpu/norm_rows.h"
 #include "ops/norm.h"
 
 namespace squash {
 namespace {
 
-enum class NormKind { kLayer, kRms };
-enum class QuantMode { kNone, kDynamic, kStatic };
-
-struct RowArgs {
-  int64_t rows = 0;
-  int64_t hidden = 0;
-  const void* x = nullptr;
-  const void* residual = nullptr;  // null: no residual
-  void* residual_out = nullptr;
-  void* out = nullptr;             // x.dtype output (non-quant ops)
-  int8_t* q = nullptr;             // quant ops
-  float* scales = nullptr;         // quant ops, one per row
-  const double* weight = nullptr;  // null: no weight (gamma-migrated form for layer_norm)
-  const double* bias = nullptr;    // null: no bias
-  double eps = 0.0;
-  float static_scale = 0.0f;       // QuantMode::kStatic only
-};
-
-// Round-half-to-even and clamp to the symmetric int8 range. NaN (only reachable with eps = 0 on a
-// constant row) maps to 0 instead of an undefined float->int conversion.
-inline int8_t quantize(float v, float inv) {
-  const float r = std::nearbyint(v * inv);
-  if (r >= 127.0f) return 127;
-  if (r <= -127.0f) return -127;
-  return r == r ? static_cast<int8_t>(r) : 0;
-}
+using cpu_kernels::NormKind;
+using cpu_kernels::QuantMode;
+using RowArgs = cpu_kernels::NormRowsParams;
 
 template <typename scalar_t, NormKind kKind, QuantMode kQuant>
 void norm_rows(const RowArgs& a) {
@@ -95,6 +77,7 @@ void norm_rows(const RowArgs& a) {
       }
 
       float absmax = 0.0f;
+      bool has_nan = false;
       for (int64_t i = 0; i < H; ++i) {
         double v = (h[i] - mean) * rstd;
         if (a.weight != nullptr) v *= a.weight[i];
@@ -102,23 +85,17 @@ void norm_rows(const RowArgs& a) {
         const float vf = static_cast<float>(v);
         y[i] = vf;
         absmax = std::max(absmax, std::fabs(vf));
+        has_nan |= std::isnan(vf);
       }
 
       if constexpr (kQuant == QuantMode::kNone) {
         scalar_t* out = static_cast<scalar_t*>(a.out) + off;
         for (int64_t i = 0; i < H; ++i) out[i] = static_cast<scalar_t>(y[i]);
       } else {
-        float inv, scale;
-        if constexpr (kQuant == QuantMode::kStatic) {
-          scale = a.static_scale;
-          inv = 1.0f / scale;
-        } else {
-          scale = absmax / 127.0f;
-          inv = absmax > 0.0f ? 127.0f / absmax : 0.0f;
-        }
+        const cpu_kernels::RowQuant rq = cpu_kernels::row_quant(kQuant, absmax, has_nan, a.static_scale);
         int8_t* q = a.q + off;
-        for (int64_t i = 0; i < H; ++i) q[i] = quantize(y[i], inv);
-        a.scales[row] = scale;
+        for (int64_t i = 0; i < H; ++i) q[i] = cpu_kernels::quantize_int8(y[i] * rq.prescale * rq.inv);
+        a.scales[row] = rq.scale;
       }
     }
   });
@@ -185,6 +162,15 @@ NormOutputs run_norm(const char* op, NormKind kind, bool quant, const at::Tensor
   const QuantMode qm = !quant ? QuantMode::kNone
                        : scale.has_value() ? QuantMode::kStatic
                                            : QuantMode::kDynamic;
+  if (cpu_kernels::active_isa() >= cpu_kernels::Isa::kAvx2) {
+    a.dtype = dt == at::kHalf ? cpu_kernels::Dtype::kF16
+              : dt == at::kBFloat16 ? cpu_kernels::Dtype::kBF16 : cpu_kernels::Dtype::kF32;
+    a.kind = kind;
+    a.quant = qm;
+    const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / a.hidden);
+    at::parallel_for(0, a.rows, grain, [&](int64_t r0, int64_t r1) { cpu_kernels::norm_rows_avx2(a, r0, r1); });
+    return o;
+  }
   // Runtime flags become template parameters here, and only here.
   if (kind == NormKind::kLayer) {
     switch (qm) {

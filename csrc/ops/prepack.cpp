@@ -101,9 +101,10 @@ std::tuple<at::Tensor, at::Tensor> unprepack_int8_weight(const at::Tensor& packe
 // ---- CPU references of the prepacked GEMMs: unprepack, then the canonical CPU op ----
 
 at::Tensor w4a16_gemm_prepacked_cpu(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales,
-                                    const OptTensor& zeros, int64_t group_size, const OptTensor& bias) {
-  check_w4a16_prepacked_args(x, packed, scales, zeros, group_size, bias);
-  const auto [q, s, z] = unprepack_int4_weight(packed, scales, zeros, x.size(-1), group_size);
+                                    const OptTensor& zeros, int64_t k, int64_t group_size,
+                                    const OptTensor& bias) {
+  check_w4a16_prepacked_args(x, packed, scales, zeros, k, group_size, bias);
+  const auto [q, s, z] = unprepack_int4_weight(packed, scales, zeros, k, group_size);
   static const auto op = c10::Dispatcher::singleton()
                              .findSchemaOrThrow("squash::w4a16_gemm", "")
                              .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
@@ -112,9 +113,9 @@ at::Tensor w4a16_gemm_prepacked_cpu(const at::Tensor& x, const at::Tensor& packe
 }
 
 at::Tensor w8a16_gemm_prepacked_cpu(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales,
-                                    const OptTensor& bias) {
-  check_w8a16_prepacked_args(x, packed, scales, bias);
-  const auto [q, s] = unprepack_int8_weight(packed, scales, x.size(-1));
+                                    int64_t k, const OptTensor& bias) {
+  check_w8a16_prepacked_args(x, packed, scales, k, bias);
+  const auto [q, s] = unprepack_int8_weight(packed, scales, k);
   static const auto op = c10::Dispatcher::singleton()
                              .findSchemaOrThrow("squash::w8a16_gemm", "")
                              .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,

@@ -23,12 +23,15 @@ int64_t check_unprepack_int4_args(const at::Tensor& packed, const at::Tensor& sc
 // packed uint8 [N/8, ceil(K/64), 512]; scales float32 [N].
 void check_unprepack_int8_args(const at::Tensor& packed, const at::Tensor& scales, int64_t K);
 
-// x [..., K] float16/bfloat16 with a contiguous last dim and K % 8 == 0; the prepacked tensors
-// as above, contiguous, on x's device; bias [N] x.dtype. Returns g.
+// x [..., K] float16/bfloat16 with a contiguous last dim and K == k (the weight's in_features,
+// k % 8 == 0); the prepacked tensors as above for that k, contiguous, on x's device; bias [N]
+// x.dtype. Returns g.
 int64_t check_w4a16_prepacked_args(const at::Tensor& x, const at::Tensor& packed,
                                    const at::Tensor& scales, const std::optional<at::Tensor>& zeros,
-                                   int64_t group_size, const std::optional<at::Tensor>& bias);
+                                   int64_t k, int64_t group_size,
+                                   const std::optional<at::Tensor>& bias);
 void check_w8a16_prepacked_args(const at::Tensor& x, const at::Tensor& packed,
-                                const at::Tensor& scales, const std::optional<at::Tensor>& bias);
+                                const at::Tensor& scales, int64_t k,
+                                const std::optional<at::Tensor>& bias);
 
 }  // namespace squash

@@ -2,8 +2,8 @@
 
     squash sensitivity [MODEL_DIR] [--scheme w4a16] [--min-cosine 0.999 | --max-drop 0.01]
                        [--plot sens.png] [--plan-out plan.json]
-    squash eval        [MODEL_DIR] [--scheme w8a8 | --plan plan.json | --quantized OUT_DIR]
-    squash quantize    [MODEL_DIR] -o OUT_DIR [--scheme w4a16 | --plan plan.json]
+    squash eval        [MODEL_DIR] [--scheme w8a8 | --plan plan.json] [--migrate] | [MODEL_DIR] --quantized OUT_DIR
+    squash quantize    [MODEL_DIR] -o OUT_DIR [--scheme w4a16 | --plan plan.json] [--migrate]
     squash bench       [--suites w4a16,norm] [--quick] [...any bench.run option]
 
 MODEL_DIR is a local Hugging Face model directory (config, weights and tokenizer); without one
@@ -440,6 +440,8 @@ def _add_model_args(p: argparse.ArgumentParser, default_scheme: str, samples: in
 def _add_quantize_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plan", help="a plan from squash sensitivity --plan-out (its scheme and float layers "
                                   "replace --scheme and the scheme options)")
+    p.add_argument("--migrate", action="store_true",
+                   help="w8a8: gamma migration and fused norm -> int8 (BERT/RoBERTa, OPT, LLaMA block linears)")
 
 
 def _add_calibration_args(p: argparse.ArgumentParser) -> None:
@@ -474,8 +476,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="accuracy (and time) of the quantized model vs float32")
     _add_model_args(p, "w8a8", None)
     _add_quantize_args(p)
-    p.add_argument("--migrate", action="store_true",
-                   help="w8a8: gamma migration and fused norm -> int8 (BERT/RoBERTa, OPT, LLaMA block linears)")
     p.add_argument("--quantized", help="evaluate this directory from squash quantize instead of quantizing "
                                        "MODEL_DIR here")
     p.set_defaults(func=cmd_eval)

@@ -51,7 +51,7 @@ void check_vector_aligned(const char* op, const char* arg, const at::Tensor& t) 
 void check_cuda_dtype_head_dim(const char* op, const at::Tensor& q, int64_t head_dim,
                                bool supported, const char* head_dim_name) {
   SQUASH_CHECK_VALUE(is_half_type(q.scalar_type()), "squash::", op,
-                    ": on CUDA q must be Half or BFloat16, got ", q.scalar_type(),
+                    ": on CUDA q must be float16 or bfloat16, got ", q.scalar_type(),
                     " (float32 runs only on CPU)");
   SQUASH_CHECK_VALUE(supported, "squash::", op, ": on CUDA head_dim (", head_dim_name,
                     ") must be 64, 128 or 256, got ", head_dim);
@@ -95,11 +95,9 @@ sa::AttentionPrefillParams prefill_params(const char* op, const at::Tensor& q, c
   const int64_t D = q.size(-1);
   check_cuda_dtype_head_dim(op, q, D, sa::attention_prefill_supports_head_dim(static_cast<int>(D)),
                             q.dim() == 4 ? "q.shape[3]" : "q.shape[2]");
+  // check_attention*_args refused a scale that is not finite and > 0: the prefill kernel masks a
+  // score by s * scale = -inf, which needs scale > 0 (0 * -inf is NaN).
   const float scale = resolve_scale(softmax_scale, D);
-  // The prefill kernel masks a score by s * scale = -inf, which needs scale > 0 (0 * -inf is
-  // NaN); the decode kernel scales q instead and takes any scale.
-  SQUASH_CHECK_VALUE(scale > 0.f && std::isfinite(scale), "squash::", op,
-                    ": on CUDA softmax_scale must be a finite number > 0, got ", scale);
   check_vector_aligned(op, "q", q);
   check_vector_aligned(op, "k", k);
   check_vector_aligned(op, "v", v);
@@ -134,7 +132,7 @@ std::tuple<at::Tensor, at::Tensor> attention_cuda(const at::Tensor& q, const at:
                                                   std::optional<double> softmax_scale,
                                                   bool causal) {
   constexpr const char* op = "attention";
-  check_attention_args(q, k, v);
+  check_attention_args(q, k, v, softmax_scale);
   const int64_t B = q.size(0), Sq = q.size(1), Hq = q.size(2), D = q.size(3), Sk = k.size(1);
   SQUASH_CHECK_VALUE(Sq <= kMaxSeqlen && Sk <= kMaxSeqlen && B * Hq <= kIntMax, "squash::", op,
                     ": q/k are too large for the CUDA kernel (seqlens <= 2^30, batch * heads "
@@ -159,7 +157,8 @@ std::tuple<at::Tensor, at::Tensor> attention_varlen_cuda(
     const at::Tensor& cu_seqlens_k, int64_t max_seqlen_q, int64_t max_seqlen_k,
     std::optional<double> softmax_scale, bool causal) {
   constexpr const char* op = "attention_varlen";
-  check_attention_varlen_args(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k);
+  check_attention_varlen_args(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                              softmax_scale);
   const int64_t Tq = q.size(0), Hq = q.size(1), D = q.size(2), B = cu_seqlens_q.size(0) - 1;
   SQUASH_CHECK_VALUE(max_seqlen_q <= kMaxSeqlen && max_seqlen_k <= kMaxSeqlen, "squash::", op,
                     ": on CUDA max_seqlen_q and max_seqlen_k must be <= 2^30, got ", max_seqlen_q,
@@ -190,7 +189,7 @@ std::tuple<at::Tensor, at::Tensor> attention_decode_cuda(const at::Tensor& q,
                                                          const at::Tensor& cache_seqlens,
                                                          std::optional<double> softmax_scale,
                                                          bool causal) {
-  check_attention_decode_args(q, k_cache, v_cache, cache_seqlens);
+  check_attention_decode_args(q, k_cache, v_cache, cache_seqlens, softmax_scale);
   const int64_t B = q.size(0), Sq = q.size(1), Hq = q.size(2), D = q.size(3);
   const int64_t Smax = k_cache.size(1), Hkv = k_cache.size(2);
   check_cuda_dtype_head_dim(kOp, q, D, sa::attention_decode_supports_head_dim(static_cast<int>(D)),

@@ -171,14 +171,15 @@ at::Tensor pk_gemm_cuda(const char* op, int bits, const at::Tensor& x, const at:
 }
 
 at::Tensor w4a16_gemm_prepacked_cuda(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales,
-                                     const OptTensor& zeros, int64_t group_size, const OptTensor& bias) {
-  const int64_t g = check_w4a16_prepacked_args(x, packed, scales, zeros, group_size, bias);
+                                     const OptTensor& zeros, int64_t k, int64_t group_size,
+                                     const OptTensor& bias) {
+  const int64_t g = check_w4a16_prepacked_args(x, packed, scales, zeros, k, group_size, bias);
   return pk_gemm_cuda("w4a16_gemm_prepacked", 4, x, packed, scales, zeros, g, bias);
 }
 
 at::Tensor w8a16_gemm_prepacked_cuda(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales,
-                                     const OptTensor& bias) {
-  check_w8a16_prepacked_args(x, packed, scales, bias);
+                                     int64_t k, const OptTensor& bias) {
+  check_w8a16_prepacked_args(x, packed, scales, k, bias);
   return pk_gemm_cuda("w8a16_gemm_prepacked", 8, x, packed, scales, std::nullopt, x.size(-1), bias);
 }
 

@@ -106,7 +106,9 @@ def _norm_params(norm: nn.Module, path: str):
     return kind, float(eps), gamma, beta
 
 
-def _fold_into(model: nn.Module, path: str, factor: torch.Tensor) -> None:
+def _check_foldable(model: nn.Module, path: str, factor: torch.Tensor) -> None:
+    """Raise unless ``factor`` can be folded into the linear at ``path`` (a float nn.Linear of the
+    norm's width whose folded weight stays finite in its dtype)."""
     lin = model.get_submodule(path)
     if type(lin) is not nn.Linear:
         raise ValueError(
@@ -115,28 +117,80 @@ def _fold_into(model: nn.Module, path: str, factor: torch.Tensor) -> None:
         )
     if lin.in_features != factor.numel():
         raise ValueError(f"{path}: in_features {lin.in_features} != the norm's hidden size {factor.numel()}")
+    w = lin.weight.detach()
+    if not bool(torch.isfinite(w).all()):
+        raise ValueError(f"{path}: its weight holds inf or NaN; gamma migration would spread it")
+    # |W[:, j] * m_j| <= colmax_j * |m_j|: the largest folded value, without building the product.
+    largest = float((w.abs().amax(0).double() * factor.abs().to(w.device, torch.float64)).max())
+    if largest > torch.finfo(w.dtype).max:
+        raise ValueError(f"{path}: folding the norm's gamma into its {w.dtype} weight overflows "
+                         f"(largest folded value {largest:.3g}); migrate a float32 copy of the model")
+
+
+def _fold_into(model: nn.Module, path: str, factor: torch.Tensor) -> None:
+    lin = model.get_submodule(path)
     with torch.no_grad():
         w = lin.weight
-        # float64 product, one rounding to the weight's dtype.
-        w.copy_((w.double() * factor.to(w.device, torch.float64)).to(w.dtype))
+        # float64 product, one rounding to the weight's dtype. A new Parameter rather than an
+        # in-place update: quantize_w8a8 keeps the original one to restore the model on failure.
+        folded = (w.double() * factor.to(w.device, torch.float64)).to(w.dtype)
+        lin.weight = nn.Parameter(folded, requires_grad=w.requires_grad)
+
+
+@dataclass
+class _SitePlan:
+    site: NormSite
+    kind: str
+    eps: float
+    gamma: torch.Tensor
+    beta: torch.Tensor | None
+    factor: torch.Tensor
+    device: torch.device
+
+
+def plan_norms(model: nn.Module, max_shift: float | None) -> tuple[list[_SitePlan], list[SkippedNorm]]:
+    """Everything ``convert_norms`` will do, checked without touching ``model``: every site's norm,
+    its gamma/beta (finite), its consumers (foldable) and its residual outputs. Raises ValueError
+    (naming the module) on the first problem."""
+    if max_shift is not None and not max_shift > 0:
+        raise ValueError(f"max_shift must be > 0, got {max_shift}")
+    sites, skipped = norm_sites(model)
+    plans = []
+    for site in sites:
+        norm = model.get_submodule(site.norm)
+        kind, eps, gamma, beta = _norm_params(norm, site.norm)
+        for name, t in (("weight (gamma)", gamma), ("bias (beta)", beta)):
+            if t is not None and not bool(torch.isfinite(t).all()):
+                raise ValueError(f"{site.norm}: its {name} holds inf or NaN")
+        factor = torch.ones_like(gamma) if max_shift is None else migration_factors(gamma, beta, max_shift)
+        if bool((factor != 1).any()):
+            for path in site.consumers:
+                _check_foldable(model, path, factor)
+            for path in site.residual_outputs:
+                block = model.get_submodule(path)
+                missing = [n for n in ("dense", "dropout", "LayerNorm") if not hasattr(block, n)]
+                if missing:
+                    raise ValueError(f"{path}: a {type(block).__name__} has no {missing[0]!r} (not a BERT-style "
+                                     "block output whose residual can be scaled back)")
+        plans.append(_SitePlan(site, kind, eps, gamma, beta, factor, _device_of(norm)))
+    return plans, skipped
 
 
 def convert_norms(model: nn.Module, max_shift: float | None) -> MigrationReport:
     """Replace every norm site of ``model`` by a ``MigratedNorm``: migrated with
     ``migration_factors(gamma, beta, max_shift)``, or with factor 1 (the same function, still the
-    squash norm ops, ready for a fused int8 output) when ``max_shift`` is None."""
-    sites, skipped = norm_sites(model)
+    squash norm ops, ready for a fused int8 output) when ``max_shift`` is None.
+
+    All or nothing: every site is checked (``plan_norms``) before the first one is converted."""
+    plans, skipped = plan_norms(model, max_shift)
     report = MigrationReport(max_shift, skipped=list(skipped))
-    for site in sites:
-        report.sites.append(_convert_site(model, site, max_shift))
+    for plan in plans:
+        report.sites.append(_convert_site(model, plan))
     return report
 
 
-def _convert_site(model: nn.Module, site: NormSite, max_shift: float | None) -> MigratedSite:
-    norm = model.get_submodule(site.norm)
-    kind, eps, gamma, beta = _norm_params(norm, site.norm)
-    device = _device_of(norm)
-    factor = torch.ones_like(gamma) if max_shift is None else migration_factors(gamma, beta, max_shift)
+def _convert_site(model: nn.Module, plan: _SitePlan) -> MigratedSite:
+    site, gamma, beta, factor, device = plan.site, plan.gamma, plan.beta, plan.factor, plan.device
     weight = gamma / factor
     guarded = int((factor.abs() > gamma.abs()).sum())
     migrated = int((factor != 1).sum())
@@ -146,7 +200,7 @@ def _convert_site(model: nn.Module, site: NormSite, max_shift: float | None) -> 
         for path in site.residual_outputs:
             model.set_submodule(path, ResidualScaledOutput(model.get_submodule(path), factor.to(device)))
     new = MigratedNorm(
-        kind, eps,
+        plan.kind, plan.eps,
         None if bool((weight == 1).all()) else weight.to(device),
         None if beta is None else (beta / factor).to(device),
         factor.to(device),

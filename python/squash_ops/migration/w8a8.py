@@ -22,9 +22,11 @@ import torch
 from torch import nn
 
 from ..quant import CalibrationStats, ReplaceReport, W8A8Config, W8A8Linear, calibrate, replace_linear
+from ..quant.calibrate import check_method
+from ..quant.replace import plan_replace_linear
 from .families import block_linears, norm_sites
 from .norm import MigratedNorm
-from .transform import DEFAULT_MAX_SHIFT, MigrationReport, convert_norms
+from .transform import DEFAULT_MAX_SHIFT, MigrationReport, convert_norms, plan_norms
 
 LayerConfig = Callable[[str, nn.Linear], "W8A8Config | None"]
 
@@ -110,8 +112,15 @@ def quantize_w8a8(
         max_shift: the migration's tiny-gamma guard (``transform.migration_factors``).
         method, percentile, progress: passed to ``calibrate``.
 
-    Embeddings, pooler and heads stay float. Invalid arguments raise before the model is touched.
+    Embeddings, pooler and heads stay float.
+
+    All or nothing: invalid arguments and everything the steps would refuse (a norm or linear that
+    cannot be migrated, a layer that cannot be quantized, e.g. a non-finite weight) raise before the
+    model is touched; a failure after that (e.g. calibration batches that never reach a static
+    layer or carry NaN) restores the model as it was. The price: the original float modules stay
+    alive until the transform has succeeded (peak memory: the float model plus its int8 layers).
     """
+    filter_none = lambda _name, _module: False  # noqa: E731  (only the per-layer overrides apply)
     per_layer = _per_layer(model, config)
     static = [p for p, c in per_layer.items() if c is not None and c.activation == "static"]
     if static:
@@ -120,10 +129,37 @@ def quantize_w8a8(
         calibration = list(calibration)
         if not calibration:
             raise ValueError("quantize_w8a8: calibration has no batches")
-        if method not in ("minmax", "percentile"):
-            raise ValueError(f"quantize_w8a8: method must be 'minmax' or 'percentile', got {method!r}")
+        check_method(method, percentile, "quantize_w8a8")
+    plans, _ = plan_norms(model, max_shift if migrate else None)
+    plan_replace_linear(model, W8A8Config(), filter_none, overrides=per_layer)
 
-    migration = convert_norms(model, max_shift if migrate else None)
-    replaced = replace_linear(model, W8A8Config(), filter_fn=lambda _name, _module: False, overrides=per_layer)
-    stats = calibrate(model, calibration, method, percentile, progress=progress) if static else None
-    return W8A8Report(migration, replaced, stats, fuse_norm_quant(model))
+    touched = [p.site.norm for p in plans] + [q for p in plans for q in p.site.consumers + p.site.residual_outputs]
+    undo = _Undo(model, touched + list(per_layer))
+    try:
+        migration = convert_norms(model, max_shift if migrate else None)
+        replaced = replace_linear(model, W8A8Config(), filter_none, overrides=per_layer)
+        stats = calibrate(model, calibration, method, percentile, progress=progress) if static else None
+        fused = fuse_norm_quant(model)
+    except BaseException:
+        undo.restore()
+        raise
+    return W8A8Report(migration, replaced, stats, fused)
+
+
+class _Undo:
+    """The modules at ``paths`` and the weight Parameters of the nn.Linear among them, as they are
+    now; ``restore()`` puts them back. The transforms replace modules and Parameters rather than
+    writing into them (transform._fold_into), so the originals are intact."""
+
+    def __init__(self, model: nn.Module, paths: list[str]):
+        self.model = model
+        # Parents before children: restoring a parent brings back the original object, into which
+        # the children are then set.
+        self.modules = {p: model.get_submodule(p) for p in sorted(set(paths), key=lambda p: p.count("."))}
+        self.weights = [(m, m.weight) for m in self.modules.values() if isinstance(m, nn.Linear)]
+
+    def restore(self) -> None:
+        for path, module in self.modules.items():
+            self.model.set_submodule(path, module)
+        for module, weight in self.weights:
+            module.weight = weight

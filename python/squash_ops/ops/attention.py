@@ -20,7 +20,7 @@ Semantics shared by the three ops (CPU and CUDA implement exactly this):
 
 CUDA limits (ValueError otherwise): float16/bfloat16 only, head_dim 64, 128 or 256, pointers on
 16-byte boundaries and leading strides that are multiples of 8 elements (slices of a packed qkv
-with such head sizes are fine); for attention/attention_varlen also ``softmax_scale > 0``. On
+with such head sizes are fine). Every op refuses a ``softmax_scale`` that is not finite and > 0. On
 CUDA the ops never synchronize and never read cu_seqlens/cache_seqlens on the host, so those
 values are not validated there (the kernels clamp lengths to max_seqlen / the cache size).
 """
@@ -29,6 +29,8 @@ from typing import Optional, Union
 
 import torch
 from torch import Tensor
+
+from . import _checks
 
 __all__ = ["attention", "attention_varlen", "attention_decode"]
 
@@ -129,11 +131,13 @@ def attention_decode(
     return (out, lse) if return_lse else out
 
 
-# ---- fake kernels: output shapes from input shapes only (never read cu_seqlens/cache_seqlens) ----
+# ---- fake kernels for torch.compile and opcheck: the real kernels' argument checks (_checks.py),
+# then the output shapes (never reading cu_seqlens/cache_seqlens) ----
 
 
 @torch.library.register_fake("squash::attention")
 def _attention_fake(q, k, v, softmax_scale=None, causal=False):
+    _checks.attention(q, k, v, softmax_scale)
     B, Sq, Hq, _ = q.shape
     return q.new_empty(q.shape), q.new_empty((B, Hq, Sq), dtype=torch.float32)
 
@@ -142,11 +146,13 @@ def _attention_fake(q, k, v, softmax_scale=None, causal=False):
 def _attention_varlen_fake(
     q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale=None, causal=False
 ):
+    _checks.attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale)
     Tq, Hq, _ = q.shape
     return q.new_empty(q.shape), q.new_empty((Hq, Tq), dtype=torch.float32)
 
 
 @torch.library.register_fake("squash::attention_decode")
 def _attention_decode_fake(q, k_cache, v_cache, cache_seqlens, softmax_scale=None, causal=True):
+    _checks.attention_decode(q, k_cache, v_cache, cache_seqlens, softmax_scale)
     B, Sq, Hq, _ = q.shape
     return q.new_empty(q.shape), q.new_empty((B, Hq, Sq), dtype=torch.float32)

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import torch
 
+from . import _checks
+
 __all__ = [
     "quantize_int8_weight",
     "dequantize_int8_weight",
@@ -89,28 +91,29 @@ def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
     return torch.ops.squash.unpack_int4(packed)
 
 
-# ---- fake (meta) kernels: shapes and dtypes only, for torch.compile and opcheck ----
-
-
-def _group(group_size: int, k: int) -> int:
-    return k if group_size == -1 else group_size
+# ---- fake (meta) kernels for torch.compile and opcheck: the real kernels' argument checks
+# (_checks.py; the values, e.g. a non-finite weight, only the real kernels can see), then the
+# output shapes ----
 
 
 @torch.library.register_fake("squash::quantize_int8_weight")
 def _(weight):
+    _checks.quantize_weight("quantize_int8_weight", weight)
     n, k = weight.shape
     return weight.new_empty((n, k), dtype=torch.int8), weight.new_empty((n,), dtype=torch.float32)
 
 
 @torch.library.register_fake("squash::dequantize_int8_weight")
 def _(qweight, scales):
+    _checks.dequantize_int8_weight(qweight, scales)
     return qweight.new_empty(qweight.shape, dtype=torch.float32)
 
 
 @torch.library.register_fake("squash::quantize_int4_weight")
 def _(weight, group_size, symmetric):
+    _checks.quantize_weight("quantize_int4_weight", weight)
     n, k = weight.shape
-    groups = k // _group(group_size, k)
+    groups = k // _checks.check_int4_group_size("quantize_int4_weight", group_size, k)
     return (
         weight.new_empty((n, k // 2), dtype=torch.uint8),
         weight.new_empty((n, groups), dtype=torch.float32),
@@ -120,15 +123,18 @@ def _(weight, group_size, symmetric):
 
 @torch.library.register_fake("squash::dequantize_int4_weight")
 def _(qweight, scales, zeros, group_size):
+    _checks.dequantize_int4_weight(qweight, scales, zeros, group_size)
     n, half = qweight.shape
     return qweight.new_empty((n, 2 * half), dtype=torch.float32)
 
 
 @torch.library.register_fake("squash::pack_int4")
 def _(values):
+    _checks.pack_int4(values)
     return values.new_empty((*values.shape[:-1], values.shape[-1] // 2))
 
 
 @torch.library.register_fake("squash::unpack_int4")
 def _(packed):
+    _checks.unpack_int4(packed)
     return packed.new_empty((*packed.shape[:-1], packed.shape[-1] * 2))

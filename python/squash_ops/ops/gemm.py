@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from . import _checks
+
 __all__ = ["w8a16_gemm", "w4a16_gemm", "quantize_activation_int8", "w8a8_gemm"]
 
 
@@ -84,24 +86,29 @@ def w8a8_gemm(
     return torch.ops.squash.w8a8_gemm(x_q, x_scales, qweight, w_scales, bias, out_dtype)
 
 
-# ---- fake (meta) kernels: shapes and dtypes only, for torch.compile and opcheck ----
+# ---- fake (meta) kernels for torch.compile and opcheck: the real kernels' argument checks
+# (_checks.py), then the output shapes ----
 
 
 @torch.library.register_fake("squash::w8a16_gemm")
 def _(x, qweight, scales, bias=None):
-    return x.new_empty((*x.shape[:-1], qweight.shape[0]))
+    n = _checks.w8a16_gemm(x, qweight, scales, bias)
+    return x.new_empty((*x.shape[:-1], n))
 
 
 @torch.library.register_fake("squash::w4a16_gemm")
 def _(x, qweight, scales, zeros, group_size, bias=None):
-    return x.new_empty((*x.shape[:-1], qweight.shape[0]))
+    n = _checks.w4a16_gemm(x, qweight, scales, zeros, group_size, bias)
+    return x.new_empty((*x.shape[:-1], n))
 
 
 @torch.library.register_fake("squash::quantize_activation_int8")
 def _(x, scale=None):
+    _checks.quantize_activation_int8(x, scale)
     return x.new_empty(x.shape, dtype=torch.int8), x.new_empty(x.shape[:-1], dtype=torch.float32)
 
 
 @torch.library.register_fake("squash::w8a8_gemm")
 def _(x_q, x_scales, qweight, w_scales, bias, out_dtype):
-    return x_q.new_empty((*x_q.shape[:-1], qweight.shape[0]), dtype=out_dtype)
+    n = _checks.w8a8_gemm(x_q, x_scales, qweight, w_scales, bias, out_dtype)
+    return x_q.new_empty((*x_q.shape[:-1], n), dtype=out_dtype)

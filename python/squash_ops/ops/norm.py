@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import torch
 
+from . import _checks
+
 __all__ = ["layer_norm", "rms_norm", "layer_norm_quant", "rms_norm_quant"]
 
 _ops = torch.ops.squash
@@ -136,7 +138,8 @@ def rms_norm_quant(
     return _ops.add_rms_norm_quant(x, residual, weight, float(eps), scale)
 
 
-# ---- fake (meta) kernels: shapes and dtypes only; validation happens in the real kernels ----
+# ---- fake (meta) kernels for torch.compile and opcheck: the real kernels' argument checks
+# (_checks.py; the static scale's value only the real kernels can read), then the output shapes ----
 
 
 def _like(x: torch.Tensor) -> torch.Tensor:
@@ -149,39 +152,47 @@ def _quant_outputs(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 @torch.library.register_fake("squash::layer_norm")
 def _layer_norm_fake(x, weight, bias, eps):
+    _checks.norm("layer_norm", x, None, weight, bias, eps, None)
     return _like(x)
 
 
 @torch.library.register_fake("squash::add_layer_norm")
 def _add_layer_norm_fake(x, residual, weight, bias, eps):
+    _checks.norm("add_layer_norm", x, residual, weight, bias, eps, None)
     return _like(x), _like(x)
 
 
 @torch.library.register_fake("squash::layer_norm_quant")
 def _layer_norm_quant_fake(x, weight, bias, eps, scale=None):
+    _checks.norm("layer_norm_quant", x, None, weight, bias, eps, scale)
     return _quant_outputs(x)
 
 
 @torch.library.register_fake("squash::add_layer_norm_quant")
 def _add_layer_norm_quant_fake(x, residual, weight, bias, eps, scale=None):
+    _checks.norm("add_layer_norm_quant", x, residual, weight, bias, eps, scale)
     return (*_quant_outputs(x), _like(x))
 
 
 @torch.library.register_fake("squash::rms_norm")
 def _rms_norm_fake(x, weight, eps):
+    _checks.norm("rms_norm", x, None, weight, None, eps, None)
     return _like(x)
 
 
 @torch.library.register_fake("squash::add_rms_norm")
 def _add_rms_norm_fake(x, residual, weight, eps):
+    _checks.norm("add_rms_norm", x, residual, weight, None, eps, None)
     return _like(x), _like(x)
 
 
 @torch.library.register_fake("squash::rms_norm_quant")
 def _rms_norm_quant_fake(x, weight, eps, scale=None):
+    _checks.norm("rms_norm_quant", x, None, weight, None, eps, scale)
     return _quant_outputs(x)
 
 
 @torch.library.register_fake("squash::add_rms_norm_quant")
 def _add_rms_norm_quant_fake(x, residual, weight, eps, scale=None):
+    _checks.norm("add_rms_norm_quant", x, residual, weight, None, eps, scale)
     return (*_quant_outputs(x), _like(x))

@@ -5,18 +5,21 @@ Typical use::
 
     q, s, z = squash_ops.quantize_int4_weight(w, group_size=128)           # checkpoint format
     packed, sp, zp = squash_ops.prepack_int4_weight(q, s, z, group_size=128)  # once, at load time
-    y = squash_ops.w4a16_gemm_prepacked(x, packed, sp, zp, group_size=128)    # every forward
+    y = squash_ops.w4a16_gemm_prepacked(x, packed, sp, zp, k=K, group_size=128)  # every forward
 
 The prepacked GEMMs compute exactly what ``w4a16_gemm`` / ``w8a16_gemm`` compute on the canonical
 weights (float32 accumulation, one rounding to x.dtype); ``unprepack_*`` gives the canonical tensors
 back bit for bit. Constraints of the layout: N (out features) and K (in features) are multiples
-of 8. The prepacked tensors are an implementation detail of this version: never store them in a
+of 8. The layout pads K to whole tiles (128 for int4, 64 for int8), so the packed tensors cannot
+tell K=56 from K=64: every op on them takes the true ``k`` and refuses an ``x`` of another width. The prepacked tensors are an implementation detail of this version: never store them in a
 checkpoint, store the canonical ones.
 """
 
 from __future__ import annotations
 
 import torch
+
+from . import _checks
 
 __all__ = [
     "prepack_int4_weight",
@@ -28,7 +31,6 @@ __all__ = [
 ]
 
 _TILE_N, _TILE_BYTES = 8, 512
-_TILE_K = {4: 128, 8: 64}
 
 
 def prepack_int4_weight(
@@ -79,47 +81,44 @@ def w4a16_gemm_prepacked(
     x: torch.Tensor,
     packed: torch.Tensor,
     scales: torch.Tensor,
-    zeros: torch.Tensor | None = None,
+    zeros: torch.Tensor | None,
+    k: int,
     group_size: int = 128,
     bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``w4a16_gemm`` on prepacked weights: ``x @ W.T + bias``, float32 accumulation, rounded once.
 
-    x: [..., K] float16/bfloat16 (K % 8 == 0, contiguous last dim); packed, scales, zeros from
-    ``prepack_int4_weight`` (zeros None: symmetric); bias: [N] x.dtype or None.
-    Returns [..., N] x.dtype with N = 8 * packed.shape[0].
+    x: [..., K] float16/bfloat16 with K == k (contiguous last dim); packed, scales, zeros from
+    ``prepack_int4_weight`` (zeros None: symmetric); k: the weight's in_features (a multiple of 8);
+    bias: [N] x.dtype or None. Returns [..., N] x.dtype with N = 8 * packed.shape[0].
     """
-    return torch.ops.squash.w4a16_gemm_prepacked(x, packed, scales, zeros, group_size, bias)
+    return torch.ops.squash.w4a16_gemm_prepacked(x, packed, scales, zeros, k, group_size, bias)
 
 
 def w8a16_gemm_prepacked(
     x: torch.Tensor,
     packed: torch.Tensor,
     scales: torch.Tensor,
+    k: int,
     bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``w8a16_gemm`` on prepacked weights (``prepack_int8_weight``). x: [..., K] float16/bfloat16
-    (K % 8 == 0); bias: [N] x.dtype or None. Returns [..., N] x.dtype."""
-    return torch.ops.squash.w8a16_gemm_prepacked(x, packed, scales, bias)
+    with K == k, the weight's in_features (a multiple of 8); bias: [N] x.dtype or None.
+    Returns [..., N] x.dtype."""
+    return torch.ops.squash.w8a16_gemm_prepacked(x, packed, scales, k, bias)
 
 
-# ---- fake (meta) kernels: shapes and dtypes only, for torch.compile and opcheck ----
-
-
-def _groups(group_size: int, k: int) -> int:
-    return 1 if group_size == -1 else k // group_size
-
-
-def _tiles_k(bits: int, k: int) -> int:
-    return -(-k // _TILE_K[bits])
+# ---- fake (meta) kernels for torch.compile and opcheck: the real kernels' argument checks
+# (_checks.py), then the output shapes ----
 
 
 @torch.library.register_fake("squash::prepack_int4_weight")
 def _(qweight, scales, zeros, group_size):
+    g = _checks.prepack_int4_weight(qweight, scales, zeros, group_size)
     n, k = qweight.shape[0], 2 * qweight.shape[1]
-    groups = _groups(group_size, k)
+    groups = k // g
     return (
-        qweight.new_empty((n // _TILE_N, _tiles_k(4, k), _TILE_BYTES)),
+        qweight.new_empty((n // _TILE_N, _checks.tiles_k(4, k), _TILE_BYTES)),
         qweight.new_empty((n // _TILE_N, groups, _TILE_N), dtype=torch.float32),
         qweight.new_empty((n // _TILE_N, groups, _TILE_N)),
     )
@@ -127,7 +126,8 @@ def _(qweight, scales, zeros, group_size):
 
 @torch.library.register_fake("squash::unprepack_int4_weight")
 def _(packed, scales, zeros, k, group_size):
-    n, groups = packed.shape[0] * _TILE_N, _groups(group_size, k)
+    groups = k // _checks.unprepack_int4_weight(packed, scales, zeros, k, group_size)
+    n = packed.shape[0] * _TILE_N
     return (
         packed.new_empty((n, k // 2)),
         scales.new_empty((n, groups)),
@@ -137,23 +137,27 @@ def _(packed, scales, zeros, k, group_size):
 
 @torch.library.register_fake("squash::prepack_int8_weight")
 def _(qweight, scales):
+    _checks.prepack_int8_weight(qweight, scales)
     n, k = qweight.shape
     return (
-        qweight.new_empty((n // _TILE_N, _tiles_k(8, k), _TILE_BYTES), dtype=torch.uint8),
+        qweight.new_empty((n // _TILE_N, _checks.tiles_k(8, k), _TILE_BYTES), dtype=torch.uint8),
         scales.new_empty((n,), dtype=torch.float32),
     )
 
 
 @torch.library.register_fake("squash::unprepack_int8_weight")
 def _(packed, scales, k):
+    _checks.unprepack_int8_weight(packed, scales, k)
     return packed.new_empty((packed.shape[0] * _TILE_N, k), dtype=torch.int8), scales.new_empty(scales.shape)
 
 
 @torch.library.register_fake("squash::w4a16_gemm_prepacked")
-def _(x, packed, scales, zeros, group_size, bias=None):
-    return x.new_empty((*x.shape[:-1], packed.shape[0] * _TILE_N))
+def _(x, packed, scales, zeros, k, group_size, bias=None):
+    n = _checks.w4a16_gemm_prepacked(x, packed, scales, zeros, k, group_size, bias)
+    return x.new_empty((*x.shape[:-1], n))
 
 
 @torch.library.register_fake("squash::w8a16_gemm_prepacked")
-def _(x, packed, scales, bias=None):
-    return x.new_empty((*x.shape[:-1], packed.shape[0] * _TILE_N))
+def _(x, packed, scales, k, bias=None):
+    n = _checks.w8a16_gemm_prepacked(x, packed, scales, k, bias)
+    return x.new_empty((*x.shape[:-1], n))

@@ -188,6 +188,14 @@ def _dynamic_while_calibrating(layers: list[W8A8Linear]):
             m.config = cfg
 
 
+def check_method(method: str, percentile: float, who: str = "calibrate") -> None:
+    """The ``method`` / ``percentile`` arguments of ``calibrate`` (and of the transforms that call it)."""
+    if method not in ("minmax", "percentile"):
+        raise ValueError(f"{who}: method must be 'minmax' or 'percentile', got {method!r}")
+    if method == "percentile" and not 0 < percentile <= 100:
+        raise ValueError(f"{who}: percentile must be in (0, 100], got {percentile}")
+
+
 def calibrate(
     model: nn.Module,
     batches: Iterable,
@@ -211,10 +219,7 @@ def calibrate(
     to observe, no batch, an observed static layer never ran, or a range is 0 or not finite
     (the message names the layer); no scale is set then.
     """
-    if method not in ("minmax", "percentile"):
-        raise ValueError(f"calibrate: method must be 'minmax' or 'percentile', got {method!r}")
-    if method == "percentile" and not 0 < percentile <= 100:
-        raise ValueError(f"calibrate: percentile must be in (0, 100], got {percentile}")
+    check_method(method, percentile)
     if observe not in ("static", "all"):
         raise ValueError(f"calibrate: observe must be 'static' or 'all', got {observe!r}")
     static = {n: m for n, m in model.named_modules()

@@ -30,8 +30,11 @@ class W4A16Config:
     name = "w4a16"
 
     def __post_init__(self):
-        if self.group_size not in (32, 64, 128, -1):
-            raise ValueError(f"W4A16Config: group_size must be 32, 64, 128 or -1, got {self.group_size}")
+        # Types too: 128.0 == 128 and "yes" is truthy, and a checkpoint's JSON may hold either.
+        if type(self.group_size) is not int or self.group_size not in (32, 64, 128, -1):
+            raise ValueError(f"W4A16Config: group_size must be 32, 64, 128 or -1, got {self.group_size!r}")
+        if type(self.symmetric) is not bool:
+            raise ValueError(f"W4A16Config: symmetric must be True or False, got {self.symmetric!r}")
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,8 @@ def config_to_dict(config: QuantConfig) -> dict:
 
 
 def config_from_dict(d: dict) -> QuantConfig:
+    if not isinstance(d, dict):
+        raise TypeError(f"a quantization config must be a dict, got {type(d).__name__}")
     d = dict(d)
     scheme = d.pop("scheme", None)
     if scheme not in SCHEMES:

@@ -210,7 +210,7 @@ def import_gptq(model: nn.Module, checkpoint: Mapping[str, torch.Tensor] | str |
     tensor (embeddings, norms, float layers) is loaded as stored. ``checkpoint``: a dict of tensors,
     a .safetensors file or a directory of shards. ``format``: "gptq" (v1) or "gptq_v2" (from the
     checkpoint's quantize_config ``checkpoint_format``). ``prepack`` as in ``replace_linear``
-    (default: the prepacked layout on CUDA, canonical on the CPU). Returns ``model`` in eval mode;
+    (default: the prepacked layout of the device where its kernel is built). Returns ``model`` in eval mode;
     ``save_quantized`` then writes it in squash_ops' format."""
     def convert(name, qweight, qzeros, scales, g_idx, bias):
         return gptq_linear(qweight, qzeros, scales, g_idx, bias, format=format, compute_dtype=compute_dtype, name=name)

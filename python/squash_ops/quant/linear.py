@@ -5,11 +5,12 @@ Each module holds its weight in the canonical checkpoint format (docs/FORMATS.md
 the CPU reference and on the CUDA kernels and goes through ``torch.compile`` without breaks.
 Weight quantization itself runs on the CPU (the format ops are load-time work).
 
-The weight-only modules (W8A16, W4A16) can switch their weight to the prepacked layout of the
-small-M tensor-core kernel (``prepack()`` / ``unprepack()``, docs/FORMATS.md "Prepack"): the
-canonical buffers are replaced, not duplicated, and ``state_dict()`` / ``load_state_dict`` /
-``save_quantized`` keep speaking the canonical checkpoint format (hooks below), so the layout is
-an in-memory detail of this process.
+The weight-only modules (W8A16, W4A16) can switch their weight to a prepacked layout
+(``prepack()`` / ``unprepack()``, docs/FORMATS.md "Prepack"): the one of the small-M tensor-core
+kernel on CUDA, the one of the AVX2 / scalar kernels on the CPU. The canonical buffers are
+replaced, not duplicated, and ``state_dict()`` / ``load_state_dict`` / ``save_quantized`` keep
+speaking the canonical checkpoint format (hooks below), so the layout is an in-memory detail of
+this process; ``.to(device)`` re-packs for the new device.
 """
 
 from __future__ import annotations
@@ -105,8 +106,8 @@ class _QuantLinear(nn.Module):
     # ---- prepacked layout (weight-only schemes; see _PrepackableLinear) ----
     prepacked: bool = False
 
-    def prepack_blocker(self) -> str | None:
-        """Why this layer cannot use the prepacked layout (None: it can)."""
+    def prepack_blocker(self, layout: str | None = None) -> str | None:
+        """Why this layer cannot use the prepacked ``layout`` (None: it can)."""
         return f"{type(self).__name__} has no prepacked kernel"
 
     def canonical_buffers(self) -> dict[str, torch.Tensor | None]:
@@ -114,14 +115,31 @@ class _QuantLinear(nn.Module):
         return dict(self._buffers)
 
     def _check_input(self, x: torch.Tensor) -> None:
+        weight = next(t for t in self._buffers.values() if t is not None)
+        if weight.is_meta and not x.is_meta:
+            # e.g. empty_quantized_linear(..., device="meta") never filled: nothing to compute with.
+            raise RuntimeError(
+                f"{type(self).__name__}: the layer's weights are on the meta device (never loaded); load them "
+                "first (squash_ops.load_quantized, load_state_dict(..., assign=True)) or build it on a real device"
+            )
         if x.shape[-1] != self.in_features:
             raise ValueError(
                 f"{type(self).__name__}: input must be [..., {self.in_features}], got shape {list(x.shape)}"
             )
 
 
-def _prepacked_kernel_on(device: torch.device, op: str) -> bool:
-    return device.type == "cuda" and bool(torch._C._dispatch_has_kernel_for_dispatch_key(f"squash::{op}", "CUDA"))
+# Prepacked layouts: "cuda" (docs/FORMATS.md "The small-M tensor-core layout", prepack_int*_weight)
+# and "cpu" ("CPU prepacked layout", cpu_prepack_int*_weight).
+LAYOUTS = ("cpu", "cuda")
+
+
+def _layout_for(device: torch.device) -> str:
+    """The prepacked layout whose kernel runs on ``device`` (meta follows the CPU)."""
+    return "cuda" if device.type == "cuda" else "cpu"
+
+
+def _has_kernel(op: str, key: str) -> bool:
+    return bool(torch._C._dispatch_has_kernel_for_dispatch_key(f"squash::{op}", key))
 
 
 class _PrepackableLinear(_QuantLinear):
@@ -129,10 +147,13 @@ class _PrepackableLinear(_QuantLinear):
     the prepacked ones (``_PACKED``) in place.
 
     ``prepack()``: canonical -> prepacked (the canonical buffers are freed: no doubled weight
-    memory beyond one layer during the conversion); forward then calls the prepacked GEMM, whose
-    CUDA kernel has the small-M tensor-core path (the canonical op has none). ``unprepack()``:
-    back, bit-exact. On the CPU both run the same math (the CPU prepacked GEMM unprepacks and
-    calls the canonical reference, so it only costs time there).
+    memory beyond one layer during the conversion); forward then calls the prepacked GEMM of the
+    layout: on CUDA the small-M tensor-core kernel (the canonical op has none), on the CPU the
+    AVX2 / scalar kernels that dequantize in registers (the canonical CPU op dequantizes the whole
+    weight per call). ``prepack(layout="cuda")`` on the CPU holds the CUDA layout, whose CPU op is
+    unprepack + the canonical reference (bit-exact with the canonical module, only slower).
+    ``unprepack()``: back, bit-exact. ``.to(device)`` of a prepacked module re-packs when the
+    device needs the other layout (canonical if the new layout cannot hold the shape).
 
     Checkpoints never see the prepacked layout: ``state_dict()`` of a prepacked module holds the
     canonical ``qweight`` / ``scales`` / ``zeros`` (unprepacked on the fly, so it allocates one
@@ -143,15 +164,19 @@ class _PrepackableLinear(_QuantLinear):
 
     _CANONICAL: tuple[str, ...] = ()
     _PACKED: tuple[str, ...] = ()
-    _PREPACKED_OP = ""
+    _PREPACKED_OPS: dict[str, str] = {}  # layout -> the prepacked GEMM op
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.prepacked = False
+        self.prepack_layout: str | None = None  # one of LAYOUTS while prepacked
         self._register_state_dict_hook(_canonical_state_dict_hook)
         self.register_load_state_dict_pre_hook(_prepack_incoming_hook)
 
-    def prepack_blocker(self) -> str | None:
+    def prepack_blocker(self, layout: str | None = None) -> str | None:
+        """Why this layer cannot take ``layout`` (default: the one of its device); None: it can."""
+        if (layout or _layout_for(self.weight_device())) == "cpu":
+            return None  # the CPU layout pads N to whole panels and takes any K
         n, k = self.out_features, self.in_features
         if n % 8 or k % 8:
             return (f"the prepacked layout needs out_features (N) and in_features (K) to be multiples of 8, "
@@ -160,8 +185,11 @@ class _PrepackableLinear(_QuantLinear):
 
     def prepack_pays(self) -> bool:
         """True where the prepacked layout is the faster one: the weight is on CUDA and this build
-        has the prepacked CUDA kernel (on the CPU it is the same math plus an unprepack per call)."""
-        return _prepacked_kernel_on(self.weight_device(), self._PREPACKED_OP)
+        has the prepacked CUDA kernel, or on the CPU and this build has the CPU prepacked kernel
+        (it dequantizes in registers; the canonical CPU op dequantizes the whole weight per call)."""
+        device = self.weight_device()
+        layout = _layout_for(device)
+        return device.type in ("cpu", "cuda") and _has_kernel(self._PREPACKED_OPS[layout], layout.upper())
 
     def weight_device(self) -> torch.device:
         return getattr(self, (self._PACKED if self.prepacked else self._CANONICAL)[0]).device
@@ -172,14 +200,19 @@ class _PrepackableLinear(_QuantLinear):
     def _unpack(self, packed: tuple) -> tuple:
         raise NotImplementedError
 
-    def prepack(self) -> "_PrepackableLinear":
-        """Convert the weight to the prepacked layout in place (no-op when already prepacked).
-        Raises ValueError when the shape does not fit the layout. Returns ``self``."""
+    def prepack(self, layout: str | None = None) -> "_PrepackableLinear":
+        """Convert the weight to a prepacked layout in place: ``layout`` "cpu" or "cuda", default
+        the one of the weight's device (no-op when already prepacked). Raises ValueError when the
+        shape does not fit the layout. Returns ``self``."""
         if self.prepacked:
             return self
-        why = self.prepack_blocker()
+        if layout is not None and layout not in LAYOUTS:
+            raise ValueError(f"{type(self).__name__}.prepack: layout must be one of {LAYOUTS} or None, got {layout!r}")
+        layout = layout or _layout_for(self.weight_device())
+        why = self.prepack_blocker(layout)
         if why is not None:
             raise ValueError(f"{type(self).__name__}.prepack: {why}")
+        self.prepack_layout = layout
         self._swap_weights(self._CANONICAL, self._PACKED, self._pack)
         self.prepacked = True
         return self
@@ -190,7 +223,25 @@ class _PrepackableLinear(_QuantLinear):
             return self
         self._swap_weights(self._PACKED, self._CANONICAL, self._unpack)
         self.prepacked = False
+        self.prepack_layout = None
         return self
+
+    def _apply(self, fn, recurse=True):
+        # .to(device) / .cuda() / .cpu(): the CPU layout has no CUDA kernel (and the CUDA layout's
+        # CPU op is the slow reference), so a prepacked module that changes device type is
+        # unpacked first and re-packed there in that device's layout (canonical when the layout
+        # cannot hold the shape). `fn` is probed on an empty uint8 tensor: conversions only
+        # change the dtype of floating tensors, so this sees where the buffers would go.
+        if self.prepacked:
+            source = self.weight_device()
+            target = fn(torch.empty(0, dtype=torch.uint8, device=source)).device
+            if target.type != source.type:
+                self.unprepack()
+                super()._apply(fn, recurse)
+                if self.prepack_blocker() is None:
+                    self.prepack()
+                return self
+        return super()._apply(fn, recurse)
 
     def _swap_weights(self, old: tuple[str, ...], new: tuple[str, ...], convert) -> None:
         # The weights first, then the other buffers (bias, input_perm) as they were: the buffer
@@ -212,13 +263,14 @@ class _PrepackableLinear(_QuantLinear):
         return self._unpack(ts) if self.prepacked else ts
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + (", prepacked" if self.prepacked else "")
+        return super().extra_repr() + (f", prepacked ({self.prepack_layout})" if self.prepacked else "")
 
 
 def apply_prepack_choice(module: _QuantLinear, prepack: bool | None) -> None:
     """The ``prepack`` argument of replace_linear / load_quantized / the importers, for one layer:
-    True: prepack if the layout fits; None: only where it is faster (CUDA with the kernel);
-    False: never. Layers the layout cannot hold stay canonical (and keep working)."""
+    True: prepack (the layout of the weight's device) if the layout fits; None: only where it is
+    faster (CUDA or the CPU with the prepacked kernel built); False: never. Layers the layout
+    cannot hold stay canonical (and keep working)."""
     if isinstance(module, _PrepackableLinear) and module.prepack_blocker() is None and (
             prepack or (prepack is None and module.prepack_pays())):
         module.prepack()
@@ -253,13 +305,14 @@ def _prepack_incoming_hook(module: _PrepackableLinear, state_dict, prefix, *args
 class W8A16Linear(_PrepackableLinear):
     """y = x @ (q * s).T + bias with int8 ``qweight`` [N, K] and float32 ``scales`` [N].
 
-    Prepacked (``prepack()``): buffers ``packed`` uint8 [N/8, ceil(K/64), 512] and
-    ``packed_scales`` float32 [N] instead of ``qweight`` / ``scales``.
+    Prepacked (``prepack()``): buffers ``packed`` and ``packed_scales`` instead of ``qweight`` /
+    ``scales``: CUDA layout uint8 [N/8, ceil(K/64), 512] and float32 [N]; CPU layout int8
+    [ceil(N/16), K, 16] and float32 [ceil(N/16), 16].
     """
 
     _CANONICAL = ("qweight", "scales")
     _PACKED = ("packed", "packed_scales")
-    _PREPACKED_OP = "w8a16_gemm_prepacked"
+    _PREPACKED_OPS = {"cuda": "w8a16_gemm_prepacked", "cpu": "w8a16_gemm_cpu_prepacked"}
 
     def __init__(self, in_features, out_features, bias=True, compute_dtype=torch.bfloat16, device=None):
         super().__init__(in_features, out_features, W8A16Config())
@@ -277,9 +330,13 @@ class W8A16Linear(_PrepackableLinear):
         return _pack_int8(m, linear)
 
     def _pack(self, canonical):
+        if self.prepack_layout == "cpu":
+            return ops.cpu_prepack_int8_weight(*canonical)
         return ops.prepack_int8_weight(*canonical)
 
     def _unpack(self, packed):
+        if self.prepack_layout == "cpu":
+            return ops.cpu_unprepack_int8_weight(*packed, n=self.out_features)
         return ops.unprepack_int8_weight(*packed, k=self.in_features)
 
     def dequantized_weight(self) -> torch.Tensor:
@@ -288,8 +345,12 @@ class W8A16Linear(_PrepackableLinear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
-        if self.prepacked:
-            y = ops.w8a16_gemm_prepacked(x.to(self.compute_dtype), self.packed, self.packed_scales, bias=self.bias)
+        if self.prepacked and self.prepack_layout == "cpu":
+            y = ops.w8a16_gemm_cpu_prepacked(x.to(self.compute_dtype), self.packed, self.packed_scales,
+                                             n=self.out_features, bias=self.bias)
+        elif self.prepacked:
+            y = ops.w8a16_gemm_prepacked(x.to(self.compute_dtype), self.packed, self.packed_scales, self.in_features,
+                                         bias=self.bias)
         else:
             y = ops.w8a16_gemm(x.to(self.compute_dtype), self.qweight, self.scales, bias=self.bias)
         return y.to(x.dtype)
@@ -304,14 +365,16 @@ class W4A16Linear(_PrepackableLinear):
     channels in a permuted order; permuting the activation keeps them exact instead of
     requantizing into contiguous groups (Marlin and ExLlama do the same gather).
 
-    Prepacked (``prepack()``): buffers ``packed`` uint8 [N/8, ceil(K/128), 512], ``packed_scales``
-    float32 [N/8, K/g, 8], ``packed_zeros`` uint8 [N/8, K/g, 8] (None when symmetric) instead of
-    ``qweight`` / ``scales`` / ``zeros``; ``input_perm`` is still applied to x before the GEMM.
+    Prepacked (``prepack()``): buffers ``packed``, ``packed_scales``, ``packed_zeros`` (None when
+    symmetric) instead of ``qweight`` / ``scales`` / ``zeros``: CUDA layout uint8
+    [N/8, ceil(K/128), 512], float32 [N/8, K/g, 8], uint8 [N/8, K/g, 8]; CPU layout uint8
+    [ceil(N/16), K, 8], float32 [ceil(N/16), K/g, 16], uint8 [ceil(N/16), K/g, 16].
+    ``input_perm`` is still applied to x before the GEMM.
     """
 
     _CANONICAL = ("qweight", "scales", "zeros")
     _PACKED = ("packed", "packed_scales", "packed_zeros")
-    _PREPACKED_OP = "w4a16_gemm_prepacked"
+    _PREPACKED_OPS = {"cuda": "w4a16_gemm_prepacked", "cpu": "w4a16_gemm_cpu_prepacked"}
 
     def __init__(
         self, in_features, out_features, bias=True, config: W4A16Config = W4A16Config(),
@@ -373,9 +436,14 @@ class W4A16Linear(_PrepackableLinear):
         return m.to(w.device)
 
     def _pack(self, canonical):
+        if self.prepack_layout == "cpu":
+            return ops.cpu_prepack_int4_weight(*canonical, group_size=self.config.group_size)
         return ops.prepack_int4_weight(*canonical, group_size=self.config.group_size)
 
     def _unpack(self, packed):
+        if self.prepack_layout == "cpu":
+            return ops.cpu_unprepack_int4_weight(*packed, n=self.out_features, k=self.in_features,
+                                                 group_size=self.config.group_size)
         return ops.unprepack_int4_weight(*packed, k=self.in_features, group_size=self.config.group_size)
 
     def dequantized_weight(self) -> torch.Tensor:
@@ -392,9 +460,14 @@ class W4A16Linear(_PrepackableLinear):
         self._check_input(x)
         if self.input_perm is not None:
             x = x.index_select(-1, self.input_perm)
-        if self.prepacked:
+        if self.prepacked and self.prepack_layout == "cpu":
+            y = ops.w4a16_gemm_cpu_prepacked(x.to(self.compute_dtype), self.packed, self.packed_scales,
+                                             self.packed_zeros, n=self.out_features,
+                                             group_size=self.config.group_size, bias=self.bias)
+        elif self.prepacked:
             y = ops.w4a16_gemm_prepacked(x.to(self.compute_dtype), self.packed, self.packed_scales,
-                                         self.packed_zeros, group_size=self.config.group_size, bias=self.bias)
+                                         self.packed_zeros, self.in_features, group_size=self.config.group_size,
+                                         bias=self.bias)
         else:
             y = ops.w4a16_gemm(x.to(self.compute_dtype), self.qweight, self.scales, zeros=self.zeros,
                                group_size=self.config.group_size, bias=self.bias)
@@ -459,8 +532,8 @@ class W8A8Linear(_QuantLinear):
         if not isinstance(x, QuantizedActivation):
             pre = attached_quantized(x)
             x = self.quantize_input(x) if pre is None else pre
-        elif x.q.shape[-1] != self.in_features:
-            raise ValueError(f"W8A8Linear: input must be [..., {self.in_features}], got shape {list(x.q.shape)}")
+        else:
+            self._check_input(x.q)
         return ops.w8a8_gemm(x.q, x.scales, self.qweight, self.scales, bias=self.bias, out_dtype=x.dtype)
 
 

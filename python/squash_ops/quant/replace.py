@@ -172,6 +172,17 @@ def _why_not(model: nn.Module, name: str, linear: nn.Linear, config: QuantConfig
     return None
 
 
+def _nonfinite(t: torch.Tensor) -> str | None:
+    """None for an all-finite tensor, else what is wrong with it (count and first position)."""
+    bad = ~torch.isfinite(t.detach())
+    count = int(bad.sum())
+    if not count:
+        return None
+    first = tuple(int(i) for i in bad.nonzero()[0])
+    return (f"holds {count} non-finite value{'s' if count > 1 else ''} (first: {float(t.detach()[first])} at "
+            f"{list(first)})")
+
+
 def _unknown_names_error(unknown: list[str], known: list[str]) -> ValueError:
     hints = []
     for name in unknown:
@@ -222,8 +233,36 @@ def _plan(model: nn.Module, config: QuantConfig, filter_fn: FilterFn | None,
         if why is not None:
             report.skipped[name] = why
             continue
+        bad = _nonfinite(module.weight)
+        if bad is not None:
+            raise ValueError(
+                f"replace_linear: {name}.weight {bad}; its quantized form would be garbage: fix the weight, or "
+                f"keep the layer in float with overrides={{{name!r}: None}}"
+            )
         plan.append((names, cfg))
     return plan
+
+
+def plan_replace_linear(
+    model: nn.Module,
+    config: QuantConfig,
+    filter_fn: FilterFn | None = None,
+    *,
+    overrides: Mapping[str, QuantConfig | None] | None = None,
+) -> tuple[list[tuple[list[str], QuantConfig]], ReplaceReport]:
+    """Every check of ``replace_linear`` without touching ``model``: the layers to replace (paths,
+    config) and the report so far (the skipped layers). Raises what ``replace_linear`` raises."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"replace_linear: model must be an nn.Module, got {type(model).__name__}")
+    if isinstance(model, (nn.Linear, _QuantLinear)):
+        raise ValueError("replace_linear: model is itself a linear layer; use squash_ops.quant.quantize_linear")
+    _check_config(config, "config")
+    overrides = dict(overrides or {})
+    for name, cfg in overrides.items():
+        if cfg is not None:
+            _check_config(cfg, f"overrides[{name!r}]")
+    report = ReplaceReport(model_bytes_before=_model_bytes(model))
+    return _plan(model, config, filter_fn, overrides, report), report
 
 
 def replace_linear(
@@ -247,11 +286,11 @@ def replace_linear(
     - ``compute_dtype``: activation dtype of the weight-only schemes (default: the weight's dtype
       when float16/bfloat16, else bfloat16).
     - ``prepack``: put the W8A16 / W4A16 layers in the prepacked layout (``module.prepack()``)
-      as each is made. ``None`` (default): where it is faster, i.e. layers on CUDA when this build
-      has the prepacked CUDA kernel (its small-M tensor-core path is what decode needs; the
-      canonical op has none); on the CPU the canonical layout is kept (same math, and the CPU
-      prepacked op unprepacks on every call). ``True``: every layer the layout can hold (N and K
-      multiples of 8); ``False``: none. Layers the layout cannot hold stay canonical and work as
+      of the layer's device as each is made. ``None`` (default): where it is faster, i.e. where
+      this build has the prepacked kernel: on CUDA the small-M tensor-core path (what decode
+      needs; the canonical op has none), on the CPU the AVX2 / scalar kernels that dequantize in
+      registers (the canonical CPU op dequantizes the whole weight per call). ``True``: every
+      layer the layout can hold (CUDA: N and K multiples of 8; CPU: any); ``False``: none. Layers the layout cannot hold stay canonical and work as
       before (``squash_ops.prepack(model)`` reports them). Checkpoints are canonical either way.
 
     Skipped with a reason: in_features that the scheme cannot group (int4: odd, or not a multiple
@@ -262,20 +301,12 @@ def replace_linear(
     skipped as "already quantized". Asking for a different scheme on an already quantized layer
     raises (its float weight is gone; reload the float model instead).
 
+    A weight holding inf or NaN raises (naming the layer): its quantized form would be garbage.
+    Every check runs before the first layer is replaced, so a refused call leaves the model as it was.
+
     Returns the ``ReplaceReport``.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"replace_linear: model must be an nn.Module, got {type(model).__name__}")
-    if isinstance(model, (nn.Linear, _QuantLinear)):
-        raise ValueError("replace_linear: model is itself a linear layer; use squash_ops.quant.quantize_linear")
-    _check_config(config, "config")
-    overrides = dict(overrides or {})
-    for name, cfg in overrides.items():
-        if cfg is not None:
-            _check_config(cfg, f"overrides[{name!r}]")
-
-    report = ReplaceReport(model_bytes_before=_model_bytes(model))
-    plan = _plan(model, config, filter_fn, overrides, report)
+    plan, report = plan_replace_linear(model, config, filter_fn, overrides=overrides)
     for names, cfg in plan:
         linear = model.get_submodule(names[0])
         quantized = quantize_linear(linear, cfg, compute_dtype)

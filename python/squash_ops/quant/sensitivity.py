@@ -48,7 +48,7 @@ from torch import nn
 
 from .calibrate import _model_device, _to, calibrate
 from .config import QuantConfig, W8A8Config, config_from_dict, config_to_dict
-from .linear import quantize_linear
+from .linear import apply_prepack_choice, quantize_linear
 from .replace import ReplaceReport
 from .replace import _plan as _replace_plan  # its layer choice, so the plans match replace_linear
 
@@ -466,6 +466,14 @@ class _Analysis:
         return {name: (self.config if name in quantized else None) for name in self.all_linears}
 
 
+def _as_replace_linear_would(module: nn.Module) -> nn.Module:
+    """The layer in the layout replace_linear gives it by default (prepacked where that is the
+    faster kernel: CUDA, and the CPU kernels): the trials then run the kernels the plan's model
+    will run, so a plan's verified cosine is bit for bit what the user's model gets."""
+    apply_prepack_choice(module, None)
+    return module
+
+
 def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
     prefix, _, child = name.rpartition(".")
     return (model.get_submodule(prefix) if prefix else model), child
@@ -529,7 +537,7 @@ def analyze_sensitivity(
     from tqdm.auto import tqdm
 
     packed = {  # packed once, reused by every trial
-        name: quantize_linear(model.get_submodule(name), config)
+        name: _as_replace_linear_would(quantize_linear(model.get_submodule(name), config))
         for name in tqdm(names, desc="packing", unit="layer", disable=not progress, leave=False)
     }
     an = _Analysis(model, config, names, packed, skipped, all_linears, batches, eval_batches,

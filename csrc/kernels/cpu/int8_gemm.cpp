@@ -1,0 +1,29 @@
+#include "cpu/int8_gemm.h"
+
+#include <algorithm>
+
+namespace squash::cpu_kernels {
+namespace {
+
+int64_t blocks(int64_t n, int64_t b) { return (n + b - 1) / b; }
+
+}  // namespace
+
+int64_t int8_gemm_jobs(const Int8GemmParams& p) {
+  return blocks(p.M, kInt8BlockM) * blocks(p.N, kInt8BlockN);
+}
+
+void int8_gemm_run(const Int8GemmParams& p, int64_t job_begin, int64_t job_end, Isa isa) {
+  const int64_t nb = blocks(p.N, kInt8BlockN);
+  for (int64_t j = job_begin; j < job_end; ++j) {
+    // Jobs walk N fastest: consecutive jobs of one thread share their block of a rows.
+    const int64_t m0 = (j / nb) * kInt8BlockM, n0 = (j % nb) * kInt8BlockN;
+    const int64_t m1 = std::min(p.M, m0 + kInt8BlockM), n1 = std::min(p.N, n0 + kInt8BlockN);
+    if (isa >= Isa::kAvx2)
+      int8_gemm_block_avx2(p, m0, m1, n0, n1);
+    else
+      int8_gemm_block_scalar(p, m0, m1, n0, n1);
+  }
+}
+
+}  // namespace squash::cpu_kernels

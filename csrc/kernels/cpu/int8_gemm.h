@@ -1,0 +1,53 @@
+// W8A8 on the CPU: out[m, n] = float(sum_k a[m, k] * b[n, k]) * a_scale[m] * b_scale[n] + bias[n],
+// int8 x int8 with exact int32 accumulation, then the float32 epilogue in exactly this order
+// (two roundings of the products, one of the bias add: the CPU op's and the CUDA epilogue's
+// order), rounded once to the output dtype.
+//
+// Both operands are read in their canonical row-major layout (a: [M, K] activations, b: [N, K]
+// like nn.Linear.weight), so nothing is packed per call or at load time: the inner product runs
+// along K on both (measured on the 2-core Zen 3: packing b per call cost more than it saved for
+// MiniLM's K = 384 / 1536, and a row-major b is what checkpoints hold).
+#pragma once
+#include <cstdint>
+
+#include "cpu/convert.h"
+#include "cpu/isa.h"
+
+namespace squash::cpu_kernels {
+
+// Block sizes: a block reads kInt8BlockM rows of a and kInt8BlockN rows of b; at K = 1536 that
+// is 144 KiB + 72 KiB, inside the 1 MiB L2 of a Zen 3 core (and of most x86 server cores), so
+// each b row comes from memory once per block of a rows. Multiples of the AVX2 4 x 2 tile.
+constexpr int64_t kInt8BlockM = 96;
+constexpr int64_t kInt8BlockN = 48;
+
+struct Int8GemmParams {
+  const int8_t* a = nullptr;   // [M, K], row stride lda
+  const int8_t* b = nullptr;   // [N, K], row stride ldb
+  const float* a_scale = nullptr;  // [M] or one element (a_scale_per_row false)
+  const float* b_scale = nullptr;  // [N] or one element
+  const float* bias = nullptr;     // [N] float32 or nullptr
+  void* out = nullptr;             // [M, N], row stride ldo, element type out_dtype
+  int64_t M = 0, N = 0, K = 0, lda = 0, ldb = 0, ldo = 0;
+  bool a_scale_per_row = true, b_scale_per_col = true;
+  Dtype out_dtype = Dtype::kF32;
+};
+
+// The work is cut into independent jobs (blocks of rows x columns sized for the L2 cache);
+// callers run jobs [begin, end) on any threads (the torch binding uses at::parallel_for).
+int64_t int8_gemm_jobs(const Int8GemmParams& p);
+void int8_gemm_run(const Int8GemmParams& p, int64_t job_begin, int64_t job_end, Isa isa);
+
+// One block [m0, m1) x [n0, n1) per ISA path (int8_gemm_scalar.cpp / int8_gemm_avx2.cpp).
+void int8_gemm_block_scalar(const Int8GemmParams& p, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
+void int8_gemm_block_avx2(const Int8GemmParams& p, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
+
+// The epilogue of one output element (shared by every path, so they agree bit for bit).
+inline void int8_gemm_store(const Int8GemmParams& p, int64_t m, int64_t n, int32_t acc) {
+  float v = static_cast<float>(acc) * p.a_scale[p.a_scale_per_row ? m : 0];
+  v = v * p.b_scale[p.b_scale_per_col ? n : 0];
+  if (p.bias) v = v + p.bias[n];
+  store_as(p.out_dtype, p.out, m * p.ldo + n, v);
+}
+
+}  // namespace squash::cpu_kernels

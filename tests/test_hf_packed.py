@@ -1,0 +1,80 @@
+"""PackedEncoder: a BERT-family encoder on its real tokens only equals the padded model at every
+real token (float32 rounding), for right and left padding, BERT and RoBERTa (whose positions
+depend on the padding), float and W8A8; refuses models it cannot pack."""
+
+import copy
+
+import pytest
+import torch
+import transformers
+
+from squash_ops.hf.packed import PackedEncoder
+from squash_ops.migration import quantize_w8a8
+from squash_ops.quant import W8A8Config
+
+from quant_models import tiny_bert, tiny_llama
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def tiny_roberta(seed=0, hidden=128):
+    config = transformers.RobertaConfig(
+        vocab_size=256, hidden_size=hidden, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=140, initializer_range=hidden**-0.5, pad_token_id=1,
+    )
+    torch.manual_seed(seed)
+    return transformers.RobertaModel(config, add_pooling_layer=False).eval()
+
+
+def padded_batch(lengths, seq, left=False, pad_id=0):
+    g = torch.Generator().manual_seed(len(lengths) * seq)
+    ids = torch.randint(2, 256, (len(lengths), seq), generator=g)
+    mask = torch.zeros(len(lengths), seq, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        if left:
+            mask[i, seq - n:] = 1
+        else:
+            mask[i, :n] = 1
+    ids = torch.where(mask.bool(), ids, torch.full_like(ids, pad_id))
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def assert_same_at_real_tokens(padded_out, packed_out, mask, tol):
+    real = mask.bool()
+    assert (packed_out[~real] == 0).all()
+    ref = padded_out[real].double()
+    err = (packed_out[real].double() - ref).abs().max().item()
+    assert err <= tol * ref.abs().max().item(), err
+
+
+@pytest.mark.parametrize("left", [False, True], ids=["right", "left"])
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_float_matches_padded(family, left):
+    base = tiny_bert().bert if family == "bert" else tiny_roberta()
+    batch = padded_batch([13, 1, 7, 20, 4], seq=20, left=left, pad_id=base.config.pad_token_id or 0)
+    with torch.no_grad():
+        ref = base(**batch).last_hidden_state
+        out = PackedEncoder(copy.deepcopy(base))(**batch).last_hidden_state
+    assert out.shape == ref.shape
+    assert_same_at_real_tokens(ref, out, batch["attention_mask"], 1e-5)
+
+
+def test_w8a8_matches_padded_quantized_model():
+    """Per-token int8 is per token, so packing changes nothing but the attention op's rounding."""
+    model = tiny_bert().bert
+    quantize_w8a8(model, W8A8Config(activation="dynamic"))
+    batch = padded_batch([9, 3, 16], seq=16)
+    with torch.no_grad():
+        ref = model(**batch).last_hidden_state
+        out = PackedEncoder(model)(**batch).last_hidden_state
+    assert_same_at_real_tokens(ref, out, batch["attention_mask"], 1e-4)
+
+
+def test_refuses_what_it_cannot_pack():
+    with pytest.raises(ValueError, match="not a BERT-family encoder"):
+        PackedEncoder(tiny_llama())
+    enc = PackedEncoder(tiny_bert().bert)
+    with pytest.raises(ValueError, match=r"input_ids must be \[batch, seq\]"):
+        enc(torch.ones(5, dtype=torch.long))
+    with pytest.raises(ValueError, match="attention_mask must have input_ids' shape"):
+        enc(torch.ones(2, 5, dtype=torch.long), torch.ones(2, 4, dtype=torch.long))
