@@ -1,116 +1,136 @@
 #!/usr/bin/env bash
-# The one command a lent GPU machine runs: environment, carried wheels, build, the full test
-# suite, the benchmarks, then compute-sanitizer memcheck and racecheck over the GPU tests.
+# The GPU check, as two device-tool calls of 6 minutes each: with the machine's start (1-2 min)
+# both fit 14 of the session's 15 minutes of device time. By priority:
 #
-#   SQUASH_COMMIT=<sha of the tree sent> bash bench/gpu_check.sh     (from the repo root, $OUT set)
+#   call 1, correctness:  bash bench/gpu_check.sh check
+#     build against the prebuilt kernels -> stop at once unless the CUDA ops are registered ->
+#     then side by side: the bad-input tests in one process (on a crash: native backtrace and the
+#     libstdc++/libgomp the process had mapped) followed by every GPU test (pytest -m gpu, a
+#     timeout per test, a skipped GPU test fails); every C++ self-check of bench/cpp;
+#     compute-sanitizer memcheck and racecheck on the kernels that never ran on a GPU.
+#   call 2, speed:        bash bench/gpu_check.sh speed
+#     build (kept from call 1 when the machine stayed warm) -> the benchmark suites one process
+#     each, each with its own time budget: ceiling, e2e_decode and the new kernels first.
 #
-# Every stage runs under `timeout`; a failed or timed-out stage is recorded and the next stage
-# still runs; the exit status is 1 if any stage failed. The stages share a wall-clock budget
-# (GPU_CHECK_BUDGET_S, default 510 s, i.e. under 9 minutes with the summary): each stage's limit
-# is min(its cap, what is left minus what the later stages are guaranteed). The benchmarks run
-# before the sanitizers, so open-ended sanitizer runs cannot eat the benchmarks' time.
+# The device tool calls, as pasted (run scripts/prebuild_kernels.sh and scripts/fetch_gpu_wheels.sh
+# here first; .prebuilt/ + .whl/ must stay under the 64 MiB carry):
+#   run  command: SQUASH_COMMIT=<git rev-parse HEAD> bash bench/gpu_check.sh check
+#        carry: [".prebuilt", ".whl"]   timeout_s: 360
+#   run  command: SQUASH_COMMIT=<git rev-parse HEAD> bash bench/gpu_check.sh speed
+#        carry: [".prebuilt", ".whl"]   timeout_s: 360
+# Call 2 right after call 1 (the machine stays warm 30 s) reuses call 1's build.
 #
-# Carry .whl/ (scripts/fetch_gpu_wheels.sh fills it) with the device tool.
+# Dry run, on the CPU machine (no GPU; no kernel is compiled or run): the same control flow, the
+# CPU build (it imports the prebuilt archive when there is one), the bad-input tests, the GPU
+# tests' collection and skip verdicts, `bench.run --dry-run` per suite and the merge; the GPU
+# commands are printed instead of run, and verdicts that need a GPU say "would fail":
+#   GPU_CHECK_DRY_RUN=1 bash bench/gpu_check.sh check    (and ... speed)
 #
-# Files written to $OUT (at most 8 come back from the device tool):
-#   <YYYY-MM-DD>_<gpu>.log   this whole log (all stages)      } committed unedited to
-#   <YYYY-MM-DD>_<gpu>.json  benchmark results                } bench/results/
-#   pytest.xml, pytest.log   the full test suite (junit xml + output)
-#   memcheck.log, racecheck.log   compute-sanitizer output (only their summaries go to the log)
+# Every stage has a time limit (the smaller of its cap and what the call's budget has left after
+# the later stages' minimum) and a verdict that fails when it proved nothing (bench/gpu_verdict.py,
+# bench/pytest_gpu_check.py). Files stream into $OUT as they are written (a call cut short still
+# returns what it proved), logs whole, at most 8 files:
+#   check: <stem>_check.log (the stages in order + the summary), <stem>_check.tests.log,
+#          <stem>_check.junit.xml, <stem>_check.cpp.log, <stem>_check.memcheck.log,
+#          <stem>_check.racecheck.log
+#   speed: <stem>.json (all suites, rewritten after each), <stem>.log
+# <stem> = <YYYY-MM-DD>_<gpu-slug>. Commit them unedited to bench/results/ (README there).
 #
-# Knobs (environment):
-#   GPU_CHECK_BUDGET_S  total seconds for all stages (510)
-#   BENCH_ARGS          extra arguments of `python3 -m bench.run` (e.g. "--quick", "--suites w4a16")
-#   SANITIZE_K          pytest -k expression of the sanitizer runs
-#                       (default "not compile and not large and not slow and not hypothesis")
-#   SKIP_STAGES         stage names to leave out, e.g. "memcheck racecheck"
-#   MAX_JOBS            parallel compile jobs of the build (16)
-# The sanitizer runs set SQUASH_SANITIZE=1: GPU tests should read it and shrink their shapes
-# (a few blocks per kernel is enough for memcheck/racecheck, which run ~100x slower), and
-# PYTORCH_NO_CUDA_MEMORY_CACHING=1, so every tensor is its own cudaMalloc and an out-of-bounds
-# access is caught at the tensor's edge instead of inside a cached block. Tests that ignore
-# SQUASH_SANITIZE may make a sanitizer stage time out: that is reported as TIMEOUT, not as clean.
+# Knobs: GPU_CHECK_BUDGET_S (330: the call's 360 s minus a margin for the summary), MAX_JOBS (16),
+# GPU_TEST_TIMEOUT_S (per GPU test, 120), SQUASH_PREBUILT_KERNELS (.prebuilt/squash_kernels-90a.tar.xz).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
+MODE=${1:-}
+[[ "$MODE" == check || "$MODE" == speed ]] || { echo "usage: bash bench/gpu_check.sh check|speed" >&2; exit 2; }
+export DRY=${GPU_CHECK_DRY_RUN:-0}
 export OUT=${OUT:-$REPO/out/gpu_check}
 mkdir -p "$OUT"
 export PY=${PYTHON:-python3}
-export PYTHONUNBUFFERED=1
-export SANITIZE_K=${SANITIZE_K:-not compile and not large and not slow and not hypothesis}
-# The pytest sanitizer runs cover the GEMM kernels (GEMV, mma, dequantize, quantize, W8A8); the
-# norm, decode, prefill, prepacked GEMM and W8A8 kernels are also sanitized through their C++
-# checks (stage cpp).
-export SANITIZE_TESTS=${SANITIZE_TESTS:-tests/test_gemm.py}
-BUDGET=${GPU_CHECK_BUDGET_S:-510}
+# Unbuffered output streams into the logs; a fixed hash seed makes runs repeatable across processes;
+# the repo on the path lets pytest (and its xdist workers) load -p bench.pytest_gpu_check.
+export PYTHONUNBUFFERED=1 PYTHONHASHSEED=0 PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH}
+export ARCHIVE=${SQUASH_PREBUILT_KERNELS:-$REPO/.prebuilt/squash_kernels-90a.tar.xz}
+export CPPB=$REPO/build/gpu_check  # the bench/cpp executables
+BUDGET=${GPU_CHECK_BUDGET_S:-330}
 T0=$SECONDS
-LOG=$OUT/gpu_check.log
-: >"$LOG"
+export STATE
+STATE=$(mktemp -d)
+trap 'rm -rf "$STATE"' EXIT
 
-say() { echo "$*" | tee -a "$LOG"; }
+# ---- helpers ---------------------------------------------------------------------------------
 
-NAMES=() STATUS=() TIMES=() LIMITS=()
-FAILED=0
+# dry <cmd...>: runs cmd, or in the dry run prints it (the commands that need a GPU or nvcc).
+dry() { if [ "$DRY" = 1 ]; then echo "[dry run] $*"; else "$@"; fi; }
+# would_fail <what>: a verdict that needs a GPU; fails the stage except in the dry run.
+would_fail() {
+  if [ "$DRY" = 1 ]; then echo "[dry run] would fail on a GPU machine: $*"; return 0; fi
+  echo "FAIL: $*"; return 1
+}
+san_bin() {  # the path, or empty; san_cmd: the path, or its name for printing (dry run)
+  command -v compute-sanitizer 2>/dev/null ||
+    ls /usr/local/cuda/bin/compute-sanitizer /usr/local/cuda/compute-sanitizer/compute-sanitizer 2>/dev/null | head -n 1
+}
+san_cmd() { local s; s=$(san_bin); echo "${s:-compute-sanitizer}"; }
+export -f dry would_fail san_bin san_cmd
 
-# stage <name> <cap_s> <reserve_s> <rc that also count as ok, e.g. "5" or ""> <function>
-stage() {
-  local name=$1 cap=$2 reserve=$3 okrc=" $4 " fn=$5
-  local left=$((BUDGET - (SECONDS - T0) - reserve))
-  local limit=$((cap < left ? cap : left))
-  NAMES+=("$name")
-  LIMITS+=("$limit")
-  if [[ " ${SKIP_STAGES:-} " == *" $name "* ]]; then
-    STATUS+=("skipped") TIMES+=(0)
-    say "=== stage $name: skipped (SKIP_STAGES)"
-    return 0
-  fi
-  if ((limit < 15)); then
-    STATUS+=("FAIL(no time)") TIMES+=(0)
-    FAILED=1
-    say "=== stage $name: FAIL, no time left in the ${BUDGET} s budget"
+# run_stage <name> <limit_s> <log> <function>: the function under `timeout`, its output appended
+# whole to <log>; "<status> <seconds> <limit>" goes to $STATE/<name> for the summary.
+run_stage() {
+  local name=$1 limit=$2 log=$3 fn=$4 t=$SECONDS rc st
+  echo "$name" >>"$STATE/order"
+  if ((limit < 10)); then
+    echo "FAIL(no-time) 0 $limit" >"$STATE/$name"
+    echo "=== stage $name: FAIL, no time left in the ${BUDGET} s budget" >>"$log"
     return 1
   fi
-  say ""
-  say "=== stage $name (limit ${limit} s, at +$((SECONDS - T0)) s) ==="
-  local t=$SECONDS rc
-  STAGE_LIMIT=$limit timeout -k 15 "$limit" bash -c "$fn" </dev/null 2>&1 | tee -a "$LOG"
-  rc=${PIPESTATUS[0]}
-  TIMES+=($((SECONDS - t)))
-  if ((rc == 0)); then
-    STATUS+=("ok")
-  elif [[ "$okrc" == *" $rc "* ]]; then
-    STATUS+=("ok(rc $rc)")
-  elif ((rc == 124 || rc == 137)); then
-    STATUS+=("TIMEOUT")
-    FAILED=1
-    say "=== stage $name: TIMED OUT after ${limit} s"
-  else
-    STATUS+=("FAIL(rc $rc)")
-    FAILED=1
-  fi
-  say "=== stage $name: ${STATUS[-1]} in $((SECONDS - t)) s"
-  return "$rc"
+  echo "=== stage $name (limit ${limit} s, at +$((SECONDS - T0)) s) ===" >>"$log"
+  STAGE_LIMIT=$limit timeout -k 10 "$limit" bash -c "$fn" </dev/null >>"$log" 2>&1
+  rc=$?
+  case $rc in 0) st=ok ;; 124 | 137) st=TIMEOUT ;; *) st="FAIL(rc-$rc)" ;; esac
+  echo "=== stage $name: $st in $((SECONDS - t)) s" >>"$log"
+  echo "$st $((SECONDS - t)) $limit" >"$STATE/$name"
+  [ "$st" = ok ]
 }
 
-# ---- stages (exported functions, run by `bash -c` under `timeout`) ---------------------------
+# left <reserve_s>: seconds of the budget left after keeping <reserve_s> for later stages.
+left() { echo $((BUDGET - (SECONDS - T0) - $1)); }
+# seq_stage <name> <cap_s> <reserve_s> <function>: a stage in the main log, now.
+seq_stage() {
+  local l
+  l=$(left "$3")
+  run_stage "$1" $(($2 < l ? $2 : l)) "$LOG" "$4"
+}
+# bg_stage <name> <log> <function> <reserve_s>: a stage in its own log, side by side with others.
+bg_stage() {
+  echo "=== stage $1 started at +$((SECONDS - T0)) s: output in $(basename "$2")" >>"$LOG"
+  run_stage "$1" "$(left "$4")" "$2" "$3" &
+}
+
+# ---- stages (run by `bash -c` under `timeout`, so exported) ----------------------------------
 
 stage_env() {
-  set -o pipefail
-  nvidia-smi || return 1
+  if [ "$DRY" = 1 ] && ! command -v nvidia-smi >/dev/null; then
+    echo "[dry run] no nvidia-smi here"
+  else
+    nvidia-smi || return 1
+  fi
   "$PY" - <<'PY' || return 1
-import os, sys
+import importlib.util, os, sys
 import torch
-print("python", sys.version.split()[0], "| torch", torch.__version__, "| torch cuda", torch.version.cuda,
-      "| cudnn", torch.backends.cudnn.version())
-assert torch.cuda.is_available(), "torch sees no CUDA device"
-p = torch.cuda.get_device_properties(0)
-print(f"device {p.name}: {p.total_memory / 2**30:.1f} GiB, sm_{p.major}{p.minor}, {p.multi_processor_count} SMs")
-print("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
+print("python", sys.version.split()[0], "| torch", torch.__version__, "| torch cuda", torch.version.cuda)
+for mod in ("xdist", "pytest_timeout"):
+    print(f"{mod}: {'yes' if importlib.util.find_spec(mod) else 'NO'}")
+if torch.cuda.is_available():
+    p = torch.cuda.get_device_properties(0)
+    print(f"device {p.name}: {p.total_memory / 2**30:.1f} GiB, sm_{p.major}{p.minor}, {p.multi_processor_count} SMs")
+elif os.environ["DRY"] != "1":
+    sys.exit("torch sees no CUDA device")
 PY
   (command -v nvcc >/dev/null && nvcc --version | tail -n 2) || echo "nvcc: not on PATH"
-  "$(san_bin)" --version 2>/dev/null | head -n 2 || echo "compute-sanitizer: not found"
-  echo "cores $(nproc) | $(free -g | awk '/Mem:/{print $2 " GiB RAM, " $7 " GiB available"}') | /tmp: $(df -h /tmp | awk 'NR==2{print $4 " free"}')"
-  echo "commit ${SQUASH_COMMIT:-<unset: pass SQUASH_COMMIT=<sha>, else git decides>}"
+  if [ -n "$(san_bin)" ]; then "$(san_bin)" --version | head -n 2; else echo "compute-sanitizer: not found"; fi
+  echo "cores $(nproc) | $(free -g | awk '/Mem:/{print $2 " GiB RAM"}') | commit ${SQUASH_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo '<unset: pass SQUASH_COMMIT>')}"
+  if [ -f "$ARCHIVE" ]; then echo "prebuilt kernels: $ARCHIVE ($(du -h "$ARCHIVE" | cut -f1))"; else echo "prebuilt kernels: none at $ARCHIVE"; fi
 }
 
 stage_wheels() {
@@ -119,177 +139,270 @@ stage_wheels() {
 }
 
 stage_build() {
-  MAX_JOBS=${MAX_JOBS:-16} PYTHON="$PY" bash scripts/setup.sh
+  # On the GPU (torch has CUDA) the extension links the prebuilt kernels (built for 90a).
+  if [ -f "$ARCHIVE" ]; then
+    export SQUASH_PREBUILT_KERNELS=$ARCHIVE SQUASH_CUDA_ARCHS=90a
+  elif [ "$DRY" != 1 ]; then
+    echo "WARNING: no prebuilt kernels at $ARCHIVE: every kernel is compiled here (minutes)"
+  fi
+  # CUDAFLAGS would enter the kernels' stamp (cmake/kernels.cmake) and void the prebuilt archive.
+  unset CUDAFLAGS
+  MAX_JOBS=${MAX_JOBS:-16} PYTHON="$PY" bash scripts/setup.sh || return 1
+  local cache
+  cache=$(ext_build)CMakeCache.txt
+  echo "kernels: $(grep -h '^SQUASH_KERNELS_ORIGIN' "$cache" | cut -d= -f2-) ($cache)"
+  if [ "$DRY" = 1 ]; then
+    # A CPU torch links no kernels: check the archive against this tree the way CMake does.
+    if [ -f "$ARCHIVE" ]; then bash scripts/prebuild_kernels.sh --verify "$ARCHIVE" || return 1
+    else echo "[dry run] no archive at $ARCHIVE to verify"; fi
+  elif ! grep -q '^SQUASH_KERNELS_ORIGIN:INTERNAL=prebuilt' "$cache"; then
+    echo "WARNING: the prebuilt kernels were not used (the CMake warning above says why): the build compiled them"
+  fi
 }
+
+stage_ops() {
+  "$PY" -m bench.gpu_verdict ops || would_fail "squash_ops has no CUDA ops"
+}
+
+# The bench/cpp programs: compiled (no kernels in them: they link the library) side by side with
+# the build, then linked against the library the extension was built with.
+BENCHES="norm_bench gemv_bench pk_bench w8a8_bench decode_bench prefill_bench"
+export BENCHES
+stage_cpp_compile() {
+  mkdir -p "$CPPB"
+  local b pids=() rc=0
+  for b in $BENCHES; do
+    dry nvcc -O3 -std=c++17 --expt-relaxed-constexpr --use_fast_math -gencode=arch=compute_90a,code=sm_90a \
+      -Icsrc/kernels -Ibench/cpp -c "bench/cpp/$b.cu" -o "$CPPB/$b.o" & pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p" || rc=1; done
+  return $rc
+}
+
+ext_build() { ls -d build/cp3*/ 2>/dev/null | head -n 1; }  # the extension's build folder (pyproject)
+kernel_lib() {  # the libsquash_kernels.a the extension linked: prebuilt, or compiled when refused
+  local dir lib
+  dir=$(ext_build)
+  [ -n "$dir" ] || return 0
+  lib=${dir}libsquash_kernels.a
+  grep -q '^SQUASH_KERNELS_ORIGIN:INTERNAL=prebuilt' "${dir}CMakeCache.txt" && lib=${dir}prebuilt_kernels/libsquash_kernels.a
+  [ -f "$lib" ] && echo "$lib"
+}
+export -f ext_build kernel_lib
+
+cpp_link() {  # cpp_link <bench>
+  local lib
+  lib=$(kernel_lib)
+  [ -n "$lib" ] || { would_fail "no libsquash_kernels.a under build/"; return; }
+  dry nvcc -gencode=arch=compute_90a,code=sm_90a "$CPPB/$1.o" "$lib" -o "$CPPB/$1"
+}
+export -f cpp_link
+
+# cpp_run <tool|-> <bench> <args...>: one bench self-check, its whole output, then its verdict.
+cpp_run() {
+  local tool=$1 b=$2 log rc
+  shift 2
+  log=$(mktemp)
+  local cmd=("$CPPB/$b" "$@")
+  [ "$tool" != - ] && cmd=("$(san_cmd)" --tool "$tool" --error-exitcode 1 --print-limit 50 "${cmd[@]}")
+  echo "--- ${cmd[*]}"
+  if [ "$DRY" = 1 ]; then echo "[dry run] ${cmd[*]}"; rm -f "$log"; return 0; fi
+  timeout $((STAGE_LIMIT - 10)) "${cmd[@]}" 2>&1 | tee "$log"  # streamed: a cut-short run keeps its lines
+  rc=${PIPESTATUS[0]}
+  echo "--- exit $rc"
+  local targs=()
+  [ "$tool" != - ] && targs=(--tool "$tool")
+  "$PY" -m bench.gpu_verdict cpp "$log" "${targs[@]}" && ((rc == 0))
+  rc=$?
+  rm -f "$log"
+  return $rc
+}
+export -f cpp_run
+
+stage_cpp_link() {  # $STATE/linked tells the sanitizer stages they may start
+  local rc=0 b
+  for b in $BENCHES; do cpp_link "$b" || rc=1; done
+  echo "$rc" >"$STATE/linked"
+  return $rc
+}
+
+stage_cpp() {  # every self-check of bench/cpp (gemv_bench's is its --quick spot check)
+  local rc=0
+  cpp_run - norm_bench --check || rc=1
+  cpp_run - gemv_bench --quick || rc=1
+  cpp_run - pk_bench --check || rc=1
+  cpp_run - w8a8_bench --check || rc=1
+  cpp_run - decode_bench --check || rc=1
+  cpp_run - prefill_bench --check || rc=1
+  return $rc
+}
+
+# The kernels that never ran on a GPU (issue 11): the prepacked tensor-core GEMM, W8A8, prefill
+# flash attention, the changed decode kernel (C++ --quick checks), and the CUTLASS mixed-input
+# GEMMs (reached only through the op: their GPU tests, small shapes under SQUASH_SANITIZE).
+stage_sanitize() {  # stage_sanitize <memcheck|racecheck>: the jobs side by side, logs whole in turn
+  local tool=$1 rc=0 j pids=() tmp
+  tmp=$(mktemp -d)
+  [ "$DRY" = 1 ] || [ -n "$(san_bin)" ] || { echo "FAIL: compute-sanitizer not found"; return 1; }
+  sanitize_job() {
+    case $2 in
+      pk) cpp_run "$1" pk_bench --check --quick ;;
+      w8a8) cpp_run "$1" w8a8_bench --check-small ;;
+      decode) cpp_run "$1" decode_bench --quick ;;
+      prefill) cpp_run "$1" prefill_bench --quick ;;
+      cutlass)  # every config forced; not the fallback test, whose cuBLAS kernels are not ours
+        local cmd=("$(san_cmd)" --tool "$1" --target-processes all --error-exitcode 1 --print-limit 50
+                   "$PY" -m pytest -q -p no:cacheprovider -p bench.pytest_gpu_check -m gpu
+                   -k "test_gpu_weight_only_cutlass and not refuses" tests/test_gemm.py)
+        echo "--- ${cmd[*]}"
+        [ "$DRY" = 1 ] && { echo "[dry run] ${cmd[*]}"; return 0; }
+        SQUASH_SANITIZE=1 PYTORCH_NO_CUDA_MEMORY_CACHING=1 GPU_CHECK_STRICT=1 \
+          timeout $((STAGE_LIMIT - 10)) "${cmd[@]}" 2>&1 | tee "$3.out"
+        local prc=${PIPESTATUS[0]}
+        echo "--- exit $prc"
+        "$PY" -m bench.gpu_verdict pytest "$3.out" --tool "$1" && ((prc == 0))
+        ;;
+    esac
+  }
+  # The C++ programs must be linked first (stage cpp_link; waited for within this stage's limit).
+  while [ ! -f "$STATE/linked" ]; do sleep 1; done
+  [ "$(cat "$STATE/linked")" = 0 ] || echo "the bench/cpp programs did not all link: their jobs fail"
+  # Side by side, each line tagged with its job, streamed into the stage's log.
+  for j in pk w8a8 decode prefill cutlass; do
+    { sanitize_job "$tool" "$j" "$tmp/$j" 2>&1 | sed -u "s/^/[$tool $j] /"; echo "${PIPESTATUS[0]}" >"$tmp/$j.rc"; } &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p"; done
+  for j in pk w8a8 decode prefill cutlass; do
+    [ "$(cat "$tmp/$j.rc")" = 0 ] || { echo "$tool $j: FAIL"; rc=1; }
+  done
+  rm -rf "$tmp"
+  return $rc
+}
+stage_memcheck() { stage_sanitize memcheck; }
+stage_racecheck() { stage_sanitize racecheck; }
 
 stage_tests() {
-  # pytest-xdist (in the GPU image) runs the suite in 8 worker processes: faster, and a test that
-  # crashes its process is reported as failed while the rest still run. A crashed test is then
-  # re-run alone under cuda-gdb for a native backtrace.
-  set -o pipefail
-  local par=() rc crashed
+  local rc=0 prc cur=$STATE/current maps=$STATE/maps
+  # 1. The bad-input tests, all in one process (the 2026-11-24 SIGSEGVs killed whole workers).
+  echo "--- bad-input tests, one process"
+  GPU_CHECK_CURRENT=$cur GPU_CHECK_MAPS=$maps PYTHONFAULTHANDLER=1 \
+    "$PY" -m pytest -q -rfE -p no:cacheprovider -p no:xdist -p bench.pytest_gpu_check -k bad_input tests
+  prc=$?
+  [ -f "$maps" ] && cat "$maps"
+  if ((prc >= 128)); then
+    rc=1
+    echo "--- CRASH (exit $prc) in $(cat "$cur"): native backtrace and shared libraries"
+    if command -v cuda-gdb >/dev/null; then
+      timeout 120 cuda-gdb -batch -ex run -ex bt -ex "info sharedlibrary" \
+        --args "$PY" -m pytest -q -p no:cacheprovider -p no:xdist "$(cat "$cur")"
+    else
+      echo "no cuda-gdb here: no native backtrace"
+    fi
+  elif ((prc != 0)); then
+    rc=1
+  fi
+  # 2. Every GPU test; a timeout per test (a hung kernel fails its test, not the call); a skipped
+  # GPU test fails (plugin); 8 workers: a test that crashes its worker fails, the rest run on.
+  echo "--- every GPU test"
+  local par=() to=()
   "$PY" -c "import xdist" 2>/dev/null && par=(-n 8)
-  "$PY" -m pytest -q -rfEs -p no:cacheprovider "${par[@]}" --junitxml="$OUT/pytest.xml" 2>&1 | tee "$OUT/pytest.log"
-  rc=$?
-  crashed=$(grep -oE "crashed while running '[^']+'" "$OUT/pytest.log" | head -n 1 | cut -d"'" -f2)
-  # xdist prints the node id repr-escaped (\\[ for \[): undo that so pytest finds the test.
-  [ -n "$crashed" ] && crashed=$("$PY" -c "import sys; print(sys.argv[1].encode().decode('unicode_escape'))" "$crashed")
-  if [ -n "$crashed" ] && command -v cuda-gdb >/dev/null; then
-    echo "--- native backtrace of the crashed test $crashed"
-    timeout 120 cuda-gdb -batch -ex run -ex bt --args "$PY" -m pytest -q -p no:cacheprovider "$crashed" 2>&1 |
-      grep -E "^#|signal|SIG" | head -n 40
+  if "$PY" -c "import pytest_timeout" 2>/dev/null; then
+    to=(--timeout "${GPU_TEST_TIMEOUT_S:-120}" --timeout-method thread)
+  else
+    would_fail "pytest-timeout is not installed: no per-test timeout" || rc=1
   fi
+  GPU_CHECK_STRICT=$((1 - DRY)) "$PY" -m pytest -q -rfEs -p no:cacheprovider -p bench.pytest_gpu_check \
+    "${par[@]}" "${to[@]}" -m gpu --junitxml="$JUNIT" tests
+  prc=$?
+  if [ "$DRY" = 1 ] && ((prc == 0 || prc == 5)); then prc=0; fi
+  ((prc == 0)) || rc=1
   return $rc
 }
 
-stage_bench() {
-  # The benchmark's own budget ends before this stage's timeout, so it finishes and writes.
-  local budget=$((STAGE_LIMIT - 30))
-  ((budget < 30)) && budget=30
-  # shellcheck disable=SC2086  # BENCH_ARGS is a list of words
-  "$PY" -m bench.run --budget-s "$budget" --out "$OUT/$STEM.json" ${BENCH_ARGS:-}
-}
-
-stage_cpp() {
-  # The torch-free microbenchmarks of bench/cpp, linked against the kernel library the build
-  # just made: each bench's self-check vs a host float64 reference, that check under
-  # compute-sanitizer, then its timing table. Each bench has its own modes (see its header).
-  set -o pipefail
-  local lib rc=0 san
-  lib=$(ls build/*/libsquash_kernels.a 2>/dev/null | head -n 1)
-  [ -n "$lib" ] || { echo "no libsquash_kernels.a under build/"; return 1; }
-  san=$(san_bin)
-  cpp_build() {
-    nvcc -O3 -std=c++17 --expt-relaxed-constexpr --use_fast_math -gencode=arch=compute_90a,code=sm_90a \
-      -Icsrc/kernels -Ibench/cpp "bench/cpp/$1.cu" "$lib" -o "build/$1"
-  }
-  step() { echo "--- $*"; timeout 60 "$@" 2>&1 | tail -n 40 || { echo "--- FAILED: $*"; rc=1; }; }
-  # CPP_TIMINGS=1 adds each bench's timing sweep (for tuning the heuristics; ~80 s).
-  if cpp_build norm_bench; then
-    step build/norm_bench --check
-    step "$san" --tool memcheck --error-exitcode 1 build/norm_bench --check
-    # No racecheck here yet: over norm_bench's 6540 check cases it outran a 90 s stage (run 2);
-    # it needs a subset mode of --check first.
-    [ -n "${CPP_TIMINGS:-}" ] && step build/norm_bench --quick
-  else rc=1; fi
-  if cpp_build gemv_bench; then  # --quick times every config and spot-checks vs float64
-    [ -n "${CPP_TIMINGS:-}" ] && step build/gemv_bench --quick
-  else rc=1; fi
-  if cpp_build pk_bench; then  # the prepacked GEMM: every config x splits vs float64, then sanitizers
-    step build/pk_bench --check
-    step "$san" --tool memcheck --error-exitcode 1 build/pk_bench --check --quick
-    step "$san" --tool racecheck --error-exitcode 1 build/pk_bench --check --quick
-    [ -n "${CPP_TIMINGS:-}" ] && step build/pk_bench --quick
-  else rc=1; fi
-  if cpp_build w8a8_bench; then  # bit-exact self-check of every W8A8 config (sm80 ones on sm_90 too)
-    step build/w8a8_bench --check
-    step "$san" --tool memcheck --error-exitcode 1 build/w8a8_bench --check
-    step "$san" --tool racecheck --error-exitcode 1 build/w8a8_bench --check-small
-    [ -n "${CPP_TIMINGS:-}" ] && step build/w8a8_bench --sweep
-  else rc=1; fi
-  if cpp_build decode_bench; then
-    step build/decode_bench --check
-    step "$san" --tool memcheck --error-exitcode 1 build/decode_bench --quick
-    step "$san" --tool racecheck --error-exitcode 1 build/decode_bench --quick
-    [ -n "${CPP_TIMINGS:-}" ] && step build/decode_bench --bench --sweep
-  else rc=1; fi
-  if cpp_build prefill_bench; then  # --check: ~15 s of float64 host reference
-    step build/prefill_bench --check
-    step "$san" --tool memcheck --error-exitcode 1 build/prefill_bench --quick
-    step "$san" --tool racecheck --error-exitcode 1 build/prefill_bench --quick
-    [ -n "${CPP_TIMINGS:-}" ] && step build/prefill_bench --bench
-  else rc=1; fi
+# bench_suite <suite>: one suite in its own process and budget; the results merged into <stem>.json.
+bench_suite() {
+  local suite=$1 args=(--require-squash)
+  [ "$DRY" = 1 ] && args=(--dry-run)
+  "$PY" -m bench.run "${args[@]}" --suites "$suite" --budget-s $((STAGE_LIMIT - 15)) --out "$STATE/part-$suite.json"
+  local rc=$?
+  "$PY" -m bench.gpu_verdict merge "$OUT/$STEM.json" "$STATE"/part-*.json || rc=1
   return $rc
 }
-
-san_bin() {
-  command -v compute-sanitizer 2>/dev/null ||
-    ls /usr/local/cuda/bin/compute-sanitizer /usr/local/cuda/compute-sanitizer/compute-sanitizer 2>/dev/null | head -n 1
-}
-
-sanitize() {  # sanitize <tool>: the GPU tests (fast subset, small shapes) under compute-sanitizer
-  local tool=$1 san
-  san=$(san_bin)
-  [ -n "$san" ] || { echo "compute-sanitizer not found" | tee "$OUT/$tool.log"; return 1; }
-  echo "$san --tool $tool ... pytest -m gpu -k \"$SANITIZE_K\" (output: $OUT/$tool.log)"
-  SQUASH_SANITIZE=1 PYTORCH_NO_CUDA_MEMORY_CACHING=1 \
-    "$san" --tool "$tool" --target-processes all --error-exitcode 1 --print-limit 50 \
-    "$PY" -m pytest -q -rs -p no:cacheprovider -m gpu -k "$SANITIZE_K" $SANITIZE_TESTS >"$OUT/$tool.log" 2>&1
-  local rc=$? ours theirs
-  # cuBLAS's own kernels (nvjet_*, reached through the dequantize + matmul path) report
-  # racecheck hazards that are not ours: the verdict counts only reports in other kernels.
-  theirs=$(grep -c "Race reported.*nvjet" "$OUT/$tool.log")
-  ours=$(grep -E "Race reported|Invalid __global__|Error: " "$OUT/$tool.log" | grep -vc nvjet)
-  echo "$tool: $ours report(s) in squash kernels, $theirs in cuBLAS nvjet kernels (pytest+sanitizer rc $rc)"
-  if [ "$tool" = racecheck ] && ((ours == 0)) && ((rc == 1)) && ((theirs > 0)) &&
-     grep -qE " passed" "$OUT/$tool.log" && ! grep -qE " failed" "$OUT/$tool.log"; then
-    return 0
-  fi
-  return $rc
-}
-stage_memcheck() { sanitize memcheck; }
-stage_racecheck() { sanitize racecheck; }
-
-san_summary() {  # the sanitizer's report lines and pytest's result line, into the log
-  local f=$OUT/$1.log
-  [ -f "$f" ] || return 0
-  say "--- $1: first sanitizer lines, then the end of $f"
-  grep -m 40 '^=========' "$f" | tee -a "$LOG"
-  tail -n 6 "$f" | tee -a "$LOG"
-  truncate -s '<15M' "$f"
-}
-
-export -f stage_env stage_wheels stage_build stage_tests stage_cpp stage_bench san_bin sanitize stage_memcheck stage_racecheck
+export -f stage_env stage_wheels stage_build stage_ops stage_cpp_compile stage_cpp_link stage_cpp stage_sanitize \
+  stage_memcheck stage_racecheck stage_tests bench_suite
 
 # ---- run -------------------------------------------------------------------------------------
 
-say "gpu_check: $(date -u '+%F %T') UTC, budget ${BUDGET} s, repo $REPO, out $OUT"
-stage env 60 0 "" stage_env
-
 DATE=$(date -u +%F)
 SLUG=$(timeout 60 "$PY" -c 'import torch; from bench.harness import gpu_slug; print(gpu_slug(torch.cuda.get_device_name(0)))' 2>/dev/null)
-[ -n "$SLUG" ] || SLUG=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1 |
-  tr 'A-Z' 'a-z' | sed -E 's/[^a-z0-9]+/-/g; s/^-+|-+$//g; s/^nvidia-//')
-[ -n "$SLUG" ] || SLUG=unknown-gpu
+[ -n "$SLUG" ] || SLUG=$([ "$DRY" = 1 ] && echo dry-run || echo unknown-gpu)
 export STEM="${DATE}_${SLUG}"
-mv "$LOG" "$OUT/$STEM.log" && LOG=$OUT/$STEM.log
-say "gpu_check: results stem $STEM"
+if [ "$MODE" = check ]; then LOG=$OUT/${STEM}_check.log; else LOG=$OUT/$STEM.log; fi
+export LOG JUNIT=$OUT/${STEM}_check.junit.xml
+: >"$LOG"
+tail -n +1 -F "$LOG" 2>/dev/null & TAIL=$!  # the device tool returns stdout's end: mirror the main log
+echo "gpu_check $MODE: $(date -u '+%F %T') UTC, budget ${BUDGET} s, out $OUT, stem $STEM$([ "$DRY" = 1 ] && echo ', DRY RUN')" >>"$LOG"
 
-if ls .whl/*.whl >/dev/null 2>&1; then
-  stage wheels 90 0 "" stage_wheels && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-else
-  NAMES+=("wheels") STATUS+=("n/a (no .whl/)") TIMES+=(0) LIMITS+=(0)
+seq_stage env 30 300 stage_env
+if ls .whl/*.whl >/dev/null 2>&1 && [ "$DRY" != 1 ]; then
+  seq_stage wheels 60 300 stage_wheels && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 
-BENCH_CAP=${BENCH_CAP:-240}  # bench.run gets --budget-s (limit - 30): 210 s by default, < 4 min in all
-stage build 240 $((60 + BENCH_CAP)) "" stage_build
-stage tests 180 "$BENCH_CAP" "" stage_tests
-stage cpp 200 "$BENCH_CAP" "" stage_cpp
-stage bench "$BENCH_CAP" 0 "" stage_bench
-# pytest exit 5 = no GPU test selected: nothing to sanitize, reported as ok(rc 5).
-stage memcheck 150 45 "5" stage_memcheck
-san_summary memcheck
-stage racecheck 150 0 "5" stage_racecheck
-san_summary racecheck
+if [ "$MODE" = check ]; then
+  bg_stage cpp_compile "$OUT/${STEM}_check.cpp.log" stage_cpp_compile 200
+  CC_PID=$!
+  seq_stage build 150 150 stage_build
+  if ! seq_stage ops 60 140 stage_ops; then
+    echo "gpu_check: STOP: the CUDA ops are not registered; nothing else can be proven" >>"$LOG"
+    STOP=1
+  fi
+  wait "$CC_PID"
+  if [ -z "${STOP:-}" ]; then
+    bg_stage tests "$OUT/${STEM}_check.tests.log" stage_tests 10
+    P1=$!
+    # The benches are linked first; the sanitizer stages wait for that, the checks follow it.
+    echo "=== stages cpp_link, cpp started at +$((SECONDS - T0)) s: output in ${STEM}_check.cpp.log" >>"$LOG"
+    { run_stage cpp_link "$(left 10)" "$OUT/${STEM}_check.cpp.log" stage_cpp_link ||
+        { [ -f "$STATE/linked" ] || echo 1 >"$STATE/linked"; }
+      run_stage cpp "$(left 10)" "$OUT/${STEM}_check.cpp.log" stage_cpp; } &
+    P2=$!
+    bg_stage memcheck "$OUT/${STEM}_check.memcheck.log" stage_memcheck 10
+    P3=$!
+    bg_stage racecheck "$OUT/${STEM}_check.racecheck.log" stage_racecheck 10
+    P4=$!
+    wait "$P1" "$P2" "$P3" "$P4"
+  fi
+else
+  seq_stage build 150 170 stage_build
+  if ! seq_stage ops 60 160 stage_ops; then
+    echo "gpu_check: STOP: the CUDA ops are not registered; the squash records would be CPU references" >>"$LOG"
+  else
+    # cap and the minimum kept for each later suite: the new kernels and e2e_decode first.
+    SUITES=(ceiling:15 e2e_decode:60 w4a16:45 w8a16:30 w8a8:30 attn_fwd:30 attn_decode:25 norm_quant:20 norm:20)
+    for i in "${!SUITES[@]}"; do
+      later=$(((${#SUITES[@]} - i - 1) * 20))
+      seq_stage "bench_${SUITES[$i]%%:*}" "${SUITES[$i]##*:}" "$later" "bench_suite ${SUITES[$i]%%:*}"
+    done
+  fi
+fi
 
-# ---- summary (the device tool returns only the end of the output) ---------------------------
-say ""
-say "=== gpu_check highlights ==="
-pytest_line() { grep -E ' in [0-9.]+s' "$1" | tail -n 1; }  # "3 passed, 2 skipped in 1.2s"
-[ -f "$OUT/pytest.log" ] && say "tests:     $(pytest_line "$OUT/pytest.log")"
-for t in memcheck racecheck; do
-  [ -f "$OUT/$t.log" ] &&
-    say "$t: $(pytest_line "$OUT/$t.log") | $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/$t.log" | tail -n 1)"
-done
-# bench.run's per-suite geometric means, suite times and totals (the per-case table is above)
-highlights=$(sed -n '/^== geometric-mean speed-up/,/^  total .* records/p' "$LOG" | sed 's/^/bench: /')
-[ -n "$highlights" ] && say "$highlights"
-say ""
-say "=== gpu_check summary: $((SECONDS - T0)) s of the ${BUDGET} s budget ==="
-printf '%-10s %-15s %7s %7s\n' stage status time limit | tee -a "$LOG"
-for i in "${!NAMES[@]}"; do
-  printf '%-10s %-15s %6ss %6ss\n' "${NAMES[$i]}" "${STATUS[$i]}" "${TIMES[$i]}" "${LIMITS[$i]}" | tee -a "$LOG"
-done
-say "files in \$OUT: $(cd "$OUT" && ls | tr '\n' ' ')"
-say "gpu_check: exit $FAILED"
+# ---- summary ---------------------------------------------------------------------------------
+{
+  echo ""
+  echo "=== gpu_check $MODE summary: $((SECONDS - T0)) s of the ${BUDGET} s budget$([ "$DRY" = 1 ] && echo ' (DRY RUN)') ==="
+  printf '%-18s %-16s %6s %6s\n' stage status time limit
+} >>"$LOG"
+FAILED=${STOP:-0}
+while read -r name; do
+  st=MISSING secs=- limit=-
+  [ -f "$STATE/$name" ] && read -r st secs limit <"$STATE/$name"
+  printf '%-18s %-16s %5ss %5ss\n' "$name" "$st" "$secs" "$limit" >>"$LOG"
+  [ "$st" = ok ] || FAILED=1
+done <"$STATE/order"
+grep -h "VERDICT FAIL\|^gpu_check: FAIL\|WARNING: the prebuilt" "$OUT"/*.log 2>/dev/null | sort -u | sed 's/^/  /' >>"$LOG"
+echo "files in \$OUT: $(cd "$OUT" && ls | tr '\n' ' ')" >>"$LOG"
+echo "gpu_check $MODE: exit $FAILED" >>"$LOG"
+sleep 1
+kill "$TAIL" 2>/dev/null
 exit "$FAILED"

@@ -44,6 +44,8 @@ def parse_args(argv=None):
     p.add_argument("--budget-s", type=float, default=210.0,
                    help="time for all selected suites together (default 210)")
     p.add_argument("--no-squash", action="store_true", help="do not import squash_ops (peers only)")
+    p.add_argument("--require-squash", action="store_true",
+                   help="exit 1 at once unless squash_ops imports with its CUDA ops (bench/gpu_check.sh)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's; CPU suites)")
     args = p.parse_args(argv)
     default = CPU_ORDER if args.device == "cpu" and not args.dry_run else ORDER
@@ -62,13 +64,20 @@ def cpu_smoke(args) -> bool:
     return args.device == "cpu" and any(s in ORDER for s in args.suites)
 
 
-def import_squash() -> None:
-    """Imports squash_ops if it can; the peers are measured either way."""
+def import_squash(required: bool, device: str) -> bool:
+    """Imports squash_ops if it can; the peers are measured either way unless ``required``, where
+    a missing squash_ops (or one without CUDA ops on a GPU) is a failure, not a peers-only run."""
     try:
-        import squash_ops  # noqa: F401
+        import squash_ops
         log(f"squash_ops {getattr(squash_ops, '__version__', '?')} from {os.path.dirname(squash_ops.__file__)}")
     except Exception as e:  # noqa: BLE001
-        log(f"NOTE squash_ops not importable ({type(e).__name__}: {e}); measuring the peers only")
+        log(f"{'FAIL' if required else 'NOTE'} squash_ops not importable ({type(e).__name__}: {e})"
+            f"{'' if required else '; measuring the peers only'}")
+        return not required
+    if required and device == "cuda" and not squash_ops.cuda_available():
+        log("FAIL squash_ops has no CUDA ops in this build: its records would be the CPU reference")
+        return False
+    return True
 
 
 def default_out(device: str, smoke: bool) -> Path:
@@ -90,8 +99,8 @@ def main(argv=None) -> int:
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    if not args.no_squash:
-        import_squash()
+    if not args.no_squash and not import_squash(args.require_squash, device):
+        return 1
     torch.manual_seed(0)
     ctx = Context(device=device, quick=args.quick, timer=Timer(device))
     if device == "meta":
