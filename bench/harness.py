@@ -407,13 +407,7 @@ class Context:
             self._check_device()
             return None
         del call
-        rec = {
-            "suite": suite, "case": case, "impl": impl, "params": params,
-            "median_us": _sig(seconds * 1e6),
-            "tflops": _sig(flops / seconds * 1e-12) if flops else None,
-            "gbps": _sig(nbytes / seconds * 1e-9) if nbytes else None,
-        }
-        self.records.append(rec)
+        rec = self._record(suite, case, impl, params, seconds, flops, nbytes)
         extra = "".join([f" {rec['tflops']:9.4g} TFLOP/s" if rec["tflops"] else "",
                          f" {rec['gbps']:9.4g} GB/s" if rec["gbps"] else ""])
         log(f"{suite:<11} {case:<44} {impl:<15} {rec['median_us']:11.5g} us{extra}  (reps {reps})")
@@ -460,14 +454,7 @@ class Context:
             if impl not in calls:
                 continue
             seconds = statistics.median(times[impl])
-            rec = {
-                "suite": suite, "case": case, "impl": impl, "params": params,
-                "median_us": _sig(seconds * 1e6),
-                "tflops": _sig(flops / seconds * 1e-12) if flops else None,
-                "gbps": _sig(nbytes / seconds * 1e-9) if nbytes else None,
-            }
-            self.records.append(rec)
-            out[impl] = rec
+            rec = out[impl] = self._record(suite, case, impl, params, seconds, flops, nbytes)
             extra = "".join([f" {rec['tflops'] * 1e3:9.4g} GFLOP/s" if rec["tflops"] else "",
                              f" {rec['gbps']:9.4g} GB/s" if rec["gbps"] else ""])
             log(f"{suite:<11} {case:<44} {impl:<13} {rec['median_us']:11.5g} us (best {min(times[impl]) * 1e6:.5g})"
@@ -480,9 +467,13 @@ class Context:
         t = max((nbytes or 0) / (self.est_copy_gbps * 1e9), (flops or 0) / peak) + 4e-6
         n = max(5, min(100, int(0.04 / t)))
         self.virtual_s += (5 + n) * t + 1.5 * n * 30e-6 + 0.005
-        rec = {"suite": suite, "case": case, "impl": impl, "params": params, "median_us": _sig(t * 1e6),
-               "tflops": _sig(flops / t * 1e-12) if flops else None,
-               "gbps": _sig(nbytes / t * 1e-9) if nbytes else None}
+        return self._record(suite, case, impl, params, t, flops, nbytes)
+
+    def _record(self, suite, case, impl, params, seconds: float, flops, nbytes) -> dict:
+        """Appends and returns one record of the results format for a call of ``seconds``."""
+        rec = {"suite": suite, "case": case, "impl": impl, "params": params, "median_us": _sig(seconds * 1e6),
+               "tflops": _sig(flops / seconds * 1e-12) if flops else None,
+               "gbps": _sig(nbytes / seconds * 1e-9) if nbytes else None}
         self.records.append(rec)
         return rec
 
