@@ -94,7 +94,7 @@ def test_quantize_activation_nan_and_tiny_rows(isa):
     zero row stays zero with scale 0; a row of magnitude ~1e-38 (127 / absmax overflows float32)
     quantizes within half a step instead of saturating."""
     x = torch.randn(4, 40)
-    x[0, 5] = float("nan")
+    x[0, 5] = x[0, 37] = float("nan")  # first and last 8-lane chunk
     x[1] = 0.0
     x[2] = torch.linspace(-1e-38, 1e-38, 40)
     with cpu.use_isa(isa):
@@ -103,6 +103,8 @@ def test_quantize_activation_nan_and_tiny_rows(isa):
         w = torch.randint(-127, 128, (8, 40), dtype=torch.int8)
         out = so.w8a8_gemm(q, s, w, torch.ones(8), out_dtype=torch.float32)
     assert s[0].isnan() and q[0, 5] == 0 and ss[0].isnan() and not ss[1:].isnan().any()
+    with cpu.use_isa("scalar"):  # the NaN row's other elements too: every path ignores NaN in absmax
+        assert torch.equal(q, so.quantize_activation_int8(x)[0])
     assert out[0].isnan().all() and out[1:].isfinite().all()
     assert s[1] == 0 and (q[1] == 0).all()
     assert s[2] > 0 and (q[2].double() - x[2].double() / s[2].double()).abs().max() <= 0.5 + 1e-3

@@ -17,7 +17,7 @@ void act_quant_rows_avx2(const ActQuantParams& p, int64_t r0, int64_t r1) {
     __m256 amax = _mm256_setzero_ps(), nan = _mm256_setzero_ps();
     for (int64_t k = 0; k < K8; k += 8) {
       const __m256 v = avx2::load8(t, avx2::offset(p.x, t, off + k));
-      amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, v));
+      amax = _mm256_max_ps(_mm256_andnot_ps(sign, v), amax);  // NaN lanes keep amax (maxps returns its second operand)
       nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
     }
     alignas(32) float lanes[8];

@@ -97,7 +97,7 @@ void one_row(const NormRowsParams& p, int64_t row, float* hb, float* yb) {
   }
   for (int64_t i = 0; i < H8; i += 8) {
     const __m256 y = _mm256_loadu_ps(yb + i);
-    amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, y));
+    amax = _mm256_max_ps(_mm256_andnot_ps(sign, y), amax);  // NaN lanes keep amax (maxps returns its second operand)
     nan = _mm256_or_ps(nan, _mm256_cmp_ps(y, y, _CMP_UNORD_Q));
   }
   float absmax = hmax(amax);
