@@ -3,13 +3,11 @@ schemes, calibrated static scales, float layers, tied weights, bf16), and a clea
 kind of corrupt or mismatched checkpoint."""
 
 import json
-import shutil
 
 import pytest
 import torch
+from helpers import copy_checkpoint, edit_checkpoint_json, edit_checkpoint_tensors
 import transformers
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
 from squash_ops.quant import (
@@ -106,24 +104,6 @@ def saved(tmp_path_factory):
     return directory
 
 
-def _copy(saved, tmp_path):
-    return shutil.copytree(saved, tmp_path / "ckpt")
-
-
-def _edit_json(directory, edit):
-    path = directory / "squash_config.json"
-    header = json.loads(path.read_text())
-    edit(header)
-    path.write_text(json.dumps(header))
-
-
-def _edit_tensors(directory, edit):
-    path = directory / "squash_model.safetensors"
-    with safe_open(path, "pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-        metadata = f.metadata()
-    edit(tensors)
-    save_file(tensors, path, metadata=metadata)
 
 
 def _load(directory, skeleton=None):
@@ -138,7 +118,7 @@ UP = "model.layers.1.mlp.up_proj"  # W4A16 asymmetric
 
 
 def test_corrupt_files(saved, tmp_path):
-    d = _copy(saved, tmp_path)
+    d = copy_checkpoint(saved, tmp_path)
     data = (d / "squash_model.safetensors").read_bytes()
     (d / "squash_model.safetensors").write_bytes(data[: len(data) - 100])
     with pytest.raises(CheckpointError, match=r"ckpt/squash_model.safetensors cannot be read \(truncated or corrupt\?\)"):
@@ -170,8 +150,8 @@ def test_corrupt_files(saved, tmp_path):
     (lambda h: h.update(save_id="0" * 32), r"come from different saves"),
 ], ids=["version", "format", "scheme", "module", "group", "extra_layer", "save_id"])
 def test_bad_config_file(saved, tmp_path, edit, message):
-    d = _copy(saved, tmp_path)
-    _edit_json(d, edit)
+    d = copy_checkpoint(saved, tmp_path)
+    edit_checkpoint_json(d, edit)
     with pytest.raises(CheckpointError, match=message):
         _load(d)
 
@@ -189,8 +169,8 @@ def test_bad_config_file(saved, tmp_path, edit, message):
      r"model.norm.weight has shape \[64\], the model expects \[128\]"),
 ], ids=["shape", "dtype", "missing_zeros", "missing_float", "unexpected", "float_shape"])
 def test_bad_tensors_file(saved, tmp_path, edit, message):
-    d = _copy(saved, tmp_path)
-    _edit_tensors(d, edit)
+    d = copy_checkpoint(saved, tmp_path)
+    edit_checkpoint_tensors(d, edit)
     with pytest.raises(CheckpointError, match="squash_model.safetensors.*" + message):
         _load(d)
 

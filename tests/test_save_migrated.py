@@ -9,12 +9,10 @@ fused mode and scale source is compared too, and the tensors (the non-persistent
 included) byte for byte."""
 
 import json
-import shutil
 
 import pytest
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
+from helpers import copy_checkpoint, edit_checkpoint_json, edit_checkpoint_tensors
 from torch import nn
 
 from squash_ops.migration import MigratedNorm, ResidualScaledOutput, block_linears, quantize_w8a8
@@ -171,24 +169,6 @@ def saved(tmp_path_factory):
     return directory
 
 
-def _copy(saved, tmp_path):
-    return shutil.copytree(saved, tmp_path / "ckpt")
-
-
-def _edit_json(directory, edit):
-    path = directory / "squash_config.json"
-    header = json.loads(path.read_text())
-    edit(header)
-    path.write_text(json.dumps(header))
-
-
-def _edit_tensors(directory, edit):
-    path = directory / "squash_model.safetensors"
-    with safe_open(path, "pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-        metadata = f.metadata()
-    edit(tensors)
-    save_file(tensors, path, metadata=metadata)
 
 
 def _load_bert(directory):
@@ -241,8 +221,8 @@ def _flip(t):
         "residual_module", "residual_hidden", "residual_not_a_block", "norms_dropped",
         "residual_alias_dropped"])
 def test_bad_config_entries(saved, tmp_path, edit, message):
-    d = _copy(saved, tmp_path)
-    _edit_json(d, edit)
+    d = copy_checkpoint(saved, tmp_path)
+    edit_checkpoint_json(d, edit)
     with pytest.raises(CheckpointError, match="ckpt/squash_.*" + message):
         _load_bert(d)
 
@@ -255,7 +235,7 @@ def test_bad_config_entries(saved, tmp_path, edit, message):
      rf"layer {NORM}: {NORM}.factor has shape \[64\], the model expects \[128\]"),
 ], ids=["factor_flipped", "missing_bias", "factor_shape"])
 def test_bad_tensors(saved, tmp_path, edit, message):
-    d = _copy(saved, tmp_path)
-    _edit_tensors(d, edit)
+    d = copy_checkpoint(saved, tmp_path)
+    edit_checkpoint_tensors(d, edit)
     with pytest.raises(CheckpointError, match=r"ckpt/squash_model.safetensors.*" + message):
         _load_bert(d)
