@@ -37,11 +37,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-CPU_ISAS = [isa for isa in squash_ops.cpu.ISAS
-            if squash_ops.cpu.ISAS.index(isa) <= squash_ops.cpu.ISAS.index(squash_ops.cpu.detected_isa())]
-
-
-@pytest.fixture(params=CPU_ISAS)
+@pytest.fixture(params=squash_ops.cpu.runnable_isas())
 def each_cpu_isa(request):
     """Runs a test once per ISA path of the CPU kernels that this machine can run (forced through
     squash_ops.cpu.use_isa), so the scalar reference path and each vector path meet its asserts."""

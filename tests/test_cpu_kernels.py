@@ -8,7 +8,7 @@ import torch
 import squash_ops as so
 from squash_ops import cpu
 
-RUNNABLE = [isa for isa in cpu.ISAS if cpu.ISAS.index(isa) <= cpu.ISAS.index(cpu.detected_isa())]
+RUNNABLE = cpu.runnable_isas()
 
 
 def test_isa_switch():

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "kernels/cpu/woq.h"
+#include "ops/cpu_common.h"
 #include "ops/cpu_woq.h"
 #include "ops/formats.h"
 
@@ -114,9 +115,7 @@ void for_panels(int64_t n, int64_t panel_bytes, int64_t m, Fn fn) {
 }
 
 at::Tensor finish(const Problem& p, const at::Tensor& x, int64_t n) {
-  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
-  shape.back() = n;
-  return p.out.to(x.scalar_type()).reshape(shape);
+  return p.out.to(x.scalar_type()).reshape(cpu::out_shape(x, n));
 }
 
 // Above this many rows (prefill) the weight is dequantized once to float32 and the product runs
@@ -126,14 +125,6 @@ at::Tensor finish(const Problem& p, const at::Tensor& x, int64_t n) {
 // M = 256, while up to M = 64 it stays at ~1x or above (cpu_woq suite).
 constexpr int64_t kDequantGemmRows = 128;
 
-at::Tensor dequantized_gemm(const at::Tensor& x, const at::Tensor& w, int64_t n, const OptTensor& bias) {
-  const at::Tensor x2 = x.reshape({-1, x.size(-1)}).to(at::kFloat);
-  at::Tensor out = bias ? at::addmm(bias->to(at::kFloat), x2, w.t()) : at::mm(x2, w.t());
-  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
-  shape.back() = n;
-  return out.to(x.scalar_type()).reshape(shape);
-}
-
 int64_t rows_of(const at::Tensor& x) { return x.numel() / x.size(-1); }
 
 at::Tensor w4a16_gemm_cpu_prepacked(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales,
@@ -141,8 +132,8 @@ at::Tensor w4a16_gemm_cpu_prepacked(const at::Tensor& x, const at::Tensor& packe
   const int64_t g = check_w4a16_cpu_prepacked_args(x, packed, scales, zeros, n, group_size, bias);
   if (rows_of(x) > kDequantGemmRows) {
     const auto [q, s, z] = cpu_unprepack_int4_weight(packed, scales, zeros, n, x.size(-1), group_size);
-    return dequantized_gemm(x, cpu::dequantize_int4(q, s, zeros ? std::optional<at::Tensor>(z) : std::nullopt, g),
-                            n, bias);
+    return cpu::linear_f32(x, cpu::dequantize_int4(q, s, zeros ? std::optional<at::Tensor>(z) : std::nullopt, g),
+                           bias);
   }
   Problem p = make_problem(x, n, bias);
   if (p.pr.m > 0) {
@@ -160,7 +151,7 @@ at::Tensor w8a16_gemm_cpu_prepacked(const at::Tensor& x, const at::Tensor& packe
   check_w8a16_cpu_prepacked_args(x, packed, scales, n, bias);
   if (rows_of(x) > kDequantGemmRows) {
     const auto [q, s] = cpu_unprepack_int8_weight(packed, scales, n);
-    return dequantized_gemm(x, cpu::dequantize_int8(q, s), n, bias);
+    return cpu::linear_f32(x, cpu::dequantize_int8(q, s), bias);
   }
   Problem p = make_problem(x, n, bias);
   if (p.pr.m > 0) {

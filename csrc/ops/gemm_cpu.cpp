@@ -16,33 +16,16 @@
 
 #include "cpu/act_quant.h"
 #include "cpu/int8_gemm.h"
+#include "ops/cpu_common.h"
 #include "ops/formats.h"
 #include "ops/gemm.h"
 
 namespace squash {
 namespace {
 
-std::vector<int64_t> out_shape(const at::Tensor& x, int64_t N) {
-  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
-  shape.back() = N;
-  return shape;
-}
-
-// out[..., N] = round_to_x_dtype(x.float() @ w.T + bias.float()) for a float32 weight w [N, K].
-at::Tensor linear_f32(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& bias) {
-  const int64_t K = x.size(-1), N = w.size(0);
-  const at::Tensor x2 = x.reshape({-1, K}).to(at::kFloat);
-  at::Tensor out = bias ? at::addmm(bias->to(at::kFloat), x2, w.t()) : at::mm(x2, w.t());
-  return out.to(x.scalar_type()).reshape(out_shape(x, N));
-}
-
-cpu_kernels::Dtype kernel_dtype(at::ScalarType t) {
-  switch (t) {
-    case at::kHalf: return cpu_kernels::Dtype::kF16;
-    case at::kBFloat16: return cpu_kernels::Dtype::kBF16;
-    default: return cpu_kernels::Dtype::kF32;  // check_w8a8_gemm_args allows only these three
-  }
-}
+using cpu::kernel_dtype;
+using cpu::linear_f32;
+using cpu::out_shape;
 
 at::Tensor w8a16_gemm_cpu(const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& scales,
                           const std::optional<at::Tensor>& bias) {

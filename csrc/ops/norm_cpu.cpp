@@ -28,6 +28,7 @@
 
 #include "cpu/isa.h"
 #include "cpu/norm_rows.h"
+#include "ops/cpu_common.h"
 #include "ops/norm.h"
 
 namespace squash {
@@ -163,8 +164,7 @@ NormOutputs run_norm(const char* op, NormKind kind, bool quant, const at::Tensor
                        : scale.has_value() ? QuantMode::kStatic
                                            : QuantMode::kDynamic;
   if (cpu_kernels::active_isa() >= cpu_kernels::Isa::kAvx2) {
-    a.dtype = dt == at::kHalf ? cpu_kernels::Dtype::kF16
-              : dt == at::kBFloat16 ? cpu_kernels::Dtype::kBF16 : cpu_kernels::Dtype::kF32;
+    a.dtype = cpu::kernel_dtype(dt);
     a.kind = kind;
     a.quant = qm;
     const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / a.hidden);

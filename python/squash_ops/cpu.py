@@ -12,7 +12,7 @@ import os
 
 from . import _C
 
-__all__ = ["ISAS", "active_isa", "detected_isa", "use_isa", "set_isa"]
+__all__ = ["ISAS", "active_isa", "detected_isa", "runnable_isas", "use_isa", "set_isa"]
 
 ISAS = ("scalar", "avx2", "avx512")
 
@@ -25,6 +25,11 @@ def active_isa() -> str:
 def detected_isa() -> str:
     """The best ISA path this CPU can run."""
     return _C.cpu_isa()[1]
+
+
+def runnable_isas() -> list[str]:
+    """The paths this CPU can run, lowest first (what tests force one by one)."""
+    return list(ISAS[: ISAS.index(detected_isa()) + 1])
 
 
 def set_isa(name: str | None) -> None:

@@ -6,7 +6,7 @@
 
 #include "cpu/convert.h"
 #include "cpu/isa.h"
-#include "cpu/norm_rows.h"
+#include "cpu/row_quant.h"
 
 namespace squash::cpu_kernels {
 

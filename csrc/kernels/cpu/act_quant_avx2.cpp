@@ -20,10 +20,7 @@ void act_quant_rows_avx2(const ActQuantParams& p, int64_t r0, int64_t r1) {
       amax = _mm256_max_ps(_mm256_andnot_ps(sign, v), amax);  // NaN lanes keep amax (maxps returns its second operand)
       nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
     }
-    alignas(32) float lanes[8];
-    _mm256_store_ps(lanes, amax);
-    float absmax = 0.f;
-    for (float l : lanes) absmax = l > absmax ? l : absmax;
+    float absmax = avx2::hmax(amax);
     bool has_nan = !_mm256_testz_ps(nan, nan);
     for (int64_t k = K8; k < p.K; ++k) {
       const float a = std::fabs(load_as(t, p.x, off + k));

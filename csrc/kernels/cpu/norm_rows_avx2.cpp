@@ -2,7 +2,7 @@
 // float32, the statistics run over 4 double lanes (two-pass mean / variance, as the reference),
 // y = (h - mean) * rstd * w + b in double, rounded once to float32, then stored in the dtype or
 // quantized. The scalar reference took 4.4 ms per MiniLM layer_norm_quant call (1100 x 384
-// fp32, one Zen 3 core; std::nearbyint is a libm call per element); see the commit's numbers.
+// fp32, one Zen 3 core, torch profiler; std::nearbyint is a libm call per element).
 #include <immintrin.h>
 
 #include <cmath>
@@ -17,13 +17,6 @@ namespace {
 inline double hsum(__m256d v) {
   __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
   return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
-}
-
-inline float hmax(__m256 v) {
-  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_max_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
 }
 
 // One row: h (float32) of H values into hb; returns through the p outputs.
@@ -76,8 +69,6 @@ void one_row(const NormRowsParams& p, int64_t row, float* hb, float* yb) {
 
   // y in double, rounded once to float32; absmax and NaN tracked for the quantizer.
   const __m256d vrstd = _mm256_set1_pd(rstd);
-  __m256 amax = _mm256_setzero_ps(), nan = _mm256_setzero_ps();
-  const __m256 sign = _mm256_set1_ps(-0.0f);
   for (int64_t i = 0; i < H8; i += 4) {
     __m256d v = _mm256_mul_pd(_mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(hb + i)), vmean), vrstd);
     if (p.weight) v = _mm256_mul_pd(v, _mm256_loadu_pd(p.weight + i));
@@ -95,12 +86,14 @@ void one_row(const NormRowsParams& p, int64_t row, float* hb, float* yb) {
     for (int64_t i = H8; i < H; ++i) store_as(t, p.out, off + i, yb[i]);
     return;
   }
+  __m256 amax = _mm256_setzero_ps(), nan = _mm256_setzero_ps();
+  const __m256 sign = _mm256_set1_ps(-0.0f);
   for (int64_t i = 0; i < H8; i += 8) {
     const __m256 y = _mm256_loadu_ps(yb + i);
     amax = _mm256_max_ps(_mm256_andnot_ps(sign, y), amax);  // NaN lanes keep amax (maxps returns its second operand)
     nan = _mm256_or_ps(nan, _mm256_cmp_ps(y, y, _CMP_UNORD_Q));
   }
-  float absmax = hmax(amax);
+  float absmax = avx2::hmax(amax);
   bool has_nan = !_mm256_testz_ps(nan, nan);
   for (int64_t i = H8; i < H; ++i) {
     absmax = std::fabs(yb[i]) > absmax ? std::fabs(yb[i]) : absmax;

@@ -135,24 +135,37 @@ def quantize_weight(op: str, weight: torch.Tensor) -> None:
     _check_weight_2d(op, "weight", weight)
 
 
-def dequantize_int8_weight(qweight, scales) -> None:
-    op = "dequantize_int8_weight"
-    check_dtype(op, "qweight", qweight, (torch.int8,))
-    _check_weight_2d(op, "qweight", qweight)
+def _channel_scales(op: str, scales, qweight) -> None:
+    """scales [N] of any float dtype, on qweight's device (the int8 weight's per-channel scales)."""
     check_dtype(op, "scales", scales, FLOATS)
     check_shape_is(op, "scales", scales, (qweight.shape[0],), "[N]", dtype_name(scales.dtype))
     check_same_device(op, "scales", scales, qweight, "qweight")
 
 
-def dequantize_int4_weight(qweight, scales, zeros, group_size) -> int:
-    op = "dequantize_int4_weight"
-    check_dtype(op, "qweight", qweight, (torch.uint8,))
+def _nonempty_2d(op: str, qweight, layout: str) -> None:
     if qweight.dim() != 2 or qweight.shape[0] == 0 or qweight.shape[1] == 0:
-        fail(op, f"qweight must be a non-empty 2-D [N, K/2] uint8, got shape {shape(qweight)}")
+        fail(op, f"qweight must be a non-empty 2-D {layout}, got shape {shape(qweight)}")
+
+
+def _canonical_int4(op: str, qweight, scales, zeros, group_size, layout: str) -> int:
+    """The canonical int4 weight (quantize_int4_weight's outputs); returns the group size."""
+    check_dtype(op, "qweight", qweight, (torch.uint8,))
+    _nonempty_2d(op, qweight, layout)
     n, k = qweight.shape[0], 2 * qweight.shape[1]
     g = check_int4_group_size(op, group_size, k)
     check_int4_weight(op, qweight, scales, zeros, n, k, g, FLOATS)
     return g
+
+
+def dequantize_int8_weight(qweight, scales) -> None:
+    op = "dequantize_int8_weight"
+    check_dtype(op, "qweight", qweight, (torch.int8,))
+    _check_weight_2d(op, "qweight", qweight)
+    _channel_scales(op, scales, qweight)
+
+
+def dequantize_int4_weight(qweight, scales, zeros, group_size) -> int:
+    return _canonical_int4("dequantize_int4_weight", qweight, scales, zeros, group_size, "[N, K/2] uint8")
 
 
 def pack_int4(values) -> None:
@@ -295,9 +308,7 @@ def prepack_int8_weight(qweight, scales) -> None:
         fail(op, f"qweight must be 2-D [N, K] int8 (quantize_int8_weight), got shape {shape(qweight)}")
     _multiple_of_8(op, "N = qweight.shape[0]", qweight.shape[0])
     _multiple_of_8(op, "K = qweight.shape[1]", qweight.shape[1])
-    check_dtype(op, "scales", scales, FLOATS)
-    check_shape_is(op, "scales", scales, (qweight.shape[0],), "[N]", dtype_name(scales.dtype))
-    check_same_device(op, "scales", scales, qweight, "qweight")
+    _channel_scales(op, scales, qweight)
 
 
 def unprepack_int4_weight(packed, scales, zeros, k, group_size) -> int:
@@ -412,24 +423,15 @@ def _cpu_bias(op, bias, n, x) -> None:
 
 
 def cpu_prepack_int4_weight(qweight, scales, zeros, group_size) -> int:
-    op = "cpu_prepack_int4_weight"
-    check_dtype(op, "qweight", qweight, (torch.uint8,))
-    if qweight.dim() != 2 or qweight.shape[0] == 0 or qweight.shape[1] == 0:
-        fail(op, f"qweight must be a non-empty 2-D [N, K/2] uint8 (quantize_int4_weight), got shape {shape(qweight)}")
-    n, k = qweight.shape[0], 2 * qweight.shape[1]
-    g = check_int4_group_size(op, group_size, k)
-    check_int4_weight(op, qweight, scales, zeros, n, k, g, FLOATS)
-    return g
+    return _canonical_int4("cpu_prepack_int4_weight", qweight, scales, zeros, group_size,
+                           "[N, K/2] uint8 (quantize_int4_weight)")
 
 
 def cpu_prepack_int8_weight(qweight, scales) -> None:
     op = "cpu_prepack_int8_weight"
     check_dtype(op, "qweight", qweight, (torch.int8,))
-    if qweight.dim() != 2 or qweight.shape[0] == 0 or qweight.shape[1] == 0:
-        fail(op, f"qweight must be a non-empty 2-D [N, K] int8 (quantize_int8_weight), got shape {shape(qweight)}")
-    check_dtype(op, "scales", scales, FLOATS)
-    check_shape_is(op, "scales", scales, (qweight.shape[0],), "[N]", dtype_name(scales.dtype))
-    check_same_device(op, "scales", scales, qweight, "qweight")
+    _nonempty_2d(op, qweight, "[N, K] int8 (quantize_int8_weight)")
+    _channel_scales(op, scales, qweight)
 
 
 def cpu_unprepack_int4_weight(packed, scales, zeros, n, k, group_size) -> int:
