@@ -319,9 +319,9 @@ def _padded(q: Tensor, key: Tensor, value: Tensor, mask: PaddedMask, scale) -> T
 
 
 def _packed_sdpa(q: Tensor, k: Tensor, v: Tensor, cu_q: Tensor, cu_k: Tensor, scale, causal: bool) -> Tensor:
-    """Packed sequences on the CPU: torch's flash SDPA per sequence. 32 sequences of 3-49 tokens,
-    12 heads of 32 (MiniLM's shape), one thread: 4.1 ms against 7.8 ms for the exact reference
-    ``attention_varlen`` CPU op (measured 2026-12-02 on the 2-core Zen 3). Causal is
+    """Packed sequences on the CPU: torch's SDPA per sequence. 32 sequences of 3-49 tokens,
+    12 heads of 32 (MiniLM's shape), one thread: 3.4-3.9 ms against 6.7-7.2 ms for the exact
+    reference ``attention_varlen`` CPU op (bench/results/2026-12-02_cpu-amd-epyc_probes.log). Causal is
     bottom-right aligned per sequence, as in attention_varlen."""
     out = q.new_empty(q.shape[1:])
     bq, bk = cu_q.tolist(), cu_k.tolist()
