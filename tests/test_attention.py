@@ -4,7 +4,9 @@ Correctness follows FlashAttention's rule (TARGETS.md): max |out - ref| <= 2 * m
 + floor, where ref is the attention below computed in float64 (float32 on the GPU) from the SAME
 low-precision inputs, and out_pt is the same torch math done in the inputs' dtype. The CPU op is
 also compared bitwise across ops (varlen and decode run the same per-sequence routine as
-attention) and across memory layouts (strides must not change a single bit).
+attention) and across memory layouts (strides must not change a single bit). The CPU tests marked
+with ``each_cpu_isa`` run once per ISA path: the scalar reference and the vectorized AVX2 block
+(head dims that are multiples of 8; others stay on the reference).
 """
 
 import math
@@ -105,7 +107,7 @@ SHAPES = [(s, d) for s in (1, 97, 257) for d in (59, 64, 128)] + [(1025, 59), (1
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("seqlen,head_dim", SHAPES)
 @pytest.mark.parametrize("dtype", LOW)
-def test_attention_shapes(dtype, seqlen, head_dim, causal):
+def test_attention_shapes(dtype, seqlen, head_dim, causal, each_cpu_isa):
     # Fewer heads/batch as seqlen grows to keep CPU time low (the fp16 torch path is slow on
     # CPU); GQA 2:1 everywhere.
     B, Hq, Hkv = (2, 4, 2) if seqlen < 257 else (1, 4, 2) if seqlen < 1025 else (1, 2, 1)
@@ -118,7 +120,7 @@ def test_attention_shapes(dtype, seqlen, head_dim, causal):
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("sq,sk", [(1, 97), (59, 257), (97, 1025), (257, 97), (97, 1), (3, 0), (0, 5)])
 @pytest.mark.parametrize("dtype", LOW)
-def test_attention_unequal_seqlens(dtype, sq, sk, causal):
+def test_attention_unequal_seqlens(dtype, sq, sk, causal, each_cpu_isa):
     q, k, v = qkv(2, sq, sk, 4, 2, 64, dtype)
     out, lse = attention(q, k, v, causal=causal, return_lse=True)
     assert_fa_rule(out, q, k, v, causal=causal, lse=lse)
@@ -157,7 +159,7 @@ def test_attention_strided_inputs(dtype):
 
 
 @pytest.mark.parametrize("scale", [0.05, 1.0, 3.0])
-def test_attention_fp32_and_scale(scale):
+def test_attention_fp32_and_scale(scale, each_cpu_isa):
     q, k, v = qkv(2, 33, 75, 4, 1, 48, torch.float32)
     out, lse = attention(q, k, v, softmax_scale=scale, causal=True, return_lse=True)
     assert_fa_rule(out, q, k, v, scale=scale, causal=True, lse=lse)
@@ -165,7 +167,7 @@ def test_attention_fp32_and_scale(scale):
     assert torch.equal(attention(q, k, v, softmax_scale=1 / math.sqrt(48)), attention(q, k, v))
 
 
-def test_attention_large_scores_stable():
+def test_attention_large_scores_stable(each_cpu_isa):
     # Scores in the hundreds: a softmax without max-subtraction overflows exp() in fp32.
     q, k, v = qkv(1, 97, 97, 2, 2, 64, torch.float16)
     q = (q.float() * 40).half()
@@ -174,8 +176,38 @@ def test_attention_large_scores_stable():
     assert_fa_rule(out, q, k, v, causal=True, lse=lse)
 
 
+@pytest.mark.parametrize("head_dim", [8, 24, 32, 40, 72, 256])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_attention_vector_head_dims(dtype, head_dim, each_cpu_isa):
+    # Head dims that the AVX2 block splits into 1-8 vectors per 64-column chunk (72 = 64 + 8,
+    # 256 = 4 x 64), query counts around its 4-row tiles and key counts around its 16-key tiles.
+    for sq, sk in ((1, 1), (3, 17), (15, 16), (17, 33), (33, 15)):
+        q, k, v = qkv(2, sq, sk, 4, 2, head_dim, dtype)
+        for causal in (False, True):
+            out, lse = attention(q, k, v, causal=causal, return_lse=True)
+            assert_fa_rule(out, q, k, v, causal=causal, lse=lse)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_nan_shows_where_it_reaches(causal, each_cpu_isa):
+    # A NaN in query row 5 reaches that row only; a NaN in key row 9 reaches every row that sees
+    # key 9 (causal: rows >= 9) and no other. Finite rows match the reference.
+    q, k, v = qkv(1, 20, 20, 2, 2, 32, torch.float32)
+    q[0, 5, 1, 3] = float("nan")
+    k[0, 9, 0, 7] = float("nan")
+    out, lse = attention(q, k, v, causal=causal, return_lse=True)
+    bad = torch.isnan(out).any(-1)[0]  # [Sq, Hq]
+    expect = torch.zeros(20, 2, dtype=torch.bool)
+    expect[5, 1] = True
+    expect[9 if causal else 0:, 0] = True
+    assert torch.equal(bad, expect) and torch.equal(torch.isnan(lse[0]).T, expect)
+    ok = ~expect
+    ref, _ = attn_ref(q, k, v, causal=causal)
+    torch.testing.assert_close(out[0][ok].double(), ref[0][ok], rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("shape", [(0, 5, 2, 8, 7), (2, 0, 2, 8, 7), (2, 5, 2, 8, 0)])
-def test_attention_empty_dims(shape):
+def test_attention_empty_dims(shape, each_cpu_isa):
     B, Sq, Hq, D, Sk = shape
     q, k, v = qkv(B, Sq, Sk, Hq, 1, D, torch.float16)
     for causal in (False, True):
@@ -199,7 +231,7 @@ def cu(lens, start=0):
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("hq,hkv,d", [(4, 4, 64), (6, 2, 59)])
 @pytest.mark.parametrize("dtype", LOW)
-def test_varlen_vs_per_sequence(dtype, hq, hkv, d, causal):
+def test_varlen_vs_per_sequence(dtype, hq, hkv, d, causal, each_cpu_isa):
     # Empty and length-1 sequences, Sq > Sk and Sq < Sk within one batch, a sequence with keys
     # but no queries and one with queries but no keys; 2 padding rows before the first sequence
     # and 3 after the last: rows outside every sequence come back 0 / -inf.
@@ -275,7 +307,7 @@ def check_decode(out, lse, q, k_cache, v_cache, lens, causal):
 @pytest.mark.parametrize("sq", [1, 3])
 @pytest.mark.parametrize("d", [64, 59])
 @pytest.mark.parametrize("dtype", LOW)
-def test_decode_vs_reference(dtype, d, sq, causal):
+def test_decode_vs_reference(dtype, d, sq, causal, each_cpu_isa):
     # Lengths 0, 1 and 2 (< Sq: leading queries see nothing when causal), full cache (len=Smax).
     lens = [0, 1, 2, 37, 300, 129]
     q, kc, vc, cl = decode_inputs(lens, sq, 300, 8, 2, d, dtype)
@@ -285,7 +317,7 @@ def test_decode_vs_reference(dtype, d, sq, causal):
 
 
 @pytest.mark.parametrize("sq", [1, 3])
-def test_decode_length_sweep(sq):
+def test_decode_length_sweep(sq, each_cpu_isa):
     # Cache lengths 1 .. a few hundred, every sequence different, MQA.
     lens = [1, 2, 3, 5, 16, 31, 64, 97, 128, 200, 257, 384, 399, 400]
     q, kc, vc, cl = decode_inputs(lens, sq, 400, 4, 1, 64, torch.bfloat16)

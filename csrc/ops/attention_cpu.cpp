@@ -7,6 +7,10 @@
 // out pointers, strides and lengths and run it over (sequence, head) with at::parallel_for.
 // GQA/MQA read the shared kv head in place (no repeated K/V). Inputs keep their leading strides.
 //
+// On AVX2 CPUs, head dims that are whole vectors take the vectorized block instead
+// (csrc/kernels/cpu/attention_rows.h: same semantics, fp32 sums in another order); the scalar ISA
+// path (SQUASH_CPU_ISA=scalar) runs attend_sequence below, the reference the tests force too.
+//
 // Numerics: scores, softmax and P @ V in fp32 (fp16/bf16 K/V rows are converted to fp32 once
 // per task), exact two-pass softmax (max, then exp/sum) per query row, output rounded once to
 // q's dtype. lse = max + log(sum) in fp32, natural log of the scaled scores.
@@ -24,7 +28,10 @@
 #include <type_traits>
 #include <vector>
 
+#include "cpu/attention_rows.h"
+#include "cpu/isa.h"
 #include "ops/attention.h"
+#include "ops/cpu_common.h"
 
 namespace squash {
 namespace {
@@ -71,6 +78,7 @@ struct SeqBlock {
 // Per-thread buffers, reused across the tasks of one parallel_for chunk.
 struct Scratch {
   std::vector<float> k, v, scores, q, acc;
+  cpu_kernels::AttnScratch fast;
 };
 
 template <typename T>
@@ -128,6 +136,25 @@ void attend_sequence(const SeqBlock<T>& a, int64_t D, float scale, bool causal, 
   }
 }
 
+// One block on the path chosen for the op call: `fast` = the vectorized kernel (float32 / float16
+// / bfloat16 inputs; float64 always takes the reference).
+template <typename T>
+void attend(const SeqBlock<T>& a, int64_t D, float scale, bool causal, bool fast, Scratch& s) {
+  if constexpr (std::is_same_v<T, double>) {
+    attend_sequence(a, D, scale, causal, s);
+  } else {
+    if (!fast) return attend_sequence(a, D, scale, causal, s);
+    const cpu_kernels::AttnBlock blk{a.q, a.q_stride, a.k, a.k_stride, a.v, a.v_stride,
+                                     a.out, a.out_stride, a.lse, a.sq, a.sk};
+    cpu_kernels::attend_block_avx2(blk, cpu::kernel_dtype(c10::CppTypeToScalarType<T>::value), D, scale, causal,
+                                   s.fast);
+  }
+}
+
+bool use_fast_path(int64_t D) {
+  return cpu_kernels::active_isa() >= cpu_kernels::Isa::kAvx2 && cpu_kernels::attend_block_supported(D);
+}
+
 float resolve_scale(std::optional<double> softmax_scale, int64_t D) {
   return static_cast<float>(softmax_scale ? *softmax_scale : 1.0 / std::sqrt(static_cast<double>(D)));
 }
@@ -150,6 +177,7 @@ std::tuple<at::Tensor, at::Tensor> attention_cpu(const at::Tensor& q, const at::
   const int64_t B = q.size(0), Sq = q.size(1), Hq = q.size(2), D = q.size(3);
   const int64_t Sk = k.size(1), group = Hq / k.size(2);
   const float scale = resolve_scale(softmax_scale, D);
+  const bool fast = use_fast_path(D);
   auto out = at::empty({B, Sq, Hq, D}, q.options());
   auto lse = at::empty({B, Hq, Sq}, q.options().dtype(at::kFloat));
 
@@ -165,7 +193,7 @@ std::tuple<at::Tensor, at::Tensor> attention_cpu(const at::Tensor& q, const at::
                              vp + b * v.stride(0) + hk * v.stride(2), v.stride(1),
                              op + (b * Sq * Hq + h) * D, Hq * D,
                              lp + (b * Hq + h) * Sq, Sq, Sk};
-      attend_sequence(blk, D, scale, causal, s);
+      attend(blk, D, scale, causal, fast, s);
     });
   });
   return {out, lse};
@@ -202,6 +230,7 @@ std::tuple<at::Tensor, at::Tensor> attention_varlen_cpu(
   check_cu_seqlens("cu_seqlens_k", ck, B + 1, k.size(0), "k.shape[0]", max_seqlen_k,
                    "max_seqlen_k");
   const float scale = resolve_scale(softmax_scale, D);
+  const bool fast = use_fast_path(D);
   // Rows outside every sequence (cu_seqlens_q[0] > 0 or cu_seqlens_q[-1] < total_q) belong to
   // no sequence: they keep out 0 and lse -inf, like rows that see no key.
   auto out = at::zeros({Tq, Hq, D}, q.options());
@@ -220,7 +249,7 @@ std::tuple<at::Tensor, at::Tensor> attention_varlen_cpu(
                              vp + k0 * v.stride(0) + hk * v.stride(1), v.stride(0),
                              op + (q0 * Hq + h) * D, Hq * D,
                              lp + h * Tq + q0, cq[b + 1] - q0, ck[b + 1] - k0};
-      attend_sequence(blk, D, scale, causal, s);
+      attend(blk, D, scale, causal, fast, s);
     });
   });
   return {out, lse};
@@ -243,6 +272,7 @@ std::tuple<at::Tensor, at::Tensor> attention_decode_cpu(const at::Tensor& q,
     max_len = std::max<int64_t>(max_len, lens[b]);
   }
   const float scale = resolve_scale(softmax_scale, D);
+  const bool fast = use_fast_path(D);
   auto out = at::empty({B, Sq, Hq, D}, q.options());
   auto lse = at::empty({B, Hq, Sq}, q.options().dtype(at::kFloat));
 
@@ -258,7 +288,7 @@ std::tuple<at::Tensor, at::Tensor> attention_decode_cpu(const at::Tensor& q,
                              vp + b * v_cache.stride(0) + hk * v_cache.stride(2), v_cache.stride(1),
                              op + (b * Sq * Hq + h) * D, Hq * D,
                              lp + (b * Hq + h) * Sq, Sq, lens[b]};
-      attend_sequence(blk, D, scale, causal, s);
+      attend(blk, D, scale, causal, fast, s);
     });
   });
   return {out, lse};

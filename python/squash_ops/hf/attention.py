@@ -63,7 +63,7 @@ from transformers.masking_utils import (
     sdpa_mask,
 )
 
-from .. import ops
+from .. import cpu, ops
 
 __all__ = ["register", "SquashMask", "LengthsMask", "PaddedMask", "FALLBACKS"]
 
@@ -319,10 +319,12 @@ def _padded(q: Tensor, key: Tensor, value: Tensor, mask: PaddedMask, scale) -> T
 
 
 def _packed_sdpa(q: Tensor, k: Tensor, v: Tensor, cu_q: Tensor, cu_k: Tensor, scale, causal: bool) -> Tensor:
-    """Packed sequences on the CPU: torch's SDPA per sequence. 32 sequences of 3-49 tokens,
-    12 heads of 32 (MiniLM's shape), one thread: 3.4-3.9 ms against 6.7-7.2 ms for the exact
-    reference ``attention_varlen`` CPU op (bench/results/2026-12-02_cpu-amd-epyc_probes.log). Causal is
-    bottom-right aligned per sequence, as in attention_varlen."""
+    """Packed sequences on a CPU where ``attention_varlen`` has no vectorized kernel (no AVX2,
+    or a head dim that is not a multiple of 8): torch's SDPA per sequence. 32 sequences of 3-49
+    tokens, 12 heads of 32 (MiniLM's shape), one thread: 3.4-3.9 ms against 6.7-7.2 ms for the
+    scalar reference ``attention_varlen`` (bench/results/2026-12-02_cpu-amd-epyc_probes.log); the AVX2
+    kernel takes 0.9 ms there (/tmp/t_attn3.py in bench/results/2026-12-02_cpu-amd-epyc-6_probes.log).
+    Causal is bottom-right aligned per sequence, as in attention_varlen."""
     out = q.new_empty(q.shape[1:])
     bq, bk = cu_q.tolist(), cu_k.tolist()
     gqa = q.shape[2] != k.shape[2]
@@ -345,7 +347,7 @@ def _packed(q: Tensor, k: Tensor, v: Tensor, kwargs: dict, scale, causal: bool) 
     what ``PackedEncoder`` passes): attention_varlen on them, nothing padded."""
     if q.shape[0] != 1:
         raise _Unsupported(f"packed sequences (cu_seq_lens_q) in a batch of {q.shape[0]} rows (expected 1)")
-    if q.device.type == "cpu":
+    if q.device.type == "cpu" and not (q.shape[-1] % 8 == 0 and cpu.active_isa() != "scalar"):
         return _packed_sdpa(q, k, v, kwargs["cu_seq_lens_q"], kwargs["cu_seq_lens_k"], scale, causal)
     _kernel("attention_varlen", q)
     out = ops.attention_varlen(q[0], k[0], v[0], kwargs["cu_seq_lens_q"], kwargs["cu_seq_lens_k"],
