@@ -322,8 +322,8 @@ def _packed_sdpa(q: Tensor, k: Tensor, v: Tensor, cu_q: Tensor, cu_k: Tensor, sc
     """Packed sequences on a CPU where ``attention_varlen`` has no vectorized kernel (no AVX2,
     or a head dim that is not a multiple of 8): torch's SDPA per sequence. 32 sequences of 3-49
     tokens, 12 heads of 32 (MiniLM's shape), one thread: 3.4-3.9 ms against 6.7-7.2 ms for the
-    scalar reference ``attention_varlen`` (bench/results/2026-12-02_cpu-amd-epyc_probes.log); the AVX2
-    kernel takes 0.9 ms there (/tmp/t_attn3.py in bench/results/2026-12-02_cpu-amd-epyc-6_probes.log).
+    scalar reference ``attention_varlen`` (bench/results/2026-12-02_cpu-amd-epyc_probes.log); its AVX2
+    kernel takes 0.9-1.2 ms there, SDPA per sequence 2.2 ms (bench/results/2026-12-02_cpu-amd-epyc-6_probes.log).
     Causal is bottom-right aligned per sequence, as in attention_varlen."""
     out = q.new_empty(q.shape[1:])
     bq, bk = cu_q.tolist(), cu_k.tolist()
