@@ -1,9 +1,11 @@
 // AVX2 + FMA path of attention_rows.h (built with -mavx2 -mfma -mf16c).
 //
-// One block: K is transposed once into fp32 [D, Sk] (8 x 8 register transposes), so the scores
-// of 4 query rows x 16 keys come from broadcast-q x K^T FMAs with no horizontal sums; the softmax
-// runs 8 keys a lane; P @ V accumulates up to 64 output columns of a row in registers over the
-// keys it sees. V rows are read in place when fp32, else converted once per block.
+// Prefill-size blocks (kDirectRows query rows or more): K is transposed once into fp32 [D, Sk]
+// (8 x 8 register transposes), so the scores of 4 query rows x 16 keys come from broadcast-q x K^T
+// FMAs with no horizontal sums, and V is converted to fp32 once. Decode-size blocks read K and V
+// in place instead: each score is a D-long dot product, 8 keys at a time reduced together. The
+// softmax runs 8 keys a lane; P @ V accumulates up to 64 output columns of a row in registers over
+// the keys it sees.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -17,6 +19,12 @@ namespace squash::cpu_kernels {
 namespace {
 
 constexpr int kRows = 4;  // query rows per score tile: 4 x 2 accumulators + 2 K^T vectors
+
+// Below this many query rows the block reads K in place: transposing K costs as much as one row's
+// dot products, and at decode's 1 query row against 2048 cached keys (32 q heads, 8 kv heads, 64,
+// bf16, one thread) the transposed path took 7.1 ms against 2.1 ms for the scalar reference
+// (bench/results/2026-12-02_cpu-amd-epyc-6_probes.log, /tmp/t_dec.py).
+constexpr int64_t kDirectRows = 4;
 
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
@@ -76,6 +84,35 @@ void score_tile(const float* q, int64_t D, const float* kt, int64_t ldk, int64_t
   }
 }
 
+// Lane u of the result = the sum of the 8 lanes of v[u].
+inline __m256 reduce8(const __m256* v) {
+  const __m256 s0123 = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
+  const __m256 s4567 = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
+  return _mm256_add_ps(_mm256_permute2f128_ps(s0123, s4567, 0x20), _mm256_permute2f128_ps(s0123, s4567, 0x31));
+}
+
+// scores[j] = scale * q . k[j] for j < n, K read in place (dtype t, row stride ld).
+void score_row_direct(const float* q, const void* k, int64_t ld, Dtype t, int64_t D, int64_t n, float scale,
+                      float* scores) {
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    __m256 acc[8];
+    for (int u = 0; u < 8; ++u) acc[u] = _mm256_setzero_ps();
+    for (int64_t d = 0; d < D; d += 8) {
+      const __m256 qv = _mm256_loadu_ps(q + d);
+#pragma GCC unroll 8
+      for (int u = 0; u < 8; ++u)
+        acc[u] = _mm256_fmadd_ps(qv, avx2::load8(t, avx2::offset(k, t, (j + u) * ld + d)), acc[u]);
+    }
+    _mm256_storeu_ps(scores + j, _mm256_mul_ps(reduce8(acc), _mm256_set1_ps(scale)));
+  }
+  for (; j < n; ++j) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t d = 0; d < D; d += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), avx2::load8(t, avx2::offset(k, t, j * ld + d)), acc);
+    scores[j] = avx2::hsum(acc) * scale;
+  }
+}
+
 // p[j] = exp(s[j] - max) in place for j < n, 0 for j in [n, round_up(n, 8)); returns (max, sum).
 void softmax_row(float* s, int64_t n, float& m_out, float& l_out) {
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -99,35 +136,37 @@ void softmax_row(float* s, int64_t n, float& m_out, float& l_out) {
   l_out = avx2::hsum(lv);
 }
 
-// o[d0 .. d0 + 8 NV) = sum_j p[j] v[j, d0 ..] for j < n.
+// o[d0 .. d0 + 8 NV) = sum_j p[j] v[j, d0 ..] for j < n (v of dtype t, row stride ldv).
 template <int NV>
-void pv_chunk(const float* p, int64_t n, const float* v, int64_t ldv, int64_t d0, __m256* o) {
+void pv_chunk(const float* p, int64_t n, const void* v, Dtype t, int64_t ldv, int64_t d0, __m256* o) {
   __m256 acc[NV];
 #pragma GCC unroll 8
   for (int c = 0; c < NV; ++c) acc[c] = _mm256_setzero_ps();
   for (int64_t j = 0; j < n; ++j) {
     const __m256 pb = _mm256_broadcast_ss(p + j);
-    const float* vr = v + j * ldv + d0;
+    const void* vr = avx2::offset(v, t, j * ldv + d0);
 #pragma GCC unroll 8
-    for (int c = 0; c < NV; ++c) acc[c] = _mm256_fmadd_ps(pb, _mm256_loadu_ps(vr + 8 * c), acc[c]);
+    for (int c = 0; c < NV; ++c) acc[c] = _mm256_fmadd_ps(pb, avx2::load8(t, avx2::offset(vr, t, 8 * c)), acc[c]);
   }
 #pragma GCC unroll 8
   for (int c = 0; c < NV; ++c) o[c] = acc[c];
 }
 
-void pv_row(const float* p, int64_t n, const float* v, int64_t ldv, int64_t D, float inv_l, Dtype t, void* out) {
+// out[0, D) = (sum_j p[j] v[j]) * inv_l, v of dtype vt, out of dtype t.
+void pv_row(const float* p, int64_t n, const void* v, Dtype vt, int64_t ldv, int64_t D, float inv_l, Dtype t,
+            void* out) {
   for (int64_t d0 = 0; d0 < D; d0 += 64) {
     const int nv = static_cast<int>(std::min<int64_t>(8, (D - d0) / 8));
     __m256 o[8];
     switch (nv) {
-      case 1: pv_chunk<1>(p, n, v, ldv, d0, o); break;
-      case 2: pv_chunk<2>(p, n, v, ldv, d0, o); break;
-      case 3: pv_chunk<3>(p, n, v, ldv, d0, o); break;
-      case 4: pv_chunk<4>(p, n, v, ldv, d0, o); break;
-      case 5: pv_chunk<5>(p, n, v, ldv, d0, o); break;
-      case 6: pv_chunk<6>(p, n, v, ldv, d0, o); break;
-      case 7: pv_chunk<7>(p, n, v, ldv, d0, o); break;
-      default: pv_chunk<8>(p, n, v, ldv, d0, o); break;
+      case 1: pv_chunk<1>(p, n, v, vt, ldv, d0, o); break;
+      case 2: pv_chunk<2>(p, n, v, vt, ldv, d0, o); break;
+      case 3: pv_chunk<3>(p, n, v, vt, ldv, d0, o); break;
+      case 4: pv_chunk<4>(p, n, v, vt, ldv, d0, o); break;
+      case 5: pv_chunk<5>(p, n, v, vt, ldv, d0, o); break;
+      case 6: pv_chunk<6>(p, n, v, vt, ldv, d0, o); break;
+      case 7: pv_chunk<7>(p, n, v, vt, ldv, d0, o); break;
+      default: pv_chunk<8>(p, n, v, vt, ldv, d0, o); break;
     }
     const __m256 il = _mm256_set1_ps(inv_l);
     for (int c = 0; c < nv; ++c) avx2::store8(t, avx2::offset(out, t, d0 + 8 * c), _mm256_mul_ps(o[c], il));
@@ -138,17 +177,21 @@ void pv_row(const float* p, int64_t n, const float* v, int64_t ldv, int64_t D, f
 
 void attend_block_avx2(const AttnBlock& a, Dtype t, int64_t D, float scale, bool causal, AttnScratch& s) {
   if (a.sq == 0) return;
-  const int64_t ldk = round_up(std::max<int64_t>(a.sk, 1), 16);
-  s.kt.resize(D * ldk);
-  transpose_k(a, t, D, s.kt.data(), ldk);
-  const float* v = static_cast<const float*>(a.v);
+  const bool direct = a.sq < kDirectRows;
+  const int64_t ldk = round_up(std::max<int64_t>(a.sk, 1), 16);  // also the scores' row stride
+  const void* v = a.v;
+  Dtype vt = t;
   int64_t ldv = a.v_stride;
-  if (t != Dtype::kF32) {
-    s.v.resize(a.sk * D);
-    for (int64_t j = 0; j < a.sk; ++j)
-      for (int64_t d = 0; d < D; d += 8)
-        _mm256_storeu_ps(s.v.data() + j * D + d, avx2::load8(t, avx2::offset(a.v, t, j * a.v_stride + d)));
-    v = s.v.data(), ldv = D;
+  if (!direct) {
+    s.kt.resize(D * ldk);
+    transpose_k(a, t, D, s.kt.data(), ldk);
+    if (t != Dtype::kF32) {
+      s.v.resize(a.sk * D);
+      for (int64_t j = 0; j < a.sk; ++j)
+        for (int64_t d = 0; d < D; d += 8)
+          _mm256_storeu_ps(s.v.data() + j * D + d, avx2::load8(t, avx2::offset(a.v, t, j * a.v_stride + d)));
+      v = s.v.data(), vt = Dtype::kF32, ldv = D;
+    }
   }
   s.q.resize(kRows * D);
   s.scores.resize(kRows * ldk);
@@ -157,12 +200,18 @@ void attend_block_avx2(const AttnBlock& a, Dtype t, int64_t D, float scale, bool
     for (int r = 0; r < rows; ++r)
       for (int64_t d = 0; d < D; d += 8)
         _mm256_storeu_ps(s.q.data() + r * D + d, avx2::load8(t, avx2::offset(a.q, t, (i0 + r) * a.q_stride + d)));
-    const int64_t n_tile = visible(i0 + rows - 1, a, causal);  // the tile's last row sees the most keys
-    switch (rows) {
-      case 1: score_tile<1>(s.q.data(), D, s.kt.data(), ldk, n_tile, scale, s.scores.data(), ldk); break;
-      case 2: score_tile<2>(s.q.data(), D, s.kt.data(), ldk, n_tile, scale, s.scores.data(), ldk); break;
-      case 3: score_tile<3>(s.q.data(), D, s.kt.data(), ldk, n_tile, scale, s.scores.data(), ldk); break;
-      default: score_tile<kRows>(s.q.data(), D, s.kt.data(), ldk, n_tile, scale, s.scores.data(), ldk); break;
+    if (direct) {
+      for (int r = 0; r < rows; ++r)
+        score_row_direct(s.q.data() + r * D, a.k, a.k_stride, t, D, visible(i0 + r, a, causal), scale,
+                         s.scores.data() + r * ldk);
+    } else {
+      const int64_t n_tile = visible(i0 + rows - 1, a, causal);  // the tile's last row sees the most keys
+      switch (rows) {
+        case 1: score_tile<1>(s.q.data(), D, s.kt.data(), ldk, n_tile, scale, s.scores.data(), ldk); break;
+        case 2: score_tile<2>(s.q.data(), D, s.kt.data(), ldk, n_tile, scale, s.scores.data(), ldk); break;
+        case 3: score_tile<3>(s.q.data(), D, s.kt.data(), ldk, n_tile, scale, s.scores.data(), ldk); break;
+        default: score_tile<kRows>(s.q.data(), D, s.kt.data(), ldk, n_tile, scale, s.scores.data(), ldk); break;
+      }
     }
     for (int r = 0; r < rows; ++r) {
       const int64_t i = i0 + r, n = visible(i, a, causal);
@@ -175,7 +224,7 @@ void attend_block_avx2(const AttnBlock& a, Dtype t, int64_t D, float scale, bool
       float* p = s.scores.data() + r * ldk;
       float m, l;
       softmax_row(p, n, m, l);
-      pv_row(p, n, v, ldv, D, 1.f / l, t, o);  // l >= 1: the max term contributes exp(0)
+      pv_row(p, n, v, vt, ldv, D, 1.f / l, t, o);  // l >= 1: the max term contributes exp(0)
       a.lse[i] = m + std::log(l);
     }
   }
