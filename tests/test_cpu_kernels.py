@@ -58,6 +58,26 @@ def test_w8a8_paths_exact(isa, mnk):
 
 
 @pytest.mark.parametrize("isa", RUNNABLE)
+def test_w8a8_paths_extreme_values_exact(isa):
+    """Every product at its extreme (+-128 x +-128 / 127): where a u8 x s8 pair sum saturates int16
+    (vpmaddubsw) or a kernel narrows a partial sum, the int32 result is wrong. K = 1000 keeps
+    |sum| <= 1000 * 128 * 128 < 2^24, exact in the float32 output."""
+    k = 1000
+    x_q = torch.full((6, k), -128, dtype=torch.int8)
+    x_q[1] = 127
+    x_q[2, ::2] = 127
+    x_q[3] = torch.arange(k) % 256 - 128
+    qweight = torch.full((5, k), -128, dtype=torch.int8)
+    qweight[1] = 127
+    qweight[2, 1::2] = 127
+    qweight[3] = torch.flip(torch.arange(k) % 256 - 128, (0,))
+    exact = (x_q.long() @ qweight.long().T)
+    with cpu.use_isa(isa):
+        raw = so.w8a8_gemm(x_q, torch.ones(6), qweight, torch.ones(5), out_dtype=torch.float32)
+    assert torch.equal(raw.double(), exact.double())
+
+
+@pytest.mark.parametrize("isa", RUNNABLE)
 def test_w8a8_paths_nonfinite_scales_propagate(isa):
     x_q, xs, qweight, ws, _ = _w8a8_case(9, 16, 64)
     xs[3] = float("nan")

@@ -26,4 +26,11 @@ void int8_gemm_run(const Int8GemmParams& p, int64_t job_begin, int64_t job_end, 
   }
 }
 
+void int8_gemm_epilogue(const Int8GemmParams& p, const int32_t* acc, int64_t ldacc, int64_t m0, int64_t m1,
+                        Isa isa) {
+  if (isa >= Isa::kAvx2) return int8_gemm_epilogue_avx2(p, acc, ldacc, m0, m1);
+  for (int64_t m = m0; m < m1; ++m)
+    for (int64_t n = 0; n < p.N; ++n) int8_gemm_store(p, m, n, acc[(m - m0) * ldacc + n]);
+}
+
 }  // namespace squash::cpu_kernels

@@ -38,6 +38,12 @@ struct Int8GemmParams {
 int64_t int8_gemm_jobs(const Int8GemmParams& p);
 void int8_gemm_run(const Int8GemmParams& p, int64_t job_begin, int64_t job_end, Isa isa);
 
+// The epilogue alone, for rows [m0, m1) of an int32 product computed elsewhere (acc[m - m0, n]
+// with row stride ldacc): the same float32 operations in the same order as int8_gemm_run, so
+// every path gives the same bits.
+void int8_gemm_epilogue(const Int8GemmParams& p, const int32_t* acc, int64_t ldacc, int64_t m0, int64_t m1, Isa isa);
+void int8_gemm_epilogue_avx2(const Int8GemmParams& p, const int32_t* acc, int64_t ldacc, int64_t m0, int64_t m1);
+
 // One block [m0, m1) x [n0, n1) per ISA path (int8_gemm_scalar.cpp / int8_gemm_avx2.cpp).
 void int8_gemm_block_scalar(const Int8GemmParams& p, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
 void int8_gemm_block_avx2(const Int8GemmParams& p, int64_t m0, int64_t m1, int64_t n0, int64_t n1);

@@ -154,6 +154,10 @@ bool has_min_int8(const Int8GemmParams& p, int64_t n0, int64_t n1) {
 
 }  // namespace
 
+void int8_gemm_epilogue_avx2(const Int8GemmParams& p, const int32_t* acc, int64_t ldacc, int64_t m0, int64_t m1) {
+  for (int64_t m = m0; m < m1; ++m) epilogue_row(p, m, 0, p.N, acc + (m - m0) * ldacc);
+}
+
 void int8_gemm_block_avx2(const Int8GemmParams& p, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   // The scan costs 2 vector ops per 32 bytes of b, once per block; the tiles cost 4 per 32 bytes
   // per row of a (so under 1% of the block at 96 rows, ~50% at M = 1). A block with a -128

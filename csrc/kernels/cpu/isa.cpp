@@ -54,6 +54,18 @@ bool set_isa_override(int isa) {
   return true;
 }
 
+bool has_vnni() {
+#if defined(__x86_64__) || defined(_M_X64)
+  static const bool vnni = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512vnni") || __builtin_cpu_supports("avxvnni");
+  }();
+  return vnni;
+#else
+  return false;
+#endif
+}
+
 const char* isa_name(Isa isa) {
   switch (isa) {
     case Isa::kAvx512: return "avx512";

@@ -23,4 +23,8 @@ bool set_isa_override(int isa);
 
 const char* isa_name(Isa isa);
 
+// The CPU has an int8 dot-product instruction (AVX-512 VNNI or AVX-VNNI: vpdpbusd, 4 products
+// summed into int32 without intermediate saturation).
+bool has_vnni();
+
 }  // namespace squash::cpu_kernels
