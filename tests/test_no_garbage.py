@@ -4,6 +4,7 @@ and torch.compile run), and the model transforms are all or nothing.
 
 Per kind, across every op it touches:
 - device mixing: each tensor argument of each op moved to ``meta`` alone;
+- one dtype vocabulary: each tensor argument in a wrong dtype, named as Python names it;
 - fake kernels: the same bad shapes / group sizes / K / dtypes refused on meta with the CPU's
   message, and under torch.compile;
 - documented ranges: int4 zero points, static activation scales, softmax_scale;
@@ -124,6 +125,31 @@ def test_valid_call_on_meta_gives_the_cpu_shapes(op):
     cpu, meta = (cpu, meta) if isinstance(cpu, tuple) else ((cpu,), (meta,))
     assert [(t.shape, t.dtype) for t in cpu] == [(t.shape, t.dtype) for t in meta]
     assert all(t.is_meta for t in meta)
+
+
+# ---- one dtype vocabulary: torch's Python names in every message ----
+
+_CPP_DTYPE_NAMES = re.compile(r"\b(Byte|Char|Short|Int|Long|Half|Float|Double|Bool|BFloat16)\b")
+
+
+def _dtype_cases():
+    for op, args in sorted(VALID.items()):
+        for i, a in enumerate(args):
+            if isinstance(a, torch.Tensor):
+                yield pytest.param(op, i, id=f"{op}-{_arg_names(op)[i]}")
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+@pytest.mark.parametrize("op,index", list(_dtype_cases()))
+def test_a_wrong_dtype_is_named_as_python_names_it(op, index, device):
+    """Each tensor argument in a dtype no op takes (float64, or int16 for integer tensors): the
+    message names it 'float64' / 'int16' as torch's Python API does, and no C++ enum name
+    ('Half', 'Char', ...) appears, on the CPU kernel and on the fake kernel (meta) alike."""
+    args = list(VALID[op])
+    wrong = torch.float64 if args[index].is_floating_point() else torch.int16
+    args[index] = args[index].to(wrong)
+    msg = _message(op, _to_meta(args) if device == "meta" else args)
+    assert str(wrong).removeprefix("torch.") in msg and not _CPP_DTYPE_NAMES.search(msg), msg
 
 
 # ---- device mixing: one argument on meta, the rest on the CPU ----
