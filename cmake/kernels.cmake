@@ -13,6 +13,12 @@ get_filename_component(SQUASH_KERNELS_DIR "${SQUASH_KERNELS_DIR}" ABSOLUTE)
 get_filename_component(SQUASH_CUTLASS_DIR "${CMAKE_CURRENT_LIST_DIR}/../third_party/cutlass" ABSOLUTE)
 # Options of every kernel file besides its -gencode flags (cuda_archs.cmake): part of the stamp.
 set(SQUASH_KERNEL_CUDA_OPTIONS --expt-relaxed-constexpr --use_fast_math -lineinfo)
+# The int8 row quantizers (the norm kernels, the activation quantizer) keep float32 subnormals:
+# -ftz=false undoes the flush-to-zero of --use_fast_math for them, because their rule
+# (common/row_quant.h, shared with the CPU) quantizes a row of subnormal magnitude instead of
+# zeroing it. They call no transcendental functions and divide with __fdiv_rn, so nothing else
+# of fast math applies to them.
+set(SQUASH_IEEE_KERNELS_REGEX "/csrc/kernels/(norm/[^/]+|gemm/quantize_act)\\.cu$")
 
 # Enables CUDA (the language and the toolkit) when nvcc is found; sets SQUASH_HAVE_NVCC.
 macro(squash_enable_cuda)
@@ -26,6 +32,16 @@ macro(squash_enable_cuda)
     set(SQUASH_HAVE_NVCC ON)
   endif()
 endmacro()
+
+# squash_kernel_file_options(<out-var> <file>): one .cu file's options beyond
+# SQUASH_KERNEL_CUDA_OPTIONS: its -gencode flags (cuda_archs.cmake) and -ftz=false where needed.
+function(squash_kernel_file_options out file)
+  squash_gencode_flags(opts "${file}")
+  if(file MATCHES "${SQUASH_IEEE_KERNELS_REGEX}")
+    list(APPEND opts -ftz=false)
+  endif()
+  set(${out} "${opts}" PARENT_SCOPE)
+endfunction()
 
 function(squash_kernel_sources out)
   # CUDA files only: csrc/kernels/cpu holds .cpp/.h of the CPU library, built apart.
@@ -44,11 +60,11 @@ endfunction()
 function(squash_kernel_stamp out)
   squash_kernel_sources(srcs)
   set(listing "")
-  foreach(src IN LISTS srcs)  # each file with its own -gencode flags (cuda_archs.cmake)
+  foreach(src IN LISTS srcs)  # each file with its own options
     file(SHA256 "${src}" h)
     file(RELATIVE_PATH rel "${SQUASH_KERNELS_DIR}" "${src}")
-    squash_gencode_flags(gencode "${src}")
-    string(APPEND listing "${rel} ${h} ${gencode}\n")
+    squash_kernel_file_options(opts "${src}")
+    string(APPEND listing "${rel} ${h} ${opts}\n")
   endforeach()
   # Headers count too (a .cuh change recompiles its .cu files), the CPU library's excepted.
   file(GLOB_RECURSE hdrs "${SQUASH_KERNELS_DIR}/*.cuh" "${SQUASH_KERNELS_DIR}/*.h")
@@ -95,8 +111,8 @@ function(squash_compile_kernels)
     target_compile_options(squash_kernels PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:--threads=$ENV{NVCC_THREADS}>)
   endif()
   foreach(src IN LISTS srcs)
-    squash_gencode_flags(gencode "${src}")
-    set_property(SOURCE "${src}" APPEND PROPERTY COMPILE_OPTIONS ${gencode})
+    squash_kernel_file_options(opts "${src}")
+    set_property(SOURCE "${src}" APPEND PROPERTY COMPILE_OPTIONS ${opts})
   endforeach()
   squash_kernel_stamp(stamp)
   file(WRITE "${CMAKE_BINARY_DIR}/squash_kernels.stamp" "${stamp}")

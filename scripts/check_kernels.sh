@@ -4,6 +4,7 @@
 # a GPU. Runs after scripts/setup.sh (which fills third_party/cutlass). One nvcc call per file
 # covers all its archs (the host side and CUTLASS's templates are parsed once), and files run
 # JOBS at a time (default: all cores): the CUTLASS 3.x files take minutes each on 2 cores.
+# Usage: scripts/check_kernels.sh [FILE.cu ...]   (default: every .cu file under csrc/kernels)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NVCC=${NVCC:-nvcc}
@@ -33,7 +34,7 @@ check_one() {
 export -f check_one
 
 start=$(date +%s)
-mapfile -t files < <(find csrc/kernels -name '*.cu' | sort)
+if [ $# -gt 0 ]; then files=("$@"); else mapfile -t files < <(find csrc/kernels -name '*.cu' | sort); fi
 status=0
 printf '%s\n' "${files[@]}" | xargs -P "${JOBS:-$(nproc)}" -I{} bash -c 'check_one "$1"' _ {} || status=1
 echo "check_kernels: ${#files[@]} kernel files checked in $(( $(date +%s) - start )) s"

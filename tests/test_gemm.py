@@ -517,21 +517,49 @@ def test_gpu_weight_only_cutlass_refuses_what_it_cannot_run(monkeypatch):
             run_weight_only(("int4", 32, False), x, wts)
 
 
+def _special_rows(k, dtype):
+    """One row of each kind the int8 row rule names (csrc/kernels/common/row_quant.h): all zero,
+    NaN (in the middle and at the end), -inf and +inf, tiny (subnormal float32 / bfloat16 values,
+    where 127 / absmax overflows; float16 rounds them to a zero row)."""
+    x = torch.randn(4, k) * 4
+    x[0] = 0
+    x[1, k // 2] = x[1, -1] = float("nan")
+    x[2, k // 3], x[2, -1] = -float("inf"), float("inf")
+    x[3] = torch.randn(k) * 1e-39
+    return x.to(dtype)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, *HALF])
 @pytest.mark.parametrize("static", [False, True])
 def test_gpu_quantize_activation_matches_cpu(dtype, static):
-    # The formula is fully specified in float32 (IEEE division 127/absmax: __fdiv_rn under
-    # --use_fast_math, then __float2int_rn), so q and scales must match the CPU op exactly.
+    # The formula is fully specified in float32 (the row rule shared with the CPU kernels, IEEE
+    # divisions, subnormals kept: the kernel's file is built with -ftz=false), so q and scales
+    # must match the CPU op exactly, the special rows included (NaN scales compare equal).
     for k in (4104, 111):
         for m in GPU_M:
-            x = (torch.randn(m, k) * 4).to(dtype)
-            x[0] = 0
+            x = torch.cat([_special_rows(k, dtype), (torch.randn(m, k) * 4).to(dtype)])
             scale = torch.tensor([0.03]) if static else None
             q_cpu, s_cpu = so.quantize_activation_int8(x, scale)
             q_gpu, s_gpu = so.quantize_activation_int8(x.cuda(), scale.cuda() if static else None)
             assert q_gpu.is_cuda and q_gpu.shape == q_cpu.shape and s_gpu.shape == s_cpu.shape
-            assert torch.equal(q_gpu.cpu(), q_cpu) and torch.equal(s_gpu.cpu(), s_cpu)
+            assert torch.equal(q_gpu.cpu(), q_cpu)
+            torch.testing.assert_close(s_gpu.cpu(), s_cpu, rtol=0, atol=0, equal_nan=True)
+            assert s_gpu[1].isnan() and (q_gpu[1].cpu()[[k // 2, -1]] == 0).all()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, *HALF])
+def test_gpu_w8a8_shows_the_nan_and_inf_of_its_input(dtype):
+    """quantize_activation_int8 + w8a8_gemm on CUDA: a row with a NaN or an inf gives a NaN output
+    row, as the float layer would; the zero, tiny and random rows stay finite."""
+    k, n = 4112, 64  # multiples of the CUDA W8A8 alignment (16, 8)
+    x = torch.cat([_special_rows(k, dtype), (torch.randn(3, k) * 4).to(dtype)]).cuda()
+    qweight, w_scales = so.quantize_int8_weight(torch.randn(n, k))
+    q, s = so.quantize_activation_int8(x)
+    out = so.w8a8_gemm(q, s, qweight.cuda(), w_scales.cuda(), out_dtype=dtype).cpu()
+    assert out[1:3].isnan().all()
+    assert out[[0, 3, 4, 5, 6]].isfinite().all()
 
 
 # ---------------------------------------------------------------- GPU: W8A8 (CUTLASS) vs the CPU op

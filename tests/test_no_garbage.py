@@ -4,11 +4,14 @@ and torch.compile run), and the model transforms are all or nothing.
 
 Per kind, across every op it touches:
 - device mixing: each tensor argument of each op moved to ``meta`` alone;
+- one dtype vocabulary: each tensor argument in a wrong dtype, named as Python names it;
 - fake kernels: the same bad shapes / group sizes / K / dtypes refused on meta with the CPU's
   message, and under torch.compile;
 - documented ranges: int4 zero points, static activation scales, softmax_scale;
 - non-finite weights refused by the weight quantizers and replace_linear; finite int4 groups always
   get a positive finite scale;
+- the int8 row rule (NaN, inf, zero and tiny rows) of the activation and norm quantizers, property
+  tested against float64 on every device and CPU path;
 - all-or-nothing transforms (replace_linear, migration, quantize_w8a8, the importers) and
   checkpoints (malformed squash_config.json, checksums, kinds this version cannot rebuild).
 """
@@ -122,6 +125,31 @@ def test_valid_call_on_meta_gives_the_cpu_shapes(op):
     cpu, meta = (cpu, meta) if isinstance(cpu, tuple) else ((cpu,), (meta,))
     assert [(t.shape, t.dtype) for t in cpu] == [(t.shape, t.dtype) for t in meta]
     assert all(t.is_meta for t in meta)
+
+
+# ---- one dtype vocabulary: torch's Python names in every message ----
+
+_CPP_DTYPE_NAMES = re.compile(r"\b(Byte|Char|Short|Int|Long|Half|Float|Double|Bool|BFloat16)\b")
+
+
+def _dtype_cases():
+    for op, args in sorted(VALID.items()):
+        for i, a in enumerate(args):
+            if isinstance(a, torch.Tensor):
+                yield pytest.param(op, i, id=f"{op}-{_arg_names(op)[i]}")
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+@pytest.mark.parametrize("op,index", list(_dtype_cases()))
+def test_a_wrong_dtype_is_named_as_python_names_it(op, index, device):
+    """Each tensor argument in a dtype no op takes (float64, or int16 for integer tensors): the
+    message names it 'float64' / 'int16' as torch's Python API does, and no C++ enum name
+    ('Half', 'Char', ...) appears, on the CPU kernel and on the fake kernel (meta) alike."""
+    args = list(VALID[op])
+    wrong = torch.float64 if args[index].is_floating_point() else torch.int16
+    args[index] = args[index].to(wrong)
+    msg = _message(op, _to_meta(args) if device == "meta" else args)
+    assert str(wrong).removeprefix("torch.") in msg and not _CPP_DTYPE_NAMES.search(msg), msg
 
 
 # ---- device mixing: one argument on meta, the rest on the CPU ----
@@ -291,6 +319,19 @@ def test_static_activation_scale_must_be_finite_and_positive(value):
         so.rms_norm_quant(x, scale=torch.tensor([value]))
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("value", [0.0, -0.5, math.inf, math.nan])
+@pytest.mark.parametrize("hidden", [64, 24576], ids=["row", "fallback"])
+def test_cuda_static_activation_scale_out_of_range_shows_as_nan(value, hidden):
+    """CUDA reads the static scale on the device (no sync to check it): a scale outside (0, inf)
+    gives every row scale NaN and q = 0, so a W8A8 layer returns NaN instead of finite garbage."""
+    x = torch.randn(3, hidden, device="cuda")
+    scale = torch.tensor([value], device="cuda")
+    for q, s in (so.quantize_activation_int8(x, scale), so.rms_norm_quant(x, scale=scale),
+                 so.layer_norm_quant(x, scale=scale)):
+        assert s.isnan().all() and (q == 0).all()
+
+
 @pytest.mark.parametrize("value", [0.0, -0.25, math.inf, -math.inf, math.nan, 1e-50, 1e39])
 @pytest.mark.parametrize("op", ["attention", "attention_varlen", "attention_decode"])
 @pytest.mark.parametrize("device", ["cpu", "meta"])
@@ -353,6 +394,59 @@ def test_replace_linear_refuses_a_non_finite_weight_naming_the_layer_and_touches
     # Kept in float, the rest quantizes.
     report = replace_linear(model, W8A16Config(), overrides={bad: None})
     assert bad in report.skipped and len(report.replaced) > 0
+
+
+# ---- the int8 row rule: NaN shows, inf and zero rows, tiny rows quantize (CPU and CUDA) ----
+
+_ROW_SPECIAL = [0.0, -0.0, math.nan, math.inf, -math.inf, 1e-45, -1e-40, 3e-39, 1e-38, -4e-37, 5e-37,
+                1e-30, 65504.0, 3.4e38, -1.0, 2.5]
+_DEVICES = ["cpu"] + (["cuda"] if so.cuda_available() else [])
+
+
+def _row_rule(y, static):
+    """q and scale of one row of exact values y (float64) by the documented rule (README, 'NaN
+    shows, tiny values quantize'), and v = y * inv in float64 for the tie window."""
+    finite = y[~y.isnan()]
+    absmax = finite.abs().max().item() if finite.numel() else 0.0
+    f32 = lambda a: torch.tensor(a, dtype=torch.float32).item()  # noqa: E731
+    if static is not None:
+        scale = f32(static)
+        inv = 1.0 / scale
+    else:
+        scale, inv = f32(absmax / 127.0), (127.0 / absmax if absmax > 0 else 0.0)
+    v = y * inv
+    q = torch.where(v.isnan(), 0.0, v.clamp(-127, 127).round())  # round: half to even
+    return q, (math.nan if y.isnan().any() else scale), v
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(st.one_of(st.sampled_from(_ROW_SPECIAL), st.floats(width=32)), min_size=1, max_size=40),
+       op=st.sampled_from(["quantize_activation_int8", "rms_norm_quant", "layer_norm_quant"]),
+       dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float16]), static=st.sampled_from([None, 0.02, 1e-38]),
+       device=st.sampled_from(_DEVICES), isa=st.sampled_from(so.cpu.runnable_isas()))
+def test_int8_rows_follow_the_rule(values, op, dtype, static, device, isa):
+    """Rows of special values (NaN, inf, zeros, subnormals, values where 127 / absmax overflows,
+    huge ones) through every int8 quantizer, against the rule in float64. The norm ops get the
+    values exactly as their y: RMSNorm of ones with eps 0 gives y = weight, LayerNorm of ones
+    without weight y = bias (the values in float32 beside float16 x, which cannot hold them)."""
+    n = len(values)
+    vdt = torch.float32 if dtype == torch.float16 and op != "quantize_activation_int8" else dtype
+    vals = torch.tensor(values, dtype=torch.float64).to(vdt)
+    scale = None if static is None else torch.tensor([static], device=device)
+    ones = torch.ones(1, n, dtype=dtype, device=device)
+    with so.cpu.use_isa(isa):
+        if op == "quantize_activation_int8":
+            q, s = so.quantize_activation_int8(vals.view(1, n).to(device), scale)
+        elif op == "rms_norm_quant":
+            q, s = so.rms_norm_quant(ones, vals.to(device), eps=0.0, scale=scale)
+        else:
+            q, s = so.layer_norm_quant(ones, None, vals.to(device), scale=scale)
+    q_ref, s_ref, v = _row_rule(vals.double(), static)
+    q, s = q[0].cpu().double(), s[0].item()
+    assert s == s_ref or (math.isnan(s) and math.isnan(s_ref)), (s, s_ref)
+    # float32 y * inv may round across a tie that float64 does not: one step, there only.
+    near_tie = (v - v.floor() - 0.5).abs() < 1e-4
+    assert ((q - q_ref).abs() <= near_tie.double()).all(), (q, q_ref)
 
 
 # ---- model transforms are all or nothing ----

@@ -542,6 +542,59 @@ def test_cuda_fp16_near_max(kind, with_residual, quant):
     _assert_cuda_matches(kind, x, residual, weight, bias, quant, scale)
 
 
+def special_rows(kind, dtype, hidden):
+    """Inputs with every kind of row the int8 row rule names (csrc/kernels/common/row_quant.h), as
+    (name, x, weight, bias, eps, rows whose y is exact in float32 on any device):
+    - NaN in x, inf in x (NaN statistics: every y NaN) and an all-zero x (y = 0), beside random rows;
+    - a NaN weight: a NaN beside finite values in every row (no row exact);
+    - tiny rows of subnormal y, exact: RMSNorm of ones with eps 0 gives y = weight, LayerNorm of
+      a constant row without weight gives y = bias (that tiny weight or bias is float32 for
+      float16 x: float16 has no such values)."""
+    wdt = F32 if dtype == F16 else dtype
+    x = (torch.randn(5, hidden, dtype=F64) * 2 + 0.3).to(dtype)
+    x[1, 7], x[2], x[3, -1] = math.nan, 0.0, math.inf
+    weight = (1 + 0.5 * torch.randn(hidden, dtype=F64)).to(dtype)
+    nan_weight = weight.clone()
+    nan_weight[5] = math.nan
+    tiny = torch.randn(hidden, dtype=F64) * 1e-38
+    tiny[::3] *= 1e-2  # 1e-40: subnormal
+    tiny[::7] = 0.0
+    tiny = tiny.to(wdt)
+    if kind == "rms":
+        tiny_case = (torch.ones(3, hidden, dtype=dtype), tiny, None, 0.0)
+    else:
+        constant_rows = (torch.tensor([[0.5], [1.0], [1.5]]) * torch.ones(3, hidden)).to(dtype)
+        tiny_case = (constant_rows, None, tiny, EPS[kind])
+    return [("nan-inf-zero", x, weight, None, EPS[kind], [1, 2, 3]),
+            ("nan-weight", x[[0, 4]], nan_weight, None, EPS[kind], []),
+            ("tiny", *tiny_case, [0, 1, 2])]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("hidden", [384, 4095, 24576], ids=["row", "row-scalar", "fallback"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("quant", ["dynamic", "static"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_cuda_nan_zero_inf_tiny_rows_match_cpu(kind, quant, dtype, hidden):
+    """The CUDA kernels follow the CPU op's row rule: scale NaN exactly where the CPU's is (q = 0
+    at a NaN), and bit for bit the CPU's q and scales where y is exact in float32 (zero, NaN, inf
+    and tiny rows: a kernel that flushes subnormals to zero, or saturates them to +-127, fails);
+    elsewhere q within 1 of the CPU's."""
+    scale = torch.tensor([0.02]) if quant == "static" else None
+    for name, x, weight, bias, eps, exact in special_rows(kind, dtype, hidden):
+        cpu = run(kind, x, None, weight, bias, quant, scale, eps)
+        _poison_cuda([(x.shape, torch.int8), (x.shape[:-1], F32)])
+        gpu = run(kind, x.cuda(), None, *[None if t is None else t.cuda() for t in (weight, bias)], quant,
+                  None if scale is None else scale.cuda(), eps)
+        q, s = gpu.q.cpu(), gpu.scales.cpu()
+        assert torch.equal(s.isnan(), cpu.scales.isnan()), name
+        assert (q.int() - cpu.q.int()).abs().max().item() <= 1, name
+        assert torch.equal(q[exact], cpu.q[exact]), name
+        torch.testing.assert_close(s[exact], cpu.scales[exact], rtol=0, atol=0, equal_nan=True, msg=name)
+        if name == "nan-weight":
+            assert (q[:, 5] == 0).all() and s.isnan().all()
+
+
 @pytest.mark.gpu
 def test_cuda_zero_tokens_and_device_mismatch():
     x = torch.randn(0, 384, dtype=F16, device="cuda")

@@ -1,7 +1,7 @@
 // Torch-free microbenchmark and self-check of the norm kernels (csrc/kernels/norm).
 //
 // Build (from the repository root; not part of CMake):
-//   mkdir -p build && nvcc -O3 -std=c++17 --expt-relaxed-constexpr --use_fast_math \
+//   mkdir -p build && nvcc -O3 -std=c++17 --expt-relaxed-constexpr --use_fast_math -ftz=false \
 //     -gencode=arch=compute_90a,code=sm_90a -Icsrc/kernels \
 //     bench/cpp/norm_bench.cu csrc/kernels/norm/*.cu -o build/norm_bench
 //   (sm_80: -gencode=arch=compute_80,code=sm_80)

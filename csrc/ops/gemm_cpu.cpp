@@ -61,7 +61,7 @@ std::tuple<at::Tensor, at::Tensor> quantize_activation_int8_cpu(const at::Tensor
   p.scales = scales.mutable_data_ptr<float>();
   p.K = K, p.ldx = x2.stride(0);
   p.dtype = kernel_dtype(x.scalar_type());
-  p.mode = scale ? cpu_kernels::QuantMode::kStatic : cpu_kernels::QuantMode::kDynamic;
+  p.mode = scale ? quant::QuantMode::kStatic : quant::QuantMode::kDynamic;
   p.static_scale = scale ? scale->item<float>() : 0.f;
   const cpu_kernels::Isa isa = cpu_kernels::active_isa();
   at::parallel_for(0, x2.size(0), std::max<int64_t>(1, 16384 / K), [&](int64_t r0, int64_t r1) {

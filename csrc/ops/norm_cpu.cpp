@@ -10,7 +10,7 @@
 //   quant: q = clamp(rne(y_fp32 * inv), -127, 127) from the fp32 y (never rounded to the dtype
 //          first); dynamic: s = absmax(y_fp32)/127, inv = absmax > 0 ? 127/absmax : 0 (both fp32,
 //          exactly as quantize_activation_int8); static: inv = 1/scale (fp32), s = scale.
-//          A row with a NaN gets s = NaN, a tiny row is rescaled first (cpu_kernels::row_quant).
+//          A row with a NaN gets s = NaN, a tiny row is rescaled first (common/row_quant.h).
 // This file is the scalar path; with AVX2 the rows run in csrc/kernels/cpu/norm_rows_avx2.cpp
 // (same float64 statistics, same parameters).
 // The statistics and y are evaluated in float64 (two-pass mean/variance) and y is rounded to
@@ -35,7 +35,7 @@ namespace squash {
 namespace {
 
 using cpu_kernels::NormKind;
-using cpu_kernels::QuantMode;
+using quant::QuantMode;
 using RowArgs = cpu_kernels::NormRowsParams;
 
 template <typename scalar_t, NormKind kKind, QuantMode kQuant>
@@ -93,10 +93,10 @@ void norm_rows(const RowArgs& a) {
         scalar_t* out = static_cast<scalar_t*>(a.out) + off;
         for (int64_t i = 0; i < H; ++i) out[i] = static_cast<scalar_t>(y[i]);
       } else {
-        const cpu_kernels::RowQuant rq = cpu_kernels::row_quant(kQuant, absmax, has_nan, a.static_scale);
+        const quant::RowQuant rq = quant::row_quant(kQuant, absmax, a.static_scale);
         int8_t* q = a.q + off;
-        for (int64_t i = 0; i < H; ++i) q[i] = cpu_kernels::quantize_int8(y[i] * rq.prescale * rq.inv);
-        a.scales[row] = rq.scale;
+        for (int64_t i = 0; i < H; ++i) q[i] = rq.quantize(y[i]);
+        a.scales[row] = quant::row_scale(rq, has_nan);
       }
     }
   });
@@ -166,7 +166,7 @@ NormOutputs run_norm(const char* op, NormKind kind, bool quant, const at::Tensor
   if (cpu_kernels::active_isa() >= cpu_kernels::Isa::kAvx2) {
     a.dtype = cpu::kernel_dtype(dt);
     a.kind = kind;
-    a.quant = qm;
+    a.mode = qm;
     const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / a.hidden);
     at::parallel_for(0, a.rows, grain, [&](int64_t r0, int64_t r1) { cpu_kernels::norm_rows_avx2(a, r0, r1); });
     return o;

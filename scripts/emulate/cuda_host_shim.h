@@ -158,6 +158,10 @@ inline __half2 __hfma2(__half2 a, __half2 b, __half2 c) {
 
 inline int __float2int_rn(float v) { return static_cast<int>(std::nearbyint(v)); }
 inline float __fdiv_rn(float a, float b) { return a / b; }
+// 1/sqrt(x) through double, rounded once more to float: the correctly rounded result except
+// within ~2^-52 relative of a float rounding boundary (exact for the emulation's 1/sqrt(1)).
+inline float __frsqrt_rn(float x) { return static_cast<float>(1.0 / std::sqrt(static_cast<double>(x))); }
+using std::isnan;  // the device's isnan is a global function
 inline int __ffs(int v) { return __builtin_ffs(v); }
 inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }

@@ -1,13 +1,16 @@
 // Host emulation check of the weight-only GEMM kernels (GEMV all configs and load widths,
-// split-K reduce, dequantize) and of the int8 activation quantizer, against float64 / exact
-// references written here. No GPU needed: see cuda_host_shim.h. Run: bash scripts/emulate/run.sh
+// split-K reduce, dequantize) and of the int8 activation quantizer (every kind of row of the
+// row rule: zero, NaN, inf, tiny), against float64 / exact references written here (the row
+// rule's in row_quant_ref.h). No GPU needed: see cuda_host_shim.h. Run: bash scripts/emulate/run.sh
 #include "cuda_host_shim.h"
 #include "emu_util.h"
+#include "row_quant_ref.h"
 
 #include <cstdio>
 #include <cstdlib>
 #include <random>
 #include <string>
+#include <type_traits>
 
 #include "gemm/quantize_act_kernel.cuh"
 #include "gemm/woq_dequant_kernel.cuh"
@@ -224,17 +227,28 @@ void check_dequant(int N, int K, int group, bool zeros_on, bool scales_f32, std:
               bad ? "FAIL" : "ok  ", tname<T>(), BITS, N, K, group, vec, zeros_on, scales_f32, bad);
 }
 
+// Rows of every kind the row rule names (common/row_quant.h): random, all zero, NaN, +-inf and
+// (f32/bf16, which have them) tiny rows of subnormal magnitude, where 127 / absmax overflows.
+enum class RowKind { kRandom, kZero, kNaN, kInf, kTiny };
+
 template <typename T>
-void check_quant(int rows, int K, bool use_static, bool vec, std::mt19937& rng) {
+void check_quant(int K, const float* sp, bool vec, std::mt19937& rng) {  // sp: static scale or null
   std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<RowKind> kinds = {RowKind::kRandom, RowKind::kZero, RowKind::kNaN, RowKind::kInf, RowKind::kRandom};
+  if (!std::is_same_v<T, __half>) kinds.push_back(RowKind::kTiny);  // f16 has no values below 6e-8
+  const int rows = static_cast<int>(kinds.size());
   std::vector<T> x(static_cast<size_t>(rows) * K);
-  for (auto& v : x) v = fromf<T>(nd(rng) * 3.0f);
-  if (rows > 1)  // an all-zero row: scale 0, inv 0, q 0
-    for (int k = 0; k < K; ++k) x[static_cast<size_t>(K) + k] = fromf<T>(0.0f);
+  for (int r = 0; r < rows; ++r) {
+    T* xr = x.data() + static_cast<size_t>(r) * K;
+    for (int k = 0; k < K; ++k) {
+      const float v = nd(rng);
+      xr[k] = fromf<T>(kinds[r] == RowKind::kZero ? 0.0f : kinds[r] == RowKind::kTiny ? v * 1e-39f : v * 3.0f);
+    }
+    if (kinds[r] == RowKind::kNaN) xr[K / 2] = xr[K - 1] = fromf<T>(NAN);  // the last: a scalar tail
+    if (kinds[r] == RowKind::kInf) xr[K / 3] = fromf<T>(-INFINITY), xr[K - 1] = fromf<T>(INFINITY);
+  }
   std::vector<int8_t> q(x.size(), 99);
-  std::vector<float> scales(rows, NAN);
-  const float sscale = 0.037f;
-  const float* sp = use_static ? &sscale : nullptr;
+  std::vector<float> scales(rows, -1.0f);
   if (vec)
     emu::launch(dim3(rows), dim3(kQuantThreads),
                 [&] { quantize_act_kernel<T, true>(x.data(), K, K, sp, q.data(), scales.data()); });
@@ -242,24 +256,16 @@ void check_quant(int rows, int K, bool use_static, bool vec, std::mt19937& rng) 
     emu::launch(dim3(rows), dim3(kQuantThreads),
                 [&] { quantize_act_kernel<T, false>(x.data(), K, K, sp, q.data(), scales.data()); });
   int bad = 0;
+  std::vector<double> y(K);
   for (int r = 0; r < rows; ++r) {
-    float amax = 0;
-    for (int k = 0; k < K; ++k) amax = std::max(amax, std::fabs(tof(x[static_cast<size_t>(r) * K + k])));
-    const float s = use_static ? sscale : amax / 127.0f;
-    const float inv = use_static ? 1.0f / sscale : (amax > 0 ? 127.0f / amax : 0.0f);
-    if (!(scales[r] == s)) ++bad;
-    for (int k = 0; k < K; ++k) {
-      const float v = tof(x[static_cast<size_t>(r) * K + k]) * inv;
-      const int ref = static_cast<int>(std::min(127.0f, std::max(-127.0f, std::nearbyint(v))));
-      if (q[static_cast<size_t>(r) * K + k] != ref) {
-        if (bad < 3) std::printf("    r=%d k=%d got %d ref %d\n", r, k, q[static_cast<size_t>(r) * K + k], ref);
-        ++bad;
-      }
-    }
+    for (int k = 0; k < K; ++k) y[k] = tof(x[static_cast<size_t>(r) * K + k]);
+    const std::string what = "row " + std::to_string(r);
+    bad += emu::check_row_rule(what.c_str(), y.data(), K, q.data() + static_cast<size_t>(r) * K, scales[r], sp, 1e-4);
   }
   g_tally.record(bad == 0);
-  std::printf("%s quant %s rows=%d K=%d static=%d vec=%d: %d mismatches\n", bad ? "FAIL" : "ok  ",
-              tname<T>(), rows, K, use_static, vec, bad);
+  const std::string mode = sp ? "static " + std::to_string(*sp) : "dynamic";
+  std::printf("%s quant %s rows=%d (random, zero, NaN, inf%s) K=%d %s vec=%d: %d mismatches\n",
+              bad ? "FAIL" : "ok  ", tname<T>(), rows, rows > 5 ? ", tiny" : "", K, mode.c_str(), vec, bad);
 }
 
 int main(int argc, char** argv) {
@@ -303,10 +309,17 @@ int main(int argc, char** argv) {
   check_dequant<__nv_bfloat16, 4>(3, 14, -1, true, true, rng);   // K % 8 != 0: scalar kernel
   check_dequant<__half, 8>(5, 520, -1, false, true, rng);
   check_dequant<__nv_bfloat16, 8>(3, 111, -1, false, false, rng);
-  check_quant<__nv_bfloat16>(3, 1024, false, true, rng);
-  check_quant<__half>(3, 4104, false, true, rng);
-  check_quant<float>(3, 111, false, false, rng);
-  check_quant<__nv_bfloat16>(2, 111, true, false, rng);
-  check_quant<float>(2, 512, true, true, rng);
+  const float sscale = 0.037f;
+  for (const float* sp : {static_cast<const float*>(nullptr), &sscale}) {
+    check_quant<__nv_bfloat16>(1024, sp, true, rng);
+    check_quant<__half>(4104, sp, true, rng);
+    check_quant<float>(111, sp, false, rng);
+    check_quant<__nv_bfloat16>(111, sp, false, rng);
+    check_quant<float>(512, sp, true, rng);
+  }
+  for (const float bad : {0.0f, -0.5f, INFINITY, NAN}) {  // outside (0, FLT_MAX]: every scale NaN, q 0
+    check_quant<__half>(1024, &bad, true, rng);
+    check_quant<float>(111, &bad, false, rng);
+  }
   return g_tally.finish();
 }

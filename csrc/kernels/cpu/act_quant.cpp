@@ -21,10 +21,10 @@ void act_quant_rows_scalar(const ActQuantParams& p, int64_t r0, int64_t r1) {
       absmax = a > absmax ? a : absmax;
       has_nan |= std::isnan(a);
     }
-    const RowQuant rq = row_quant(p.mode, absmax, has_nan, p.static_scale);
+    const quant::RowQuant rq = quant::row_quant(p.mode, absmax, p.static_scale);
     int8_t* q = p.q + r * p.K;
-    for (int64_t k = 0; k < p.K; ++k) q[k] = quantize_int8(load_as(p.dtype, p.x, off + k) * rq.prescale * rq.inv);
-    p.scales[r] = rq.scale;
+    for (int64_t k = 0; k < p.K; ++k) q[k] = rq.quantize(load_as(p.dtype, p.x, off + k));
+    p.scales[r] = quant::row_scale(rq, has_nan);
   }
 }
 

@@ -1,12 +1,12 @@
 // Per-row int8 quantization of activations (quantize_activation_int8) on the CPU, torch-free:
 // rows [r0, r1) of x [rows, K] (row stride ldx) into q [rows, K] and one scale per row, with the
-// rounding, NaN and tiny-row rules of norm_rows.h's row_quant.
+// rounding, NaN and tiny-row rule of common/row_quant.h.
 #pragma once
 #include <cstdint>
 
+#include "common/row_quant.h"
 #include "cpu/convert.h"
 #include "cpu/isa.h"
-#include "cpu/row_quant.h"
 
 namespace squash::cpu_kernels {
 
@@ -16,7 +16,7 @@ struct ActQuantParams {
   float* scales = nullptr;
   int64_t K = 0, ldx = 0;
   Dtype dtype = Dtype::kF32;
-  QuantMode mode = QuantMode::kDynamic;  // kDynamic or kStatic
+  quant::QuantMode mode = quant::QuantMode::kDynamic;  // kDynamic or kStatic
   float static_scale = 0.f;
 };
 

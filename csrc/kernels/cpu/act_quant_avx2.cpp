@@ -27,14 +27,14 @@ void act_quant_rows_avx2(const ActQuantParams& p, int64_t r0, int64_t r1) {
       absmax = a > absmax ? a : absmax;
       has_nan |= std::isnan(a);
     }
-    const RowQuant rq = row_quant(p.mode, absmax, has_nan, p.static_scale);
+    const quant::RowQuant rq = quant::row_quant(p.mode, absmax, p.static_scale);
     const __m256 pre = _mm256_set1_ps(rq.prescale), inv = _mm256_set1_ps(rq.inv);
     int8_t* q = p.q + r * p.K;
     for (int64_t k = 0; k < K8; k += 8)
       _mm_storel_epi64(reinterpret_cast<__m128i*>(q + k),
                        avx2::quantize8(_mm256_mul_ps(_mm256_mul_ps(avx2::load8(t, avx2::offset(p.x, t, off + k)), pre), inv)));
-    for (int64_t k = K8; k < p.K; ++k) q[k] = quantize_int8(load_as(t, p.x, off + k) * rq.prescale * rq.inv);
-    p.scales[r] = rq.scale;
+    for (int64_t k = K8; k < p.K; ++k) q[k] = rq.quantize(load_as(t, p.x, off + k));
+    p.scales[r] = quant::row_scale(rq, has_nan);
   }
 }
 

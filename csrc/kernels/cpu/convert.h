@@ -54,12 +54,4 @@ inline float load_as(Dtype t, const void* in, int64_t i) {
   }
 }
 
-// clamp(rne(v), -127, 127), NaN -> 0: the int8 rounding of every quantizer (the vector paths
-// do the same per lane). nearbyint rounds half to even under the default rounding mode.
-inline int8_t quantize_int8(float v) {
-  if (!(v == v)) return 0;
-  const float r = __builtin_nearbyintf(v);
-  return static_cast<int8_t>(r >= 127.f ? 127.f : (r <= -127.f ? -127.f : r));
-}
-
 }  // namespace squash::cpu_kernels

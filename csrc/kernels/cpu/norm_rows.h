@@ -4,8 +4,8 @@
 #pragma once
 #include <cstdint>
 
+#include "common/row_quant.h"
 #include "cpu/convert.h"
-#include "cpu/row_quant.h"
 
 namespace squash::cpu_kernels {
 
@@ -17,16 +17,16 @@ struct NormRowsParams {
   const void* x = nullptr;         // [rows, hidden] of dtype, contiguous
   const void* residual = nullptr;  // null: no residual
   void* residual_out = nullptr;
-  void* out = nullptr;             // dtype output (QuantMode::kNone)
+  void* out = nullptr;             // dtype output (mode kNone)
   int8_t* q = nullptr;             // int8 output (quant modes)
   float* scales = nullptr;         // one per row (quant modes)
   const double* weight = nullptr;  // null: no weight (gamma-migrated form for layer_norm)
   const double* bias = nullptr;    // null: no bias
   double eps = 0.0;
-  float static_scale = 0.0f;       // QuantMode::kStatic only
+  float static_scale = 0.0f;       // mode kStatic only
   Dtype dtype = Dtype::kF32;
   NormKind kind = NormKind::kLayer;
-  QuantMode quant = QuantMode::kNone;
+  quant::QuantMode mode = quant::QuantMode::kNone;
 };
 
 // Rows [r0, r1). Statistics and y in float64 like the reference (so the two agree to float64

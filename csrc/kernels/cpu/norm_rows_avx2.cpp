@@ -81,7 +81,7 @@ void one_row(const NormRowsParams& p, int64_t row, float* hb, float* yb) {
     if (p.bias) v += p.bias[i];
     yb[i] = static_cast<float>(v);
   }
-  if (p.quant == QuantMode::kNone) {
+  if (p.mode == quant::QuantMode::kNone) {
     for (int64_t i = 0; i < H8; i += 8) avx2::store8(t, avx2::offset(p.out, t, off + i), _mm256_loadu_ps(yb + i));
     for (int64_t i = H8; i < H; ++i) store_as(t, p.out, off + i, yb[i]);
     return;
@@ -99,14 +99,14 @@ void one_row(const NormRowsParams& p, int64_t row, float* hb, float* yb) {
     absmax = std::fabs(yb[i]) > absmax ? std::fabs(yb[i]) : absmax;
     has_nan |= std::isnan(yb[i]);
   }
-  const RowQuant r = row_quant(p.quant, absmax, has_nan, p.static_scale);
+  const quant::RowQuant r = quant::row_quant(p.mode, absmax, p.static_scale);
   const __m256 pre = _mm256_set1_ps(r.prescale), inv = _mm256_set1_ps(r.inv);
   int8_t* q = p.q + off;
   for (int64_t i = 0; i < H8; i += 8)
     _mm_storel_epi64(reinterpret_cast<__m128i*>(q + i),
                      avx2::quantize8(_mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(yb + i), pre), inv)));
-  for (int64_t i = H8; i < H; ++i) q[i] = quantize_int8(yb[i] * r.prescale * r.inv);
-  p.scales[row] = r.scale;
+  for (int64_t i = H8; i < H; ++i) q[i] = r.quantize(yb[i]);
+  p.scales[row] = quant::row_scale(r, has_nan);
 }
 
 }  // namespace

@@ -1,12 +1,13 @@
-// Per-token int8 activation quantization kernel (quantize_activation_int8), one block per row.
-// Dynamic: pass 1 reduces absmax over the row, pass 2 re-reads the row (L1/L2-resident: a row is
-// at most a few tens of KB) and writes q. Static: a single pass with inv = 1 / scale.
-// Divisions use __fdiv_rn: the library builds with --use_fast_math, whose default '/' is an
-// approximate reciprocal, and the contract is IEEE 127 / absmax and absmax / 127 (what the CPU
-// reference computes), so q matches it exactly. Free of launch syntax.
+// Per-token int8 activation quantization kernel (quantize_activation_int8), one block per row,
+// with the row rule of common/row_quant.h (shared with the CPU op, so q and scales match it bit
+// for bit, NaN, inf, zero and subnormal rows included). Dynamic: pass 1 reduces absmax and "has a
+// NaN" over the row, pass 2 re-reads the row (L1/L2-resident: a row is at most a few tens of KB)
+// and writes q. Static: a single pass that writes q and notes NaN for the scale. Its .cu file is
+// built with -ftz=false (cmake/kernels.cmake): the rule needs subnormals. Free of launch syntax.
 #pragma once
 #include <cstdint>
 
+#include "common/row_quant.h"
 #include "gemm/gemm_common.cuh"
 
 namespace squash::gemm {
@@ -48,22 +49,27 @@ __device__ __forceinline__ void load8<float>(const float* p, float (&v)[8]) {
   v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
 }
 
-__device__ __forceinline__ int quant_one(float v, float inv) {
-  // clamp then round == round then clamp (the bounds are integers); rn = half to even.
-  return __float2int_rn(fminf(fmaxf(v * inv, -127.0f), 127.0f));
-}
-
-__device__ __forceinline__ float block_max(float v) {
-  __shared__ float warp_max[kQuantThreads / 32];
+// Block-wide max of v and of the NaN flag f (0 or 1), both returned to every thread.
+__device__ __forceinline__ void block_max2(float& v, float& f) {
+  __shared__ float warp_max[2][kQuantThreads / 32];
 #pragma unroll
-  for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(0xFFFFFFFFu, v, off));
+  for (int off = 16; off > 0; off >>= 1) {
+    v = fmaxf(v, __shfl_xor_sync(0xFFFFFFFFu, v, off));
+    f = fmaxf(f, __shfl_xor_sync(0xFFFFFFFFu, f, off));
+  }
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  if (lane == 0) warp_max[warp] = v;
+  if (lane == 0) {
+    warp_max[0][warp] = v;
+    warp_max[1][warp] = f;
+  }
   __syncthreads();
-  float r = warp_max[0];
+  v = warp_max[0][0];
+  f = warp_max[1][0];
 #pragma unroll
-  for (int w = 1; w < kQuantThreads / 32; ++w) r = fmaxf(r, warp_max[w]);
-  return r;
+  for (int w = 1; w < kQuantThreads / 32; ++w) {
+    v = fmaxf(v, warp_max[0][w]);
+    f = fmaxf(f, warp_max[1][w]);
+  }
 }
 
 // VEC: K % 8 == 0, ldx % 8 == 0, x 16-byte aligned, q 8-byte aligned: 8 elements per step.
@@ -77,27 +83,33 @@ __global__ void __launch_bounds__(kQuantThreads)
   int8_t* qr = q + row * K;
   constexpr int kStep = VEC ? 8 : 1;
 
-  float s, inv;
+  // fmaxf ignores NaN (returns the other operand), as the rule's absmax does.
+  float amax = 0.0f, nan = 0.0f;
+  quant::RowQuant rq;
   if (static_scale != nullptr) {
-    s = *static_scale;
-    inv = __fdiv_rn(1.0f, s);
+    rq = quant::row_quant(quant::QuantMode::kStatic, 0.0f, *static_scale);
   } else {
-    float amax = 0.0f;
     for (int64_t k = threadIdx.x * kStep; k < K; k += kQuantThreads * kStep) {
       if constexpr (VEC) {
         float v[8];
         load8<T>(xr + k, v);
 #pragma unroll
-        for (int j = 0; j < 8; ++j) amax = fmaxf(amax, fabsf(v[j]));
+        for (int j = 0; j < 8; ++j) {
+          amax = fmaxf(amax, fabsf(v[j]));
+          nan = isnan(v[j]) ? 1.0f : nan;
+        }
       } else {
-        amax = fmaxf(amax, fabsf(Cvt<T>::to_float(xr[k])));
+        const float v = Cvt<T>::to_float(xr[k]);
+        amax = fmaxf(amax, fabsf(v));
+        nan = isnan(v) ? 1.0f : nan;
       }
     }
-    amax = block_max(amax);
-    s = __fdiv_rn(amax, 127.0f);
-    inv = amax > 0.0f ? __fdiv_rn(127.0f, amax) : 0.0f;
+    block_max2(amax, nan);
+    rq = quant::row_quant(quant::QuantMode::kDynamic, amax, 0.0f);
   }
 
+  // NaN is noted here in both modes (dynamic: already reduced, noting it again changes nothing);
+  // static needs it for the scale.
   for (int64_t k = threadIdx.x * kStep; k < K; k += kQuantThreads * kStep) {
     if constexpr (VEC) {
       float v[8];
@@ -105,15 +117,19 @@ __global__ void __launch_bounds__(kQuantThreads)
       uint32_t lo = 0, hi = 0;
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        lo |= (static_cast<uint32_t>(quant_one(v[j], inv)) & 0xFFu) << (8 * j);
-        hi |= (static_cast<uint32_t>(quant_one(v[4 + j], inv)) & 0xFFu) << (8 * j);
+        lo |= (static_cast<uint32_t>(rq.quantize(v[j])) & 0xFFu) << (8 * j);
+        hi |= (static_cast<uint32_t>(rq.quantize(v[4 + j])) & 0xFFu) << (8 * j);
+        nan = isnan(v[j]) || isnan(v[4 + j]) ? 1.0f : nan;
       }
       *reinterpret_cast<uint2*>(qr + k) = make_uint2(lo, hi);
     } else {
-      qr[k] = static_cast<int8_t>(quant_one(Cvt<T>::to_float(xr[k]), inv));
+      const float v = Cvt<T>::to_float(xr[k]);
+      qr[k] = rq.quantize(v);
+      nan = isnan(v) ? 1.0f : nan;
     }
   }
-  if (threadIdx.x == 0) scales[row] = s;
+  if (static_scale != nullptr) block_max2(amax, nan);  // for the NaN flag (amax is unused)
+  if (threadIdx.x == 0) scales[row] = quant::row_scale(rq, nan > 0.0f);
 }
 
 }  // namespace squash::gemm

@@ -1,4 +1,5 @@
-// Fused LayerNorm / RMSNorm (+residual, +int8 per-token quant) kernels. Torch-free.
+// Fused LayerNorm / RMSNorm (+residual, +int8 per-token quant) kernels. Torch-free and free of
+// launch syntax (the launchers are in norm_launch_template.cuh).
 //
 // Design (one code path for all 8 ops; the op flags are runtime, block-uniform branches: the
 // kernel is memory bound with ~75 instructions of slack per element at 3 TB/s, so templating
@@ -16,7 +17,7 @@
 //    block (small hidden: one warp per row, 4 rows per block, pure shuffle reductions).
 //    Configs by hidden (bf16/fp16, 16-byte vectors): <= 1024: nv 1, <= 128 threads per row;
 //    2048: nv 2, 128 threads; 4096: nv 4, 128; 8192: nv 8, 128; 16384: nv 8, 256 threads.
-//    ptxas (sm_90a, bf16): nv 1/2/4/8 use 40/53/71/127 registers, no spills; so nv 8 keeps
+//    ptxas (sm_90a, bf16): nv 1/2/4/8 use 40/56/80/128 registers, no spills; so nv 8 keeps
 //    2 (16384) or 4 (8192) blocks per SM, i.e. 64 KB of x loads in flight per SM.
 //  * Fallback kernel (longer rows): one row per 512-thread block, looping over the row: pass 1
 //    reads x (+residual, writes residual_out), pass 2 (LN) the variance, pass 3 (dynamic quant)
@@ -25,11 +26,14 @@
 //  * Statistics in fp32: two-pass from registers (mean, then sum (h - mean)^2): no cancellation
 //    and no overflow for fp16 inputs near 65504 (their squares reach 4.3e9, far from FLT_MAX).
 //    Reductions: warp shuffles, then one shared-memory step across the warps of a row.
-//  * Rounding: per-row scalars use IEEE-rounded intrinsics (__fdiv_rn, __frsqrt_rn, __frcp_rn),
-//    which --use_fast_math does not approximate: mean = sum/H, rstd = 1/sqrt(var+eps),
-//    inv = 127/absmax, scale = absmax/127, static inv = 1/scale all match the fp32 CPU
-//    reference's formulas up to summation order; per-element math may contract into FMA.
-//    Under --use_fast_math fp32 denormals are flushed (irrelevant for norm outputs).
+//  * Rounding: per-row scalars use IEEE-rounded intrinsics (__fdiv_rn, __frsqrt_rn), which
+//    --use_fast_math does not approximate: mean = sum/H, rstd = 1/sqrt(var+eps) match the fp32
+//    CPU reference's formulas up to summation order; per-element math may contract into FMA.
+//  * int8 output: the row rule of common/row_quant.h, shared with the CPU op (NaN rows get
+//    scale NaN, zero rows stay 0, tiny rows are rescaled by 2^64). The NaN flag is a second
+//    row reduction beside absmax (static: the only one). The norm .cu files are built with
+//    -ftz=false (cmake/kernels.cmake): y of a row with tiny weights is subnormal, and the
+//    flush-to-zero of --use_fast_math would turn that row into zeros where the CPU quantizes it.
 //  * Expected bandwidth (to be measured on H100, bench/cpp/norm_bench.cu): bytes per element,
 //    16-bit types: LN/RMS 4 (x, out), +residual 8, quant 3 (+residual 7); weight and bias come
 //    from L2. Rows of >= 1024 elements x >= 4096 tokens move >= 16 MB, so ~5 us at 3 TB/s; the
@@ -38,16 +42,14 @@
 #pragma once
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <cstdint>
 
+#include "common/row_quant.h"
 #include "norm_heuristics.h"
 #include "norm_params.h"
 #include "norm_vec.h"
 
 namespace squash::norm {
-
-constexpr float kQMax = 127.f;
 
 // Row geometry of one launch (block-uniform).
 struct RowGeom {
@@ -97,24 +99,18 @@ __device__ __forceinline__ float row_allreduce(float v, Op op, float* red, int w
   return r;
 }
 
-__device__ __forceinline__ int quantize_int8(float y, float inv) {
-  const int q = __float2int_rn(y * inv);  // round half to even
-  return min(max(q, -127), 127);
-}
-
+// The static scale's quantization (read once per block); on = false: dynamic or no quant.
 struct StaticScale {
   bool on;
-  float scale;
-  float inv;
+  quant::RowQuant rq;
 };
 
 __device__ __forceinline__ StaticScale load_static_scale(const float* static_scale,
                                                          bool quant) {
-  StaticScale s{false, 0.f, 0.f};
+  StaticScale s{false, {}};
   if (quant && static_scale != nullptr) {
     s.on = true;
-    s.scale = *static_scale;
-    s.inv = __frcp_rn(s.scale);  // IEEE 1/scale, as the CPU reference
+    s.rq = quant::row_quant(quant::QuantMode::kStatic, 0.f, *static_scale);
   }
   return s;
 }
@@ -231,14 +227,17 @@ __global__ void __launch_bounds__(RowKernelTraits<T, W, VEC, NV>::kMaxThreads, 1
     // 3. y in fp32 for the whole thread's part of the row (no stores in this loop, so the
     //    weight/bias loads of all NV vectors can be in flight together), then one store pass.
     float y[NV][VEC];
-    float amax = 0.f;
+    float amax = 0.f, nan = 0.f;  // fmaxf ignores NaN, as the rule's absmax does
 #pragma unroll
     for (int i = 0; i < NV; ++i) {
       const int v = t + i * g.tpr;
       if (row_ok && v < g.nvec) {
         affine<T, W, VEC>(h[i], weight, bias, v, mean, rstd, y[i]);
 #pragma unroll
-        for (int k = 0; k < VEC; ++k) amax = fmaxf(amax, fabsf(y[i][k]));
+        for (int k = 0; k < VEC; ++k) {
+          amax = fmaxf(amax, fabsf(y[i][k]));
+          nan = isnan(y[i][k]) ? 1.f : nan;
+        }
       } else {
 #pragma unroll
         for (int k = 0; k < VEC; ++k) y[i][k] = 0.f;
@@ -246,13 +245,10 @@ __global__ void __launch_bounds__(RowKernelTraits<T, W, VEC, NV>::kMaxThreads, 1
     }
 
     if (quant) {
-      float inv = ss.inv;
-      float scale = ss.scale;
-      if (!ss.on) {
-        amax = row_allreduce(amax, MaxOp{}, red, g.wpr);
-        inv = amax > 0.f ? __fdiv_rn(kQMax, amax) : 0.f;
-        scale = __fdiv_rn(amax, kQMax);
-      }
+      nan = row_allreduce(nan, MaxOp{}, red, g.wpr);
+      quant::RowQuant rq = ss.rq;
+      if (!ss.on)
+        rq = quant::row_quant(quant::QuantMode::kDynamic, row_allreduce(amax, MaxOp{}, red, g.wpr), 0.f);
       int8_t* qr = p.q + r * p.q_stride;
 #pragma unroll
       for (int i = 0; i < NV; ++i) {
@@ -261,11 +257,11 @@ __global__ void __launch_bounds__(RowKernelTraits<T, W, VEC, NV>::kMaxThreads, 1
           QVec<VEC> qv;
           qv.clear();
 #pragma unroll
-          for (int k = 0; k < VEC; ++k) qv.set_int8(k, quantize_int8(y[i][k], inv));
+          for (int k = 0; k < VEC; ++k) qv.set_int8(k, rq.quantize(y[i][k]));
           qv.store(qr + static_cast<int64_t>(v) * VEC);
         }
       }
-      if (row_ok && t == 0) p.scales[r] = scale;
+      if (row_ok && t == 0) p.scales[r] = quant::row_scale(rq, nan > 0.f);
     } else {
       T* o = static_cast<T*>(p.out) + r * p.out_stride;
 #pragma unroll
@@ -355,10 +351,12 @@ __global__ void __launch_bounds__(kFallbackThreads, 1)
     const float rstd = __frsqrt_rn(var + p.eps);
 
     if (quant) {
-      float inv = ss.inv;
-      float scale = ss.scale;
+      // NaN is noted in the absmax pass (dynamic) and again in the write pass, where static
+      // quantization reduces it (dynamic: already reduced, noting it again changes nothing).
+      float nan = 0.f;
+      quant::RowQuant rq = ss.rq;
       if (!ss.on) {
-        float amax = 0.f;
+        float amax = 0.f;  // fmaxf ignores NaN, as the rule's absmax does
 #pragma unroll 4
         for (int v = threadIdx.x; v < g.nvec; v += blockDim.x) {
           Vec<T, VEC> h;
@@ -366,11 +364,13 @@ __global__ void __launch_bounds__(kFallbackThreads, 1)
           float y[VEC];
           affine<T, W, VEC>(h, weight, bias, v, mean, rstd, y);
 #pragma unroll
-          for (int k = 0; k < VEC; ++k) amax = fmaxf(amax, fabsf(y[k]));
+          for (int k = 0; k < VEC; ++k) {
+            amax = fmaxf(amax, fabsf(y[k]));
+            nan = isnan(y[k]) ? 1.f : nan;
+          }
         }
-        amax = row_allreduce(amax, MaxOp{}, red, g.wpr);
-        inv = amax > 0.f ? __fdiv_rn(kQMax, amax) : 0.f;
-        scale = __fdiv_rn(amax, kQMax);
+        nan = row_allreduce(nan, MaxOp{}, red, g.wpr);
+        rq = quant::row_quant(quant::QuantMode::kDynamic, row_allreduce(amax, MaxOp{}, red, g.wpr), 0.f);
       }
       int8_t* qr = p.q + r * p.q_stride;
       for (int v = threadIdx.x; v < g.nvec; v += blockDim.x) {
@@ -381,10 +381,14 @@ __global__ void __launch_bounds__(kFallbackThreads, 1)
         QVec<VEC> qv;
         qv.clear();
 #pragma unroll
-        for (int k = 0; k < VEC; ++k) qv.set_int8(k, quantize_int8(y[k], inv));
+        for (int k = 0; k < VEC; ++k) {
+          qv.set_int8(k, rq.quantize(y[k]));
+          nan = isnan(y[k]) ? 1.f : nan;
+        }
         qv.store(qr + static_cast<int64_t>(v) * VEC);
       }
-      if (threadIdx.x == 0) p.scales[r] = scale;
+      if (ss.on) nan = row_allreduce(nan, MaxOp{}, red, g.wpr);
+      if (threadIdx.x == 0) p.scales[r] = quant::row_scale(rq, nan > 0.f);
     } else {
       T* o = static_cast<T*>(p.out) + r * p.out_stride;
       for (int v = threadIdx.x; v < g.nvec; v += blockDim.x) {
@@ -402,64 +406,6 @@ __global__ void __launch_bounds__(kFallbackThreads, 1)
     // The next row's first reduction starts with a barrier, which also orders this row's
     // red[] readers before it.
   }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Host launchers (the config was validated by norm_select_config).
-constexpr int64_t kMaxGridBlocks = 0x7fffffff;
-
-template <typename T, typename W, int VEC, int NV>
-cudaError_t launch_rows(const NormParams& p, const NormConfig& c, cudaStream_t stream) {
-  using Traits = RowKernelTraits<T, W, VEC, NV>;
-  const RowGeom g{static_cast<int>(p.hidden / VEC), c.threads_per_row, c.threads_per_row / 32,
-                  c.rows_per_block};
-  const int threads = g.tpr * g.rpb;
-  if (g.tpr % 32 != 0 || threads > Traits::kMaxThreads ||
-      static_cast<int64_t>(g.tpr) * NV < g.nvec || g.rpb < 1)
-    return cudaErrorInvalidConfiguration;
-  const int64_t blocks = std::min<int64_t>(ceil_div(p.rows, g.rpb), kMaxGridBlocks);
-  norm_rows_kernel<T, W, VEC, NV><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(p, g);
-  return cudaGetLastError();
-}
-
-template <typename T, typename W, int VEC>
-cudaError_t launch_fallback(const NormParams& p, const NormConfig& c, cudaStream_t stream) {
-  const RowGeom g{static_cast<int>(p.hidden / VEC), kFallbackThreads, kFallbackThreads / 32, 1};
-  if (c.threads_per_row != kFallbackThreads || c.rows_per_block != 1)
-    return cudaErrorInvalidConfiguration;
-  const int64_t blocks = std::min<int64_t>(p.rows, kMaxGridBlocks);
-  norm_fallback_kernel<T, W, VEC>
-      <<<static_cast<unsigned>(blocks), kFallbackThreads, 0, stream>>>(p, g);
-  return cudaGetLastError();
-}
-
-template <typename T, typename W, int VEC>
-cudaError_t launch_vec(const NormParams& p, const NormConfig& c, cudaStream_t stream) {
-  if (c.fallback) return launch_fallback<T, W, VEC>(p, c, stream);
-  switch (c.nv) {
-    case 1: return launch_rows<T, W, VEC, 1>(p, c, stream);
-    case 2: return launch_rows<T, W, VEC, 2>(p, c, stream);
-    case 4: return launch_rows<T, W, VEC, 4>(p, c, stream);
-    case 8: return launch_rows<T, W, VEC, 8>(p, c, stream);
-    default: return cudaErrorInvalidConfiguration;
-  }
-}
-
-// Defined here, explicitly instantiated once per (T, W) in norm_<types>.cu and declared in
-// norm_dispatch.h.
-template <typename T, typename W>
-cudaError_t norm_launch_typed(const NormParams& p, const NormConfig& c, cudaStream_t stream) {
-  constexpr int kMaxVec = 16 / static_cast<int>(sizeof(T));
-  switch (c.vec) {
-    case 8:
-      if constexpr (kMaxVec >= 8) return launch_vec<T, W, 8>(p, c, stream);
-      break;
-    case 4: return launch_vec<T, W, 4>(p, c, stream);
-    case 2: return launch_vec<T, W, 2>(p, c, stream);
-    case 1: return launch_vec<T, W, 1>(p, c, stream);
-    default: break;
-  }
-  return cudaErrorInvalidConfiguration;
 }
 
 }  // namespace squash::norm

@@ -108,7 +108,10 @@ def layer_norm_quant(
     ``q = clamp(round_half_even(y * inv), -127, 127)``; ``scale=None``: dynamic per token,
     ``s = absmax(y) / 127``, ``inv = 127 / absmax(y)`` (0 for an all-zero row); else static,
     ``scale`` float32 with one element, ``inv = 1 / scale``, ``s = scale``.
-    ``y ~= q * s[..., None]``.
+    ``y ~= q * s[..., None]``. Special rows, on the CPU and on CUDA alike (one rule,
+    ``csrc/kernels/common/row_quant.h``): a row whose ``y`` holds a NaN gets ``s = NaN`` (``q = 0``
+    at the NaN), so the NaN shows downstream; a row with ``absmax(y)`` below ~4e-37 is scaled by
+    2^64 first and still quantizes within half a step.
 
     Returns:
         ``(q, scales)``: ``q`` int8 ``x.shape``, ``scales`` float32 ``x.shape[:-1]``; or
