@@ -49,6 +49,8 @@ def fuse_norm_quant(model: nn.Module) -> dict[str, str | None]:
         consumers = [m for m in (model.get_submodule(p) for p in site.consumers) if isinstance(m, W8A8Linear)]
         modes = {c.config.activation for c in consumers}
         mode = modes.pop() if len(modes) == 1 else None
+        if any(c.transforms_input for c in consumers):
+            mode = None  # such a consumer quantizes its transformed float input itself
         if mode == "static":
             scales = [c.input_scale for c in consumers]
             if any(s is None for s in scales):
