@@ -61,6 +61,10 @@ class W8A8Config:
         if self.rotation != 0 or type(self.rotation) is not int:
             check_block(self.rotation, who="W8A8Config")
 
+    def __repr__(self) -> str:  # as before rotation existed, when there is none
+        rotation = f", rotation={self.rotation}" if self.rotation else ""
+        return f"W8A8Config(activation={self.activation!r}{rotation})"
+
 
 QuantConfig = Union[W8A16Config, W4A16Config, W8A8Config]
 SCHEMES: dict[str, type] = {c.name: c for c in (W8A16Config, W4A16Config, W8A8Config)}
