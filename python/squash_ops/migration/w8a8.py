@@ -2,9 +2,12 @@
 
 ``quantize_w8a8(model, config, calibration=batches)`` chains four steps, each usable alone:
 
+0. with ``smooth=True``: ``search_smoothing`` on the calibration batches, then the value sites'
+   factors folded (``fold_value_smoothing``);
 1. ``convert_norms`` / ``migrate_gamma``: every norm site becomes a ``MigratedNorm`` (gamma folded
-   into its consumers unless ``migrate=False``);
+   into its consumers unless ``migrate=False``; the norm sites' smoothing factors with it);
 2. ``replace_linear``: the chosen block linears become ``W8A8Linear`` (int8 per-channel weights);
+   smoothed FFN down-projections are packed with their factor (``input_mul`` at run time);
 3. ``calibrate``: static per-tensor activation scales (static layers only);
 4. ``fuse_norm_quant``: a norm whose W8A8 consumers share one activation mode emits their int8
    input itself, with the fused ``*_norm_quant`` op: q, k, v are quantized once.
@@ -24,8 +27,9 @@ from torch import nn
 from ..quant import CalibrationStats, ReplaceReport, W8A8Config, W8A8Linear, calibrate, replace_linear
 from ..quant.calibrate import check_method
 from ..quant.replace import plan_replace_linear
-from .families import block_linears, norm_sites
+from .families import block_linears, norm_sites, value_sites
 from .norm import MigratedNorm
+from .smoothing import SmoothingPlan, fold_value_smoothing, search_smoothing
 from .transform import DEFAULT_MAX_SHIFT, MigrationReport, convert_norms, plan_norms
 
 LayerConfig = Callable[[str, nn.Linear], "W8A8Config | None"]
@@ -49,6 +53,8 @@ def fuse_norm_quant(model: nn.Module) -> dict[str, str | None]:
         consumers = [m for m in (model.get_submodule(p) for p in site.consumers) if isinstance(m, W8A8Linear)]
         modes = {c.config.activation for c in consumers}
         mode = modes.pop() if len(modes) == 1 else None
+        if any(c.transforms_input for c in consumers):
+            mode = None  # such a consumer quantizes its transformed float input itself
         if mode == "static":
             scales = [c.input_scale for c in consumers]
             if any(s is None for s in scales):
@@ -67,10 +73,12 @@ class W8A8Report:
     calibration: CalibrationStats | None
     # norm path -> activation mode of its fused int8 output (None: float output only)
     fused_norms: dict[str, str | None] = field(default_factory=dict)
+    smoothing: SmoothingPlan | None = None
 
     def __str__(self) -> str:
         fused = sum(mode is not None for mode in self.fused_norms.values())
-        return (f"{self.migration}\n{self.replaced.summary()}\n"
+        smoothing = "" if self.smoothing is None else f"{self.smoothing}\n"
+        return (f"{smoothing}{self.migration}\n{self.replaced.summary()}\n"
                 f"norms with a fused int8 output: {fused}/{len(self.fused_norms)}")
 
 
@@ -95,6 +103,8 @@ def quantize_w8a8(
     calibration: Iterable | None = None,
     migrate: bool = True,
     max_shift: float = DEFAULT_MAX_SHIFT,
+    smooth: bool = False,
+    runtime_smoothing: bool = True,
     method: str = "minmax",
     percentile: float = 99.99,
     progress: bool = False,
@@ -106,10 +116,15 @@ def quantize_w8a8(
         config: one ``W8A8Config`` for all block linears, or ``config(path, linear)`` returning a
             ``W8A8Config`` or None (that linear stays float: a fallback for sensitive layers).
         calibration: batches for ``calibrate`` (HF batch dicts; padding is left out); required
-            when any linear is static.
+            when any linear is static or ``smooth`` is set.
         migrate: gamma migration before quantizing (else the norms are converted with factor 1,
             which still fuses their int8 output).
         max_shift: the migration's tiny-gamma guard (``transform.migration_factors``).
+        smooth: channel smoothing searched per site on ``calibration`` (``smoothing.py``): free
+            where it folds (norm-fed inputs, the attention-output projection), one per-channel
+            multiply at run time on each smoothed FFN down-projection input.
+        runtime_smoothing: with ``smooth``, also smooth the FFN down-projections (False: only the
+            folded sites, so smoothing adds no op at run time).
         method, percentile, progress: passed to ``calibrate``.
 
     Embeddings, pooler and heads stay float.
@@ -123,43 +138,60 @@ def quantize_w8a8(
     filter_none = lambda _name, _module: False  # noqa: E731  (only the per-layer overrides apply)
     per_layer = _per_layer(model, config)
     static = [p for p, c in per_layer.items() if c is not None and c.activation == "static"]
-    if static:
+    if static or smooth:
         if calibration is None:
-            raise ValueError(f"quantize_w8a8: {len(static)} linears use static activation scales; pass calibration batches")
+            why = f"{len(static)} linears use static activation scales" if static else "smoothing is searched on them"
+            raise ValueError(f"quantize_w8a8: {why}; pass calibration batches")
         calibration = list(calibration)
         if not calibration:
             raise ValueError("quantize_w8a8: calibration has no batches")
         check_method(method, percentile, "quantize_w8a8")
-    plans, _ = plan_norms(model, max_shift if migrate else None)
     plan_replace_linear(model, W8A8Config(), filter_none, overrides=per_layer)
+    smoothing = None
+    if smooth:
+        kinds = ("norm", "value", "ffn_down") if runtime_smoothing else ("norm", "value")
+        smoothing = search_smoothing(model, per_layer, calibration, migrate=migrate, max_shift=max_shift, kinds=kinds)
+    norm_factors = smoothing.norm_factors() if smoothing else {}
+    value_factors = smoothing.value_factors() if smoothing else {}
+    runtime_factors = smoothing.runtime_factors() if smoothing else {}
+    plans, _ = plan_norms(model, max_shift if migrate else None, norm_factors)
+    values = [site for site in value_sites(model) if site.value in value_factors] if value_factors else []
 
     touched = [p.site.norm for p in plans] + [q for p in plans for q in p.site.consumers + p.site.residual_outputs]
+    touched += [q for site in values for q in (site.value, site.output)]
     undo = _Undo(model, touched + list(per_layer))
     try:
-        migration = convert_norms(model, max_shift if migrate else None)
+        for site in values:
+            fold_value_smoothing(model, site, value_factors[site.value])
+        migration = convert_norms(model, max_shift if migrate else None, norm_factors)
+        floats = {p: model.get_submodule(p) for p in runtime_factors}
         replaced = replace_linear(model, W8A8Config(), filter_none, overrides=per_layer)
+        for path, s in runtime_factors.items():
+            model.set_submodule(path, W8A8Linear.from_linear(floats[path], per_layer[path], smoothing=s))
         stats = calibrate(model, calibration, method, percentile, progress=progress) if static else None
         fused = fuse_norm_quant(model)
     except BaseException:
         undo.restore()
         raise
-    return W8A8Report(migration, replaced, stats, fused)
+    return W8A8Report(migration, replaced, stats, fused, smoothing)
 
 
 class _Undo:
-    """The modules at ``paths`` and the weight Parameters of the nn.Linear among them, as they are
-    now; ``restore()`` puts them back. The transforms replace modules and Parameters rather than
-    writing into them (transform._fold_into), so the originals are intact."""
+    """The modules at ``paths`` and the weight and bias Parameters of the nn.Linear among them, as
+    they are now; ``restore()`` puts them back. The transforms replace modules and Parameters
+    rather than writing into them (transform._fold_into, smoothing.fold_value_smoothing), so the
+    originals are intact."""
 
     def __init__(self, model: nn.Module, paths: list[str]):
         self.model = model
         # Parents before children: restoring a parent brings back the original object, into which
         # the children are then set.
         self.modules = {p: model.get_submodule(p) for p in sorted(set(paths), key=lambda p: p.count("."))}
-        self.weights = [(m, m.weight) for m in self.modules.values() if isinstance(m, nn.Linear)]
+        self.weights = [(m, m.weight, m.bias) for m in self.modules.values() if isinstance(m, nn.Linear)]
 
     def restore(self) -> None:
         for path, module in self.modules.items():
             self.model.set_submodule(path, module)
-        for module, weight in self.weights:
+        for module, weight, bias in self.weights:
             module.weight = weight
+            module.bias = bias

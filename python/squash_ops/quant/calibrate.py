@@ -4,7 +4,8 @@ The model runs over the calibration batches with a forward pre-hook on each obse
 layer the statistics are per tensor (min, max, absmax, a percentile of |x|), per token (the absmax
 of every token, i.e. what a dynamic per-token quantizer would use) and per input channel (absmax,
 what SmoothQuant-style migrations need). Padding never counts: for HF batch dicts, tokens whose
-``attention_mask`` is 0 are left out wherever a layer's input is ``[batch, seq, K]``.
+``attention_mask`` is 0 are left out wherever a layer's input is ``[batch, seq, K]``. A
+``W8A8Linear`` with an input transform (``input_mul``, rotation) is observed after the transform.
 
 Percentiles are computed from a histogram of |x| whose buckets are the float32 bit patterns with
 the low 14 bits dropped (for non-negative floats the bit order is the value order): ranks are
@@ -243,6 +244,10 @@ def calibrate(
             x = args[0]
             if isinstance(x, QuantizedActivation):
                 x = x.q.float() * x.scales.reshape(*x.scales.shape, *([1] * (x.q.dim() - x.scales.dim())))
+            elif isinstance(module, W8A8Linear):
+                # A layer with an input transform (smoothing, rotation) quantizes the transformed
+                # input: that is the range its static scale must cover.
+                x = module.transform_input(x)
             m = mask[0]
             if m is not None and x.dim() == 3 and tuple(x.shape[:2]) == tuple(m.shape):
                 x = x[m.to(x.device) != 0]

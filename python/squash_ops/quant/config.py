@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal, Union
 
+from .rotation import check_block
+
 
 @dataclass(frozen=True)
 class W8A16Config:
@@ -44,14 +46,24 @@ class W8A8Config:
     ``activation="dynamic"``: one scale per token computed at run time (no calibration).
     ``activation="static"``: one per-tensor scale per layer, set by ``calibrate``; until then the
     layer refuses to run.
+    ``rotation=b`` (a power of two dividing in_features; 0 = none): the input is rotated by a block
+    Hadamard matrix before it is quantized, the weight once when it is packed (``rotation.py``):
+    exact in float, one extra [.., K/b, b] @ [b, b] matmul per call.
     """
 
     activation: Literal["dynamic", "static"] = "dynamic"
+    rotation: int = 0
     name = "w8a8"
 
     def __post_init__(self):
         if self.activation not in ("dynamic", "static"):
             raise ValueError(f"W8A8Config: activation must be 'dynamic' or 'static', got {self.activation!r}")
+        if self.rotation != 0 or type(self.rotation) is not int:
+            check_block(self.rotation, who="W8A8Config")
+
+    def __repr__(self) -> str:  # as before rotation existed, when there is none
+        rotation = f", rotation={self.rotation}" if self.rotation else ""
+        return f"W8A8Config(activation={self.activation!r}{rotation})"
 
 
 QuantConfig = Union[W8A16Config, W4A16Config, W8A8Config]
@@ -59,8 +71,12 @@ SCHEMES: dict[str, type] = {c.name: c for c in (W8A16Config, W4A16Config, W8A8Co
 
 
 def config_to_dict(config: QuantConfig) -> dict:
-    """A JSON-able description, inverse of ``config_from_dict``."""
-    return {"scheme": config.name, **asdict(config)}
+    """A JSON-able description, inverse of ``config_from_dict``. ``rotation`` is written only when
+    set, so unrotated W8A8 checkpoints stay readable by squash_ops versions before it."""
+    d = {"scheme": config.name, **asdict(config)}
+    if d.get("rotation") == 0:
+        del d["rotation"]
+    return d
 
 
 def config_from_dict(d: dict) -> QuantConfig:

@@ -22,6 +22,7 @@ from torch import nn
 
 from .. import ops
 from .config import QuantConfig, W4A16Config, W8A8Config, W8A16Config
+from .rotation import check_block, hadamard, rotate_blocks
 
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
 
@@ -67,10 +68,11 @@ def _compute_dtype(weight: torch.Tensor, requested: torch.dtype | None) -> torch
     return weight.dtype if weight.dtype in _HALF_DTYPES else torch.bfloat16
 
 
-def _pack_int8(m: "_QuantLinear", linear: nn.Linear) -> "_QuantLinear":
-    """Fills an int8-weight module (W8A16 / W8A8) from ``linear`` and moves it to its device."""
+def _pack_int8(m: "_QuantLinear", linear: nn.Linear, weight: torch.Tensor | None = None) -> "_QuantLinear":
+    """Fills an int8-weight module (W8A16 / W8A8) from ``linear`` (its weight, or ``weight`` when
+    given: a transformed copy) and moves it to the device of ``linear``'s weight."""
     w = linear.weight.detach()
-    q, s = ops.quantize_int8_weight(w.to("cpu", torch.float32))
+    q, s = ops.quantize_int8_weight((w if weight is None else weight).to("cpu", torch.float32))
     m.qweight.copy_(q)
     m.scales.copy_(s)
     if linear.bias is not None:
@@ -481,29 +483,69 @@ class W8A8Linear(_QuantLinear):
     ``input_scale`` when static, unless an int8 form is attached to it: ``attach_quantized``) or a
     ``QuantizedActivation`` from a fused norm + quant op.
     Output dtype: the input's float dtype.
+
+    Input transform (both optional, both exact in float, both extra work at run time before the
+    quantization, in float32): ``input_mul`` [K] multiplies the input per channel (the inverse of a
+    smoothing factor ``s`` whose product ``W * s`` the weight holds: ``from_linear(..., smoothing=s)``);
+    ``config.rotation = b`` rotates it by a block Hadamard matrix ``input_rotation`` [b, b] (the
+    weight holds ``W @ R``). A layer with an input transform quantizes its float input itself: an
+    attached int8 form (made for the untransformed input) is ignored and a ``QuantizedActivation``
+    is refused. The transform is a separate torch op for now; folding ``input_mul`` into the
+    quantize op's scale pass is a later step.
     """
 
     def __init__(self, in_features, out_features, bias=True, config: W8A8Config = W8A8Config(), device=None):
         super().__init__(in_features, out_features, config)
+        if config.rotation:
+            check_block(config.rotation, in_features, "W8A8Linear")
         self.register_buffer("qweight", torch.zeros(out_features, in_features, dtype=torch.int8, device=device))
         self.register_buffer("scales", torch.zeros(out_features, dtype=torch.float32, device=device))
         # float32 bias: the op adds it in fp32 before the one rounding to the output dtype.
         self.register_buffer("bias", torch.zeros(out_features, dtype=torch.float32, device=device) if bias else None)
         # Static mode only; set by calibrate() / set_input_scale, saved with the model.
         self.register_buffer("input_scale", None)
+        self.register_buffer("input_mul", None)
+        self.register_buffer(
+            "input_rotation", hadamard(config.rotation).to(device) if config.rotation else None)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, config: W8A8Config = W8A8Config()):
+    def from_linear(cls, linear: nn.Linear, config: W8A8Config = W8A8Config(),
+                    smoothing: torch.Tensor | None = None):
+        """Packs ``linear``; ``smoothing`` ([in_features], finite, nonzero): the weight's input
+        columns are multiplied by it and the input by its inverse at run time (``input_mul``)."""
         m = cls(linear.in_features, linear.out_features, linear.bias is not None, config)
-        return _pack_int8(m, linear)
+        w = linear.weight.detach().to("cpu", torch.float64)
+        if smoothing is not None:
+            smoothing = torch.as_tensor(smoothing).detach().to("cpu", torch.float64).reshape(-1)
+            m._check_mul(smoothing, "smoothing")
+            w = w * smoothing
+        if config.rotation:
+            w = rotate_blocks(w, hadamard(config.rotation, torch.float64))
+        m = _pack_int8(m, linear, w if smoothing is not None or config.rotation else None)
+        if smoothing is not None:
+            m.input_mul = (1 / smoothing).to(torch.float32).to(m.qweight.device)
+        return m
 
     def optional_buffers(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
-        return {"input_scale": ((1,), torch.float32)}
+        return {"input_scale": ((1,), torch.float32), "input_mul": ((self.in_features,), torch.float32)}
+
+    def _check_mul(self, t: torch.Tensor, what: str) -> None:
+        # Any sign is exact; smoothing factors are positive, a gamma migration's may be negative.
+        if tuple(t.shape) != (self.in_features,) or not bool((torch.isfinite(t) & (t != 0)).all()):
+            raise ValueError(f"W8A8Linear: {what} must be [{self.in_features}], finite and nonzero")
 
     def validate(self) -> None:
         super().validate()
         if self.input_scale is not None:
             self.set_input_scale(self.input_scale)
+        if self.input_mul is not None:
+            self._check_mul(self.input_mul, "input_mul")
+        if self.config.rotation and not torch.equal(self.input_rotation.cpu(), hadamard(self.config.rotation)):
+            raise ValueError(f"input_rotation is not the normalised Hadamard matrix of size {self.config.rotation}")
+
+    @property
+    def transforms_input(self) -> bool:
+        return self.input_mul is not None or self.input_rotation is not None
 
     def set_input_scale(self, scale: float | torch.Tensor) -> None:
         """Per-tensor activation scale (absmax / 127 of the calibrated range) for static mode."""
@@ -513,10 +555,34 @@ class W8A8Linear(_QuantLinear):
         self.input_scale = scale.to(self.qweight.device)
 
     def dequantized_weight(self) -> torch.Tensor:
-        return ops.dequantize_int8_weight(self.qweight.cpu(), self.scales.cpu())
+        """float32 [N, K] acting on the untransformed input (rotation and smoothing undone, in
+        float64): ``x @ dequantized_weight().T`` is what the layer computes, up to the activation
+        quantization."""
+        w = ops.dequantize_int8_weight(self.qweight.cpu(), self.scales.cpu())
+        if not self.transforms_input:
+            return w
+        w = w.double()
+        if self.input_rotation is not None:
+            w = rotate_blocks(w, self.input_rotation.cpu().double())  # R is its own inverse
+        if self.input_mul is not None:
+            w = w * self.input_mul.cpu().double()
+        return w.float()
+
+    def transform_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The input the int8 GEMM sees: ``x * input_mul`` then rotated, in float32 (``x`` itself
+        when the layer has no input transform)."""
+        if not self.transforms_input:
+            return x
+        x = x.float()
+        if self.input_mul is not None:
+            x = x * self.input_mul
+        if self.input_rotation is not None:
+            x = rotate_blocks(x, self.input_rotation)
+        return x
 
     def quantize_input(self, x: torch.Tensor) -> QuantizedActivation:
         self._check_input(x)
+        dtype, x = x.dtype, self.transform_input(x)
         if self.config.activation == "static":
             if self.input_scale is None:
                 raise RuntimeError(
@@ -526,12 +592,15 @@ class W8A8Linear(_QuantLinear):
             q, s = ops.quantize_activation_int8(x, self.input_scale)
         else:
             q, s = ops.quantize_activation_int8(x)
-        return QuantizedActivation(q, s, x.dtype)
+        return QuantizedActivation(q, s, dtype)
 
     def forward(self, x: torch.Tensor | QuantizedActivation) -> torch.Tensor:
         if not isinstance(x, QuantizedActivation):
-            pre = attached_quantized(x)
+            pre = None if self.transforms_input else attached_quantized(x)
             x = self.quantize_input(x) if pre is None else pre
+        elif self.transforms_input:
+            raise ValueError("W8A8Linear: a layer with an input transform (input_mul / rotation) needs its float "
+                             "input, not a QuantizedActivation")
         else:
             self._check_input(x.q)
         return ops.w8a8_gemm(x.q, x.scales, self.qweight, self.scales, bias=self.bias, out_dtype=x.dtype)

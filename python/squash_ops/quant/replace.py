@@ -32,7 +32,7 @@ def scheme_label(config: QuantConfig) -> str:
         group = "per-channel" if config.group_size == -1 else f"g{config.group_size}"
         return f"w4a16 {group} {'sym' if config.symmetric else 'asym'}"
     if isinstance(config, W8A8Config):
-        return f"w8a8 {config.activation}"
+        return f"w8a8 {config.activation}" + (f" rot{config.rotation}" if config.rotation else "")
     return config.name
 
 
