@@ -91,7 +91,7 @@ std::tuple<at::Tensor, at::Tensor> cpu_unprepack_int8_weight(const at::Tensor& p
 
 // float32 activations [M, K] (contiguous), the output [M, n] float32 and the float32 bias.
 struct Problem {
-  at::Tensor x, out, bias;
+  at::Tensor x, x_bf16, out, bias;
   ck::WoqProblem pr;
 };
 
@@ -103,6 +103,10 @@ Problem make_problem(const at::Tensor& x, int64_t n, const OptTensor& bias) {
   if (bias) p.bias = bias->to(at::kFloat).contiguous();
   p.pr = {p.x.const_data_ptr<float>(), p.x.size(0), K, bias ? p.bias.const_data_ptr<float>() : nullptr,
           p.out.mutable_data_ptr<float>(), n};
+  if (x.scalar_type() == at::kBFloat16) {  // the AVX-512 BF16 kernel reads the activations as they are
+    p.x_bf16 = x.reshape({-1, K}).contiguous();
+    p.pr.x_bf16 = reinterpret_cast<const uint16_t*>(p.x_bf16.const_data_ptr<at::BFloat16>());
+  }
   return p;
 }
 

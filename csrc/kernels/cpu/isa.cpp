@@ -66,6 +66,18 @@ bool has_vnni() {
 #endif
 }
 
+bool has_avx512_bf16() {
+#if defined(__x86_64__) || defined(_M_X64)
+  static const bool bf16 = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512bf16") != 0;
+  }();
+  return bf16;
+#else
+  return false;
+#endif
+}
+
 const char* isa_name(Isa isa) {
   switch (isa) {
     case Isa::kAvx512: return "avx512";

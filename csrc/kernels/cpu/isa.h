@@ -27,4 +27,7 @@ const char* isa_name(Isa isa);
 // summed into int32 without intermediate saturation).
 bool has_vnni();
 
+// The CPU has AVX-512 BF16 (vdpbf16ps: bf16 pair dot products accumulated in float32).
+bool has_avx512_bf16();
+
 }  // namespace squash::cpu_kernels

@@ -65,6 +65,8 @@ void w8a16_scalar(const WoqInt8Weight& w, const WoqProblem& pr, int64_t p0, int6
 void w4a16_gemm_panels(Isa isa, const WoqInt4Weight& w, const WoqProblem& pr, int64_t p0, int64_t p1) {
   if (isa == Isa::kScalar)
     woq_detail::w4a16_scalar(w, pr, p0, p1);
+  else if (isa >= Isa::kAvx512 && pr.x_bf16 && has_avx512_bf16())
+    woq_detail::w4a16_avx512_bf16(w, pr, p0, p1);
   else
     woq_detail::w4a16_avx2(w, pr, p0, p1);
 }

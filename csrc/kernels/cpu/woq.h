@@ -41,10 +41,14 @@ struct WoqProblem {
   const float* bias;
   float* out;
   int64_t ldo;
+  // The same rows of x as bfloat16 [m, k] (row stride k) when the caller's activations are bf16,
+  // else nullptr: the AVX-512 BF16 path multiplies them as they are (vdpbf16ps).
+  const uint16_t* x_bf16 = nullptr;
 };
 
-// out[:, 16 p0 : 16 p1] (clipped to n) for the panels [p0, p1), on the `isa` path (kAvx512 runs the
-// AVX2 kernel: there is no AVX-512 variant yet). Threads may call it on disjoint panel ranges.
+// out[:, 16 p0 : 16 p1] (clipped to n) for the panels [p0, p1), on the `isa` path. kAvx512 runs
+// int4 with bf16 activations on AVX-512 BF16 where the CPU has it (woq_avx512.cpp), everything
+// else on the AVX2 kernel. Threads may call it on disjoint panel ranges.
 void w4a16_gemm_panels(Isa isa, const WoqInt4Weight& w, const WoqProblem& pr, int64_t p0, int64_t p1);
 void w8a16_gemm_panels(Isa isa, const WoqInt8Weight& w, const WoqProblem& pr, int64_t p0, int64_t p1);
 
@@ -53,6 +57,9 @@ void w4a16_scalar(const WoqInt4Weight& w, const WoqProblem& pr, int64_t p0, int6
 void w8a16_scalar(const WoqInt8Weight& w, const WoqProblem& pr, int64_t p0, int64_t p1);
 void w4a16_avx2(const WoqInt4Weight& w, const WoqProblem& pr, int64_t p0, int64_t p1);
 void w8a16_avx2(const WoqInt8Weight& w, const WoqProblem& pr, int64_t p0, int64_t p1);
+void w4a16_avx512_bf16(const WoqInt4Weight& w, const WoqProblem& pr, int64_t p0, int64_t p1);
+// The group sums of x that the int4 kernels' zero-point term needs: xsum[r * (k / group) + g].
+void int4_group_sums(const WoqInt4Weight& w, const WoqProblem& pr, float* xsum);
 }  // namespace woq_detail
 
 }  // namespace squash::cpu_kernels

@@ -167,14 +167,19 @@ float row_sum(const float* x, int64_t n) {
 
 }  // namespace
 
+void int4_group_sums(const WoqInt4Weight& w, const WoqProblem& pr, float* xsum) {
+  const int64_t groups = w.k / w.group;
+  for (int64_t r = 0; r < pr.m; ++r)
+    for (int64_t g = 0; g < groups; ++g) xsum[r * groups + g] = row_sum(pr.x + r * pr.ldx + g * w.group, w.group);
+}
+
 void w4a16_avx2(const WoqInt4Weight& w, const WoqProblem& pr, int64_t p0, int64_t p1) {
   const int64_t groups = w.k / w.group;
   // Group sums of x for every row, once per call. Recomputed per block of panels with a scalar
   // loop they cost 0.86-0.93 ms -> 0.76-0.81 ms at M=1 and 11.9-13.7 ms -> 7.4-7.6 ms at M=16
   // (2048x8192, 8192x2048, 4096x4096; one thread, best of 25, the kernel alone, runs alternated).
   std::vector<float> xsum(pr.m * groups);
-  for (int64_t r = 0; r < pr.m; ++r)
-    for (int64_t g = 0; g < groups; ++g) xsum[r * groups + g] = row_sum(pr.x + r * pr.ldx + g * w.group, w.group);
+  int4_group_sums(w, pr, xsum.data());
   run(pr, w.n, w.k * 8, p0, p1, [&](int64_t p, int64_t m) {
     return Int4Decode{w.packed + p * w.k * 8, w.scales + p * groups * kWoqPanel,
                       w.zeros ? w.zeros + p * groups * kWoqPanel : nullptr, xsum.data() + m * groups, w.group, groups};
