@@ -126,7 +126,10 @@ at::Tensor finish(const Problem& p, const at::Tensor& x, int64_t n) {
 // in ATen's float32 GEMM (MKL / oneDNN): the dequantization is O(N K) against the GEMM's
 // O(M N K), and the register-tile kernels are built for decode-size M. Measured on one Zen 3 core
 // (tiny Llama prefill, 4 x 64 tokens, hidden 512 / 1536): the W4A16 kernel 0.53x torch fp32 at
-// M = 256, while up to M = 64 it stays at ~1x or above (cpu_woq suite).
+// M = 256, while up to M = 64 it stays at ~1x or above (cpu_woq suite). The AVX-512 BF16
+// kernels (bf16 activations) have no such limit: W4A16: on one Zen 5-class core it ran M = 256 3.0-3.2x
+// faster than this float32 path (512 x 1536, 1536 x 512, 4096 x 4096;
+// bench/results/2026-12-02_cpu-amd-epyc-6_probes.log), which the AVX2 kernel was not.
 constexpr int64_t kDequantGemmRows = 128;
 
 int64_t rows_of(const at::Tensor& x) { return x.numel() / x.size(-1); }
@@ -134,7 +137,8 @@ int64_t rows_of(const at::Tensor& x) { return x.numel() / x.size(-1); }
 at::Tensor w4a16_gemm_cpu_prepacked(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales,
                                     const OptTensor& zeros, int64_t n, int64_t group_size, const OptTensor& bias) {
   const int64_t g = check_w4a16_cpu_prepacked_args(x, packed, scales, zeros, n, group_size, bias);
-  if (rows_of(x) > kDequantGemmRows) {
+  const bool bf16_kernel = x.scalar_type() == at::kBFloat16 && ck::woq_bf16_kernel(ck::active_isa());
+  if (rows_of(x) > kDequantGemmRows && !bf16_kernel) {
     const auto [q, s, z] = cpu_unprepack_int4_weight(packed, scales, zeros, n, x.size(-1), group_size);
     return cpu::linear_f32(x, cpu::dequantize_int4(q, s, zeros ? std::optional<at::Tensor>(z) : std::nullopt, g),
                            bias);
@@ -153,7 +157,9 @@ at::Tensor w4a16_gemm_cpu_prepacked(const at::Tensor& x, const at::Tensor& packe
 at::Tensor w8a16_gemm_cpu_prepacked(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales,
                                     int64_t n, const OptTensor& bias) {
   check_w8a16_cpu_prepacked_args(x, packed, scales, n, bias);
-  if (rows_of(x) > kDequantGemmRows) {
+  const bool bf16_kernel =
+      x.scalar_type() == at::kBFloat16 && x.size(-1) % 2 == 0 && ck::woq_bf16_kernel(ck::active_isa());
+  if (rows_of(x) > kDequantGemmRows && !bf16_kernel) {
     const auto [q, s] = cpu_unprepack_int8_weight(packed, scales, n);
     return cpu::linear_f32(x, cpu::dequantize_int8(q, s), bias);
   }

@@ -62,10 +62,12 @@ void w8a16_scalar(const WoqInt8Weight& w, const WoqProblem& pr, int64_t p0, int6
 
 }  // namespace woq_detail
 
+bool woq_bf16_kernel(Isa isa) { return isa >= Isa::kAvx512 && has_avx512_bf16(); }
+
 void w4a16_gemm_panels(Isa isa, const WoqInt4Weight& w, const WoqProblem& pr, int64_t p0, int64_t p1) {
   if (isa == Isa::kScalar)
     woq_detail::w4a16_scalar(w, pr, p0, p1);
-  else if (isa >= Isa::kAvx512 && pr.x_bf16 && has_avx512_bf16())
+  else if (pr.x_bf16 && woq_bf16_kernel(isa))
     woq_detail::w4a16_avx512_bf16(w, pr, p0, p1);
   else
     woq_detail::w4a16_avx2(w, pr, p0, p1);
@@ -74,6 +76,8 @@ void w4a16_gemm_panels(Isa isa, const WoqInt4Weight& w, const WoqProblem& pr, in
 void w8a16_gemm_panels(Isa isa, const WoqInt8Weight& w, const WoqProblem& pr, int64_t p0, int64_t p1) {
   if (isa == Isa::kScalar)
     woq_detail::w8a16_scalar(w, pr, p0, p1);
+  else if (pr.x_bf16 && w.k % 2 == 0 && woq_bf16_kernel(isa))
+    woq_detail::w8a16_avx512_bf16(w, pr, p0, p1);
   else
     woq_detail::w8a16_avx2(w, pr, p0, p1);
 }

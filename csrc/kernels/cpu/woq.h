@@ -47,9 +47,11 @@ struct WoqProblem {
 };
 
 // out[:, 16 p0 : 16 p1] (clipped to n) for the panels [p0, p1), on the `isa` path. kAvx512 runs
-// int4 with bf16 activations on AVX-512 BF16 where the CPU has it (woq_avx512.cpp), everything
+// bf16 activations on AVX-512 BF16 where the CPU has it (woq_avx512.cpp; w8a16: even k), everything
 // else on the AVX2 kernel. Threads may call it on disjoint panel ranges.
 void w4a16_gemm_panels(Isa isa, const WoqInt4Weight& w, const WoqProblem& pr, int64_t p0, int64_t p1);
+// The AVX-512 BF16 kernels run bf16 activations on the `isa` path (w8a16: for an even k).
+bool woq_bf16_kernel(Isa isa);
 void w8a16_gemm_panels(Isa isa, const WoqInt8Weight& w, const WoqProblem& pr, int64_t p0, int64_t p1);
 
 namespace woq_detail {
@@ -58,6 +60,7 @@ void w8a16_scalar(const WoqInt8Weight& w, const WoqProblem& pr, int64_t p0, int6
 void w4a16_avx2(const WoqInt4Weight& w, const WoqProblem& pr, int64_t p0, int64_t p1);
 void w8a16_avx2(const WoqInt8Weight& w, const WoqProblem& pr, int64_t p0, int64_t p1);
 void w4a16_avx512_bf16(const WoqInt4Weight& w, const WoqProblem& pr, int64_t p0, int64_t p1);
+void w8a16_avx512_bf16(const WoqInt8Weight& w, const WoqProblem& pr, int64_t p0, int64_t p1);  // k even
 // The group sums of x that the int4 kernels' zero-point term needs: xsum[r * (k / group) + g].
 void int4_group_sums(const WoqInt4Weight& w, const WoqProblem& pr, float* xsum);
 }  // namespace woq_detail

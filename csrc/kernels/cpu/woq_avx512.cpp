@@ -1,5 +1,5 @@
-// AVX-512 BF16 path of the W4A16 CPU kernel (woq.h), for bf16 activations; built with the
-// avx512 flags (CMakeLists.txt) and run only where the CPU has avx512bf16.
+// AVX-512 BF16 path of the W4A16 / W8A16 CPU kernels (woq.h), for bf16 activations; built with
+// the avx512 flags (CMakeLists.txt) and run only where the CPU has avx512bf16.
 //
 // The AVX2 kernel spends 5 vector ops decoding 16 weights of one k and 2 FMAs using them, so it is
 // bound by its own instruction count (15 GB/s of int4 weights on one Zen 5 core against ~30 GB/s
@@ -8,7 +8,9 @@
 // vpermw: bf16 holds 0..15 exactly) and multiplied with vdpbf16ps against the broadcast bf16 pair
 // (x[k], x[k+1]): 32 multiply-adds per instruction, products exact in float32 (bf16 x bf16), sums
 // in float32 as in the other paths. Same group-sum form as woq_avx2.cpp: per group
-// t += s * sum_k x q - z s * sum_k x, so only the codes enter the dot products.
+// t += s * sum_k x q - z s * sum_k x, so only the codes enter the dot products. int8 codes become
+// bf16 pairs through float32 (widen, convert, vcvtne2ps2bf16: exact for |q| <= 128), the
+// per-channel scale applied to the whole sum.
 // vdpbf16ps treats bf16 subnormal inputs as 0 (DAZ): an activation below 1.2e-38 contributes 0.
 #include <immintrin.h>
 
@@ -55,6 +57,21 @@ struct Int4Bf16 {
   }
 };
 
+struct Int8Bf16 {
+  const int8_t* w;  // panel start [K, 16]
+  const float* s;   // [16]
+  int64_t group, groups;  // one group spanning K
+
+  __m512bh decode_pair(int64_t k) const {
+    const __m128i r0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + k * kWoqPanel));
+    const __m128i r1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + (k + 1) * kWoqPanel));
+    const __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_unpacklo_epi8(r0, r1)));  // columns 0..7
+    const __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_unpackhi_epi8(r0, r1)));  // columns 8..15
+    return _mm512_cvtne2ps_pbh(hi, lo);  // words 0..15 from lo, 16..31 from hi
+  }
+  __m512 group_end(int64_t, int, __m512 a, __m512 t) const { return _mm512_fmadd_ps(a, _mm512_loadu_ps(s), t); }
+};
+
 inline __m512bh pair_of(const uint16_t* x) {
   int32_t v;
   std::memcpy(&v, x, 4);
@@ -63,8 +80,8 @@ inline __m512bh pair_of(const uint16_t* x) {
 
 #define SQUASH_UNROLL _Pragma("GCC unroll 16")
 
-template <int MR>
-void tile(const Int4Bf16& d, const uint16_t* x, int64_t ldx, const float* bias, float* out, int64_t ldo, int cols) {
+template <int MR, typename Decode>
+void tile(const Decode& d, const uint16_t* x, int64_t ldx, const float* bias, float* out, int64_t ldo, int cols) {
   constexpr int KS = kSplits<MR>;
   __m512 tot[MR];
   SQUASH_UNROLL for (int r = 0; r < MR; ++r) tot[r] = _mm512_setzero_ps();
@@ -96,6 +113,37 @@ void tile(const Int4Bf16& d, const uint16_t* x, int64_t ldx, const float* bias, 
   SQUASH_UNROLL for (int r = 0; r < MR; ++r) _mm512_mask_storeu_ps(out + r * ldo, valid, _mm512_add_ps(tot[r], b));
 }
 
+// Loop order as woq_avx2.cpp's run(): blocks of panels whose weights fit in ~256 KiB, then row
+// tiles, then the block's panels; `set_panel(p, m)` points the decoder at panel p, row tile m.
+template <typename Decode, typename SetPanel>
+void run(Decode& d, const WoqProblem& pr, int64_t n, int64_t k, int64_t panel_bytes, int64_t p0, int64_t p1,
+         SetPanel set_panel) {
+  const int64_t block = std::max<int64_t>(1, (256 << 10) / panel_bytes);
+  for (int64_t pb = p0; pb < p1; pb += block) {
+    const int64_t pe = std::min(p1, pb + block);
+    for (int64_t m = 0; m < pr.m; m += kMaxRows) {
+      const int mr = static_cast<int>(std::min<int64_t>(kMaxRows, pr.m - m));
+      for (int64_t p = pb; p < pe; ++p) {
+        set_panel(p, m);
+        const int cols = static_cast<int>(std::min<int64_t>(kWoqPanel, n - p * kWoqPanel));
+        const uint16_t* x = pr.x_bf16 + m * k;
+        const float* bias = pr.bias ? pr.bias + p * kWoqPanel : nullptr;
+        float* out = pr.out + m * pr.ldo + p * kWoqPanel;
+        switch (mr) {
+          case 1: tile<1>(d, x, k, bias, out, pr.ldo, cols); break;
+          case 2: tile<2>(d, x, k, bias, out, pr.ldo, cols); break;
+          case 3: tile<3>(d, x, k, bias, out, pr.ldo, cols); break;
+          case 4: tile<4>(d, x, k, bias, out, pr.ldo, cols); break;
+          case 5: tile<5>(d, x, k, bias, out, pr.ldo, cols); break;
+          case 6: tile<6>(d, x, k, bias, out, pr.ldo, cols); break;
+          case 7: tile<7>(d, x, k, bias, out, pr.ldo, cols); break;
+          default: tile<kMaxRows>(d, x, k, bias, out, pr.ldo, cols); break;
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void w4a16_avx512_bf16(const WoqInt4Weight& w, const WoqProblem& pr, int64_t p0, int64_t p1) {
@@ -111,35 +159,20 @@ void w4a16_avx512_bf16(const WoqInt4Weight& w, const WoqProblem& pr, int64_t p0,
   }
   Int4Bf16 d{nullptr, nullptr, nullptr, nullptr, w.group, groups, _mm512_load_si512(lut),
              _mm_setr_epi8(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15)};
-  // Loop order as woq_avx2.cpp's run(): blocks of panels whose weights fit in ~256 KiB, then row
-  // tiles, then the block's panels.
-  const int64_t block = std::max<int64_t>(1, (256 << 10) / (w.k * 8));
-  for (int64_t pb = p0; pb < p1; pb += block) {
-    const int64_t pe = std::min(p1, pb + block);
-    for (int64_t m = 0; m < pr.m; m += kMaxRows) {
-      const int mr = static_cast<int>(std::min<int64_t>(kMaxRows, pr.m - m));
-      for (int64_t p = pb; p < pe; ++p) {
-        d.w = w.packed + p * w.k * 8;
-        d.s = w.scales + p * groups * kWoqPanel;
-        d.z = w.zeros ? w.zeros + p * groups * kWoqPanel : nullptr;
-        d.xsum = xsum.data() + m * groups;
-        const int cols = static_cast<int>(std::min<int64_t>(kWoqPanel, w.n - p * kWoqPanel));
-        const uint16_t* x = pr.x_bf16 + m * w.k;
-        const float* bias = pr.bias ? pr.bias + p * kWoqPanel : nullptr;
-        float* out = pr.out + m * pr.ldo + p * kWoqPanel;
-        switch (mr) {
-          case 1: tile<1>(d, x, w.k, bias, out, pr.ldo, cols); break;
-          case 2: tile<2>(d, x, w.k, bias, out, pr.ldo, cols); break;
-          case 3: tile<3>(d, x, w.k, bias, out, pr.ldo, cols); break;
-          case 4: tile<4>(d, x, w.k, bias, out, pr.ldo, cols); break;
-          case 5: tile<5>(d, x, w.k, bias, out, pr.ldo, cols); break;
-          case 6: tile<6>(d, x, w.k, bias, out, pr.ldo, cols); break;
-          case 7: tile<7>(d, x, w.k, bias, out, pr.ldo, cols); break;
-          default: tile<kMaxRows>(d, x, w.k, bias, out, pr.ldo, cols); break;
-        }
-      }
-    }
-  }
+  run(d, pr, w.n, w.k, w.k * 8, p0, p1, [&](int64_t p, int64_t m) {
+    d.w = w.packed + p * w.k * 8;
+    d.s = w.scales + p * groups * kWoqPanel;
+    d.z = w.zeros ? w.zeros + p * groups * kWoqPanel : nullptr;
+    d.xsum = xsum.data() + m * groups;
+  });
+}
+
+void w8a16_avx512_bf16(const WoqInt8Weight& w, const WoqProblem& pr, int64_t p0, int64_t p1) {
+  Int8Bf16 d{nullptr, nullptr, w.k, 1};
+  run(d, pr, w.n, w.k, w.k * kWoqPanel, p0, p1, [&](int64_t p, int64_t) {
+    d.w = w.packed + p * w.k * kWoqPanel;
+    d.s = w.scales + p * kWoqPanel;
+  });
 }
 
 }  // namespace squash::cpu_kernels::woq_detail
