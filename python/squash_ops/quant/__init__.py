@@ -10,6 +10,7 @@ from .calibrate import ActivationStats, CalibrationStats, calibrate
 from .prepacking import PrepackReport, prepack, unprepack
 from .serialization import CheckpointError, load_quantized, save_quantized
 from .importers import awq_linear, gptq_linear, import_awq, import_gptq
+from .compressed_tensors import export_compressed_tensors, import_compressed_tensors
 
 __all__ = [
     "QuantConfig", "W4A16Config", "W8A8Config", "W8A16Config", "config_from_dict", "config_to_dict",
@@ -21,4 +22,5 @@ __all__ = [
     "CheckpointError", "load_quantized", "save_quantized",
     "PrepackReport", "prepack", "unprepack",
     "awq_linear", "gptq_linear", "import_awq", "import_gptq",
+    "export_compressed_tensors", "import_compressed_tensors",
 ]
