@@ -5,6 +5,7 @@
     squash eval        [MODEL_DIR] [--scheme w8a8 | --plan plan.json] [--migrate [--smooth] [--rotate-ffn-down 32]]
                        | [MODEL_DIR] --quantized OUT_DIR
     squash quantize    [MODEL_DIR] -o OUT_DIR [--scheme w4a16 | --plan plan.json] [--migrate [--smooth] [...]]
+                       [--format squash | compressed-tensors]
     squash bench       [--suites w4a16,norm] [--quick] [...any bench.run option]
 
 MODEL_DIR is a local Hugging Face model directory (config, weights and tokenizer); without one
@@ -344,6 +345,17 @@ def cmd_quantize(args, console) -> int:
     quantize_model(loaded.model, args, lambda: text_batches(loaded, args, "calibration"), console)
     if not any(isinstance(m, _QuantLinear) for m in loaded.model.modules()):
         raise CliError("nothing was quantized (every linear was skipped or kept float): nothing saved")
+    if args.format == "compressed-tensors":
+        from .quant.compressed_tensors import export_compressed_tensors
+
+        try:
+            out = export_compressed_tensors(loaded.model, args.output)
+        except ValueError as e:  # what the format has no place for, naming the layer
+            raise CliError(str(e)) from None
+        loaded.tokenizer.save_pretrained(out)
+        console.print(f"saved: {out} (compressed-tensors: vllm serve {out}; squash_ops.import_compressed_tensors "
+                      f"reads it back)", soft_wrap=True)
+        return 0
     out = save_quantized(loaded.model, args.output)
     loaded.tokenizer.save_pretrained(out)
     model_arg = f"{args.model} " if args.model else ""
@@ -541,6 +553,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p, "w8a8", None)
     _add_quantize_args(p)
     p.add_argument("-o", "--output", required=True, help="directory to write")
+    p.add_argument("--format", choices=("squash", "compressed-tensors"), default="squash",
+                   help="squash: squash_ops' checkpoint (squash eval --quantized reads it); compressed-tensors: "
+                        "llmcompressor's format, which vLLM and SGLang serve")
     p.set_defaults(func=cmd_quantize)
 
     # Its options are bench.run's, passed through as they are (main: parse_known_args).
