@@ -333,10 +333,30 @@ def test_cli_never_ends_in_a_traceback(capsys, tmp_path, text_file, llama_dir):
 
 
 def test_bench_outside_a_checkout(capsys, tmp_path, monkeypatch):
+    """Away from the checkout, squash bench runs the squash_ops.bench copy that the wheel (and the
+    editable install) carries, writing into the current directory; without it, it says so."""
+    import importlib.util
+
     monkeypatch.setattr(cli, "__file__", str(tmp_path / "a" / "b" / "cli.py"))
     monkeypatch.chdir(tmp_path)
+    assert importlib.util.find_spec("squash_ops.bench") is not None, "reinstall: pip install --no-build-isolation -e ."
+    rc = cli.main(["bench", "--dry-run", "--suites", "w8a16", "--quick", "--out", "b.json"])
+    assert rc == 0 and json.loads((tmp_path / "b.json").read_text())["records"]
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "squash_ops.bench" else
+                        find_spec(name, *a))
     rc, out = _run(capsys, "bench")
-    assert rc == 2 and "live in the squash_ops source checkout" in out
+    assert rc == 2 and "the benchmark suites were not found" in out
+
+
+def test_plot_skipped_without_matplotlib(capsys, tmp_path, llama_dir, monkeypatch):
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    rc, out = _run(capsys, "sensitivity", llama_dir, "--scheme", "w8a16", "--samples", "2", "--plot",
+                   tmp_path / "p.png")
+    assert rc == 0, out
+    assert "plot skipped: SensitivityReport.plot needs matplotlib" in out and not (tmp_path / "p.png").exists()
 
 
 def test_quantize_to_compressed_tensors(capsys, tmp_path, llama_dir):

@@ -427,8 +427,8 @@ def cmd_sensitivity(args, console) -> int:
     if args.plot:
         try:
             console.print(f"plot: {report.plot(args.plot, fallback)}", soft_wrap=True)
-        except ImportError as e:
-            raise CliError(str(e)) from None
+        except ImportError as e:  # matplotlib is optional: the table and the plan do not need it
+            console.print(f"[yellow]plot skipped:[/] {e}", soft_wrap=True)
     if args.plan_out:
         if fallback is None:
             raise CliError("--plan-out needs a budget (--min-cosine or --max-drop)")
@@ -437,13 +437,20 @@ def cmd_sensitivity(args, console) -> int:
 
 
 def cmd_bench(args, console) -> int:
-    """Runs ``python -m bench.run`` from the source checkout with the arguments given."""
+    """Runs the benchmark suites with the arguments given: ``python -m bench.run`` in the source
+    checkout, else ``python -m squash_ops.bench.run`` (the copy an installed wheel carries) here."""
+    import importlib.util
+
     import torch
 
     root = bench_root()
-    if root is None:
-        raise CliError("the benchmark suites (bench/run.py) live in the squash_ops source checkout; run squash "
-                       "bench from inside it (an installed wheel does not carry them)")
+    if root is not None:
+        module = "bench.run"
+    elif importlib.util.find_spec("squash_ops.bench") is not None:
+        module, root = "squash_ops.bench.run", Path.cwd()
+    else:
+        raise CliError("the benchmark suites were not found: neither a squash_ops source checkout (bench/run.py) "
+                       "here nor the squash_ops.bench package that the squash_ops wheel installs; reinstall squash_ops")
     passthrough = list(args.bench_args)
     smoke = "--dry-run" in passthrough or any(a in ("cpu", "--device=cpu") for a in passthrough)
     if not torch.cuda.is_available() and not smoke:
@@ -454,7 +461,7 @@ def cmd_bench(args, console) -> int:
             soft_wrap=True,
         )
         return 2
-    cmd = [sys.executable, "-m", "bench.run", *passthrough]
+    cmd = [sys.executable, "-m", module, *passthrough]
     console.print(f"running: {' '.join(cmd)} (in {root})", soft_wrap=True)
     return subprocess.call(cmd, cwd=root)
 
