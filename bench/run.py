@@ -82,9 +82,9 @@ def import_squash(required: bool, device: str) -> bool:
 
 def default_out(device: str, smoke: bool) -> Path:
     root = Path(__file__).resolve().parents[1]
-    # Run from an installed wheel (squash_ops.bench in site-packages), results go to the
-    # current directory, never into site-packages.
-    results, scratch = (root / "bench" / "results", root / "out") if (root / "bench" / "run.py").is_file() \
+    # Run from an installed wheel (squash_ops.bench in site-packages, no pyproject.toml above it),
+    # results go to the current directory, never into site-packages.
+    results, scratch = (root / "bench" / "results", root / "out") if (root / "pyproject.toml").is_file() \
         else (Path.cwd(), Path.cwd())
     date = f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d}"
     if device == "cuda":
