@@ -13,9 +13,10 @@ weights). Saving needs one change: ST saves that module with ``save_pretrained``
 the quantized buffers as if they were float weights. ``encoder_of`` therefore turns the module into
 a ``SquashTransformer`` (a subclass, the same object otherwise), whose ``save`` writes squash's
 checkpoint (``save_quantized``) and whose loading rebuilds it (``load_quantized`` on a skeleton
-built from the saved config). ST records the module's class in ``modules.json``; sentence-transformers 6 imports a class outside its own package only with
-``trust_remote_code=True``, which ``load_sentence_transformer`` passes after checking that
-``modules.json`` names no class but ST's and ``SquashTransformer``.
+built from the saved config). ST records the module's class in ``modules.json``;
+sentence-transformers 6 imports a class outside its own package only with ``trust_remote_code=True``,
+which ``load_sentence_transformer`` passes after checking that ``modules.json`` names no class but
+ST's and ``SquashTransformer``.
 """
 
 from __future__ import annotations
