@@ -169,6 +169,39 @@ def test_their_checkpoint_imports_exactly(arch, scheme, tmp_path):
         assert all(m.config == W8A8Config("dynamic") for m in layers.values())
 
 
+def test_int8_minus_128_runs_exactly(tmp_path, each_cpu_isa):
+    """compressed-tensors' symmetric int8 scale is absmax / 127.5, so its weights reach -128, which
+    squash's own quantizer never produces: the imported W8A8 and W8A16 layers compute with it
+    exactly on every CPU kernel path (the CUDA kernels are not checked here)."""
+    n, k = 16, 64
+    q = torch.randint(-128, 128, (n, k), dtype=torch.int8)
+    q[:, :5] = -128
+    scale = torch.rand(n, 1) / 50 + 1e-3
+    w8 = {"num_bits": 8, "type": "int", "symmetric": True, "strategy": "channel"}
+    for fmt, tensors, acts in (
+        ("int-quantized", {"0.weight": q, "0.weight_scale": scale},
+         {"num_bits": 8, "type": "int", "symmetric": True, "strategy": "token", "dynamic": True}),
+        ("pack-quantized", {"0.weight_packed": pack_int32(q.to(torch.int16) + 128, 8), "0.weight_scale": scale,
+                            "0.weight_shape": torch.tensor([n, k])}, None),
+    ):
+        d = tmp_path / fmt
+        d.mkdir()
+        save_file(tensors, d / "model.safetensors")
+        (d / "config.json").write_text(json.dumps({"quantization_config": {
+            "quant_method": "compressed-tensors", "format": fmt, "ignore": [],
+            "config_groups": {"g": {"targets": ["Linear"], "weights": w8, "input_activations": acts}}}}))
+        layer = squash_ops.import_compressed_tensors(torch.nn.Sequential(torch.nn.Linear(k, n, bias=False)), d)[0]
+        assert torch.equal(layer.dequantized_weight(), q.float() * scale)
+        x = torch.randn(3, k)
+        if isinstance(layer, W8A8Linear):
+            xq, xs = squash_ops.quantize_activation_int8(x)
+            exact = (xq.double() @ q.double().T).float() * xs.reshape(-1, 1) * scale.T
+            assert torch.equal(layer(x), exact)
+        else:
+            xb = x.to(torch.bfloat16)
+            assert torch.equal(layer(xb), (xb.float() @ (q.float() * scale).T).to(torch.bfloat16))
+
+
 def test_gptq_group_act_order_checkpoint(tmp_path):
     """An older llmcompressor GPTQ checkpoint (actorder "group": a weight_g_idx per layer, groups
     scattered over K); compressed-tensors 0.20 no longer writes these, so it is built here."""
