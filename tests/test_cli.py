@@ -364,7 +364,7 @@ def test_quantize_to_compressed_tensors(capsys, tmp_path, llama_dir):
     same model that the squash format holds; what the format cannot hold is refused by name."""
     rc, out = _run(capsys, "quantize", llama_dir, "--scheme", "w4a16", "--group-size", "64", "--format",
                    "compressed-tensors", "-o", tmp_path / "ct")
-    assert rc == 0 and "vllm serve" in out, out
+    assert rc == 0 and "vllm serve" in out and "squash eval" in out, out
     rc, out = _run(capsys, "quantize", llama_dir, "--scheme", "w4a16", "--group-size", "64", "-o", tmp_path / "sq")
     assert rc == 0, out
     assert (tmp_path / "ct" / "tokenizer_config.json").is_file()
@@ -376,6 +376,11 @@ def test_quantize_to_compressed_tensors(capsys, tmp_path, llama_dir):
     theirs = squash_ops.import_compressed_tensors(type(loaded.model)(loaded.model.config), tmp_path / "ct")
     a, b = ours.state_dict(), theirs.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    rc, from_ct = _run(capsys, "eval", llama_dir, "--quantized", tmp_path / "ct", "--samples", "4")
+    rc2, from_sq = _run(capsys, "eval", llama_dir, "--quantized", tmp_path / "sq", "--samples", "4")
+    assert rc == rc2 == 0, from_ct + from_sq
+    for metric in ("logits cosine per token, mean", "perplexity float32"):
+        assert _value(from_ct, metric) == _value(from_sq, metric)
     rc, out = _run(capsys, "quantize", llama_dir, "--activation", "static", "--format", "compressed-tensors",
                    "-o", tmp_path / "static")
     assert rc == 2 and "is W8A8 with static activation scales" in out

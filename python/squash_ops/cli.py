@@ -3,7 +3,7 @@
     squash sensitivity [MODEL_DIR] [--scheme w4a16] [--min-cosine 0.999 | --max-drop 0.01]
                        [--plot sens.png] [--plan-out plan.json]
     squash eval        [MODEL_DIR] [--scheme w8a8 | --plan plan.json] [--migrate [--smooth] [--rotate-ffn-down 32]]
-                       | [MODEL_DIR] --quantized OUT_DIR
+                       | [MODEL_DIR] --quantized OUT_DIR (OUT_DIR in either format of squash quantize)
     squash quantize    [MODEL_DIR] -o OUT_DIR [--scheme w4a16 | --plan plan.json] [--migrate [--smooth] [...]]
                        [--format squash | compressed-tensors]
     squash bench       [--suites w4a16,norm] [--quick] [...any bench.run option]
@@ -308,12 +308,12 @@ def forward_ms(models: list, batches, device: str, reps: int = 3) -> list[float]
 
 
 def load_saved(directory: str, reference: Loaded, device: str):
-    """The model ``squash quantize`` saved in ``directory``, rebuilt on a meta skeleton of the
-    reference's class (its weights come from the file only)."""
+    """The model ``squash quantize`` saved in ``directory`` (either format), rebuilt on a skeleton
+    of the reference's class (its weights come from the file only)."""
     import torch
     from transformers import AutoConfig
 
-    from .quant.serialization import load_quantized
+    from .quant.serialization import CONFIG_FILE, load_quantized
 
     if not (Path(directory) / "config.json").is_file():
         raise CliError(f"--quantized {directory} is not a directory written by squash quantize (no config.json)")
@@ -321,9 +321,16 @@ def load_saved(directory: str, reference: Loaded, device: str):
     if saved.model_type != reference.model.config.model_type:
         raise CliError(f"--quantized {directory} holds a {saved.model_type} model, MODEL_DIR a "
                        f"{reference.model.config.model_type}: give the float model it was quantized from")
-    with torch.device("meta"):
+    compressed = not (Path(directory) / CONFIG_FILE).is_file() and hasattr(saved, "quantization_config")
+    # A compressed-tensors directory does not carry non-persistent buffers (rotary tables,
+    # position ids): its skeleton is built for real, so its constructor makes them.
+    with torch.device(device if compressed else "meta"):
         skeleton = type(reference.model)(saved)
     try:
+        if compressed:
+            from .quant.compressed_tensors import import_compressed_tensors
+
+            return import_compressed_tensors(skeleton, directory, device=device)
         return load_quantized(skeleton, directory, device=device)
     except (OSError, ValueError) as e:  # CheckpointError is a ValueError naming file and layer
         raise CliError(str(e)) from None
@@ -353,8 +360,9 @@ def cmd_quantize(args, console) -> int:
         except ValueError as e:  # what the format has no place for, naming the layer
             raise CliError(str(e)) from None
         loaded.tokenizer.save_pretrained(out)
-        console.print(f"saved: {out} (compressed-tensors: vllm serve {out}; squash_ops.import_compressed_tensors "
-                      f"reads it back)", soft_wrap=True)
+        model_arg = f"{args.model} " if args.model else ""
+        console.print(f"saved: {out} (compressed-tensors; check it: squash eval {model_arg}--quantized {out}; serve it: "
+                      f"vllm serve {out})", soft_wrap=True)
         return 0
     out = save_quantized(loaded.model, args.output)
     loaded.tokenizer.save_pretrained(out)
