@@ -255,6 +255,35 @@ def test_migration_is_folded_into_the_norms(arch, tmp_path):
     assert torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0) > 0.999
 
 
+def test_folded_smoothing_exports_and_runtime_transforms_are_refused(tmp_path):
+    model = random_norms(tiny_llama())
+    report = quantize_w8a8(model, W8A8Config(), calibration=[token_batch(), token_batch(1)], smooth=True,
+                           runtime_smoothing=False)
+    assert not any(getattr(m, "input_mul", None) is not None for m in model.modules())
+    squash_ops.export_compressed_tensors(model, tmp_path / "folded")
+    theirs = _their_model(tmp_path / "folded", type(model))
+    for name, module in model.named_modules():
+        if isinstance(module, squash_ops.migration.MigratedNorm):
+            folded = torch.ones_like(module.factor) if module.weight is None else module.weight
+            assert torch.equal(theirs.get_submodule(name).weight, folded), name
+        elif isinstance(module, _QuantLinear):
+            assert torch.equal(theirs.get_submodule(name).weight, module.dequantized_weight()), name
+    smoothed_kinds = {site.kind for site in report.smoothing.sites if site.alpha is not None}
+    assert smoothed_kinds == {"norm", "value"}, str(report.smoothing)  # both folded kinds, for real
+    # FFN-down smoothing multiplies the input at run time; a rotation rotates it: no place for either.
+    layer = "model.layers.1.mlp.down_proj"
+    smoothed = tiny_llama()
+    linear = smoothed.get_submodule(layer)
+    smoothed.model.layers[1].mlp.down_proj = W8A8Linear.from_linear(linear, W8A8Config(),
+                                                                    smoothing=torch.rand(linear.in_features) + 0.5)
+    with pytest.raises(ValueError, match=f"{layer} multiplies its input per channel at run time"):
+        squash_ops.export_compressed_tensors(smoothed, tmp_path / "smoothed")
+    rotated = tiny_llama()
+    squash_ops.replace_linear(rotated, W8A8Config(), overrides={layer: W8A8Config(rotation=32)})
+    with pytest.raises(ValueError, match=f"{layer} rotates its input by 32-blocks of a Hadamard matrix"):
+        squash_ops.export_compressed_tensors(rotated, tmp_path / "rotated")
+
+
 def test_refusals_name_the_layer(tmp_path):
     bert = random_norms(tiny_bert())
     quantize_w8a8(bert, W8A8Config())

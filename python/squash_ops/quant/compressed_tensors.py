@@ -25,10 +25,13 @@ squash; an export writes them in ``dtype`` (float32 by default, refused where a 
 would round one). Activations: squash's W8A8 dynamic mode is per-token symmetric int8 like the
 format's; static activation scales are not exported (refused).
 
-Gamma migration has a place only where it folds: a ``MigratedNorm`` feeding only linears (pre-norm
+Gamma migration and channel smoothing have a place only where they fold (smoothing at a value
+projection is already in the two linears' weights): a ``MigratedNorm`` feeding only linears (pre-norm
 LLaMA / OPT) is written as the plain norm whose weight and bias are ``gamma / m`` and ``beta / m``
 (the linears already hold ``W * m``); a post-norm BERT block scales its residual by ``m``
-(``ResidualScaledOutput``), which no standard module can express, so it is refused.
+(``ResidualScaledOutput``), which no standard module can express, so it is refused; so are the
+run-time input transforms of a W8A8 layer (``input_mul`` of FFN-down smoothing, a Hadamard
+``rotation``).
 """
 
 from __future__ import annotations
@@ -256,6 +259,17 @@ def _layer_tensors(name: str, m: _QuantLinear, dtype: torch.dtype) -> dict[str, 
         if m.config.activation != "dynamic":
             raise ValueError(f"export_compressed_tensors: {name} is W8A8 with static activation scales; the export "
                              f"writes per-token dynamic W8A8 only: quantize with W8A8Config('dynamic')")
+        # Run-time input transforms: their weights hold W * s or W @ H, so without the transform the
+        # layer would compute something else, and the format has no place for one.
+        if m.input_mul is not None:
+            raise ValueError(f"export_compressed_tensors: {name} multiplies its input per channel at run time "
+                             f"(smoothing of the FFN down-projection), which compressed-tensors has no place for: "
+                             f"smooth only where it folds (quantize_w8a8(..., runtime_smoothing=False), "
+                             f"squash quantize --smooth folded)")
+        if m.config.rotation:
+            raise ValueError(f"export_compressed_tensors: {name} rotates its input by {m.config.rotation}-blocks of a "
+                             f"Hadamard matrix at run time, which compressed-tensors has no place for: quantize "
+                             f"without rotation (--rotate-ffn-down)")
         out["weight"] = buf["qweight"]
         out["weight_scale"] = _as_dtype(buf["scales"].reshape(n, 1), dtype, f"{name}.scales")
     elif isinstance(m, W8A16Linear):
