@@ -82,13 +82,17 @@ def import_squash(required: bool, device: str) -> bool:
 
 def default_out(device: str, smoke: bool) -> Path:
     root = Path(__file__).resolve().parents[1]
+    # Run from an installed wheel (squash_ops.bench in site-packages, no pyproject.toml above it),
+    # results go to the current directory, never into site-packages.
+    results, scratch = (root / "bench" / "results", root / "out") if (root / "pyproject.toml").is_file() \
+        else (Path.cwd(), Path.cwd())
     date = f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d}"
     if device == "cuda":
         name = harness.gpu_slug(torch.cuda.get_device_name(torch.cuda.current_device()))
-        return root / "bench" / "results" / f"{date}_{name}.json"
+        return results / f"{date}_{name}.json"
     if device == "cpu" and not smoke:
-        return root / "bench" / "results" / f"{date}_{harness.cpu_slug()}.json"
-    return root / "out" / f"bench_{device}.json"
+        return results / f"{date}_{harness.cpu_slug()}.json"
+    return scratch / f"bench_{device}.json"
 
 
 def main(argv=None) -> int:

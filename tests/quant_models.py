@@ -7,6 +7,7 @@ embeddings and a wrongly replaced layer would hardly show in the outputs.
 
 import torch
 import transformers
+from torch import nn
 
 
 def _build(model_cls, config, seed):
@@ -46,3 +47,17 @@ def token_batch(seed=0, batch=2, seq=13, vocab=256):
     g = torch.Generator().manual_seed(seed)
     return {"input_ids": torch.randint(0, vocab, (batch, seq), generator=g),
             "attention_mask": torch.ones(batch, seq, dtype=torch.long)}
+
+
+def random_norms(model):
+    """HF initializes gamma to 1 and beta to 0, which migration leaves alone (factor 1): draw them
+    so every norm migrates (and a few channels need the tiny-gamma guard)."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.LayerNorm) or type(m).__name__.endswith("RMSNorm"):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * 0.4 + 1)
+                m.weight[:2] = 0.01
+                if getattr(m, "bias", None) is not None:
+                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.2)
+    return model

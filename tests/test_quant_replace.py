@@ -254,6 +254,28 @@ def test_report_renders_as_text_and_rich_table():
     assert "(7.53x smaller)" in rendered
 
 
+def test_plan_replacement_is_what_replace_linear_does_and_touches_nothing():
+    model = tiny_llama()
+    overrides = {"model.layers.0.mlp.down_proj": None, "lm_head": W8A16Config()}
+    before = {n: p.clone() for n, p in model.state_dict().items()}
+    plan = squash_ops.plan_replacement(model, W4A16Config(64), overrides=overrides)
+    assert all(type(model.get_submodule(n)) is nn.Linear for n in plan.names)
+    assert all(torch.equal(before[n], p) for n, p in model.state_dict().items())
+    report = replace_linear(model, W4A16Config(64), overrides=overrides)
+    assert {layer.name: layer.config for layer in plan.layers} == report.replaced
+    assert plan.names == list(report.replaced) and plan.skipped == report.skipped
+    assert plan.skipped["model.layers.0.mlp.down_proj"] == "kept in float by overrides"
+    assert "lm_head  w8a16" in str(plan)
+    # A module under two names is one planned layer with both paths.
+    shared = nn.Linear(64, 64)
+    twice = nn.ModuleDict({"a": shared, "b": shared})
+    assert [(p.name, p.paths) for p in squash_ops.plan_replacement(twice, W8A16Config()).layers] == [("a", ("a", "b"))]
+    # It refuses what replace_linear refuses.
+    with pytest.raises(ValueError, match="did you mean 'lm_head'"):
+        squash_ops.plan_replacement(tiny_llama(), W8A16Config(), overrides={"lm_hed": None})
+
+
 def test_top_level_exports():
-    for name in ("replace_linear", "ReplaceReport", "W8A16Config", "W4A16Config", "W8A8Config"):
+    for name in ("replace_linear", "ReplaceReport", "W8A16Config", "W4A16Config", "W8A8Config", "plan_replacement",
+                 "ReplacementPlan", "PlannedLayer"):
         assert name in squash_ops.__all__ and hasattr(squash_ops, name)

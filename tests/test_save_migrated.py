@@ -21,7 +21,7 @@ from squash_ops.quant import (
     CheckpointError, W4A16Config, W8A8Config, W8A8Linear, W8A16Config, load_quantized, replace_linear, save_quantized,
 )
 from squash_ops.quant.serialization import checksum
-from quant_models import tiny_bert, tiny_llama, tiny_opt, token_batch
+from quant_models import random_norms, tiny_bert, tiny_llama, tiny_opt, token_batch
 
 BUILDERS = {"llama": lambda: tiny_llama(tie=False), "opt": tiny_opt, "bert": tiny_bert}
 # "mixed": every 4th block linear static, dynamic, float, weight-only (W8A16 / W4A16 alternating).
@@ -29,22 +29,8 @@ MIXED_W8A8 = (W8A8Config("static"), W8A8Config("dynamic"), None, None)
 CALIBRATION = [token_batch(7), token_batch(8, seq=9)]
 
 
-def _random_norms(model):
-    """HF initializes gamma to 1 and beta to 0, which migration leaves alone (factor 1): draw them
-    so every norm migrates (and a few channels need the tiny-gamma guard)."""
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.LayerNorm) or type(m).__name__.endswith("RMSNorm"):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * 0.4 + 1)
-                m.weight[:2] = 0.01
-                if getattr(m, "bias", None) is not None:
-                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.2)
-    return model
-
-
 def _quantized(arch, variant):
-    model = _random_norms(BUILDERS[arch]())
+    model = random_norms(BUILDERS[arch]())
     paths = block_linears(model)
     if variant == "mixed":
         index = {p: i for i, p in enumerate(paths)}

@@ -13,16 +13,20 @@ from . import cpu  # noqa: F401  (the CPU kernels' ISA path)
 from .ops import *  # noqa: F401,F403
 from .ops import __all__ as _ops_all
 from .quant import (
-    CalibrationStats, CheckpointError, ReplaceReport, W4A16Config, W8A8Config, W8A16Config, calibrate,
-    import_awq, import_gptq, load_quantized, replace_linear, save_quantized,
+    CalibrationStats, CheckpointError, ReplaceReport, export_compressed_tensors, import_compressed_tensors, W4A16Config, W8A8Config, W8A16Config, calibrate,
+    import_awq, import_gptq, load_quantized, plan_replacement, PlannedLayer, ReplacementPlan, replace_linear,
+    save_quantized,
 )
 # Not star-exported from ops: `prepack` / `unprepack` here are the model-level switches.
 from .quant import PrepackReport, prepack, unprepack
 
-# The model-level API, next to the ops: configs, replace_linear and its report, calibrate, save/load, GPTQ/AWQ import.
+# The model-level API, next to the ops: configs, replace_linear, its plan and its report, calibrate, save/load, GPTQ/AWQ import,
+# compressed-tensors in and out.
 _quant_api = [
-    "W8A16Config", "W4A16Config", "W8A8Config", "replace_linear", "ReplaceReport", "calibrate", "CalibrationStats",
+    "W8A16Config", "W4A16Config", "W8A8Config", "replace_linear", "ReplaceReport", "plan_replacement", "ReplacementPlan",
+    "PlannedLayer", "calibrate", "CalibrationStats",
     "save_quantized", "load_quantized", "CheckpointError", "import_gptq", "import_awq",
+    "import_compressed_tensors", "export_compressed_tensors",
     "prepack", "unprepack", "PrepackReport",
 ]
 

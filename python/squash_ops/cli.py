@@ -3,8 +3,9 @@
     squash sensitivity [MODEL_DIR] [--scheme w4a16] [--min-cosine 0.999 | --max-drop 0.01]
                        [--plot sens.png] [--plan-out plan.json]
     squash eval        [MODEL_DIR] [--scheme w8a8 | --plan plan.json] [--migrate [--smooth] [--rotate-ffn-down 32]]
-                       | [MODEL_DIR] --quantized OUT_DIR
+                       | [MODEL_DIR] --quantized OUT_DIR (OUT_DIR in either format of squash quantize)
     squash quantize    [MODEL_DIR] -o OUT_DIR [--scheme w4a16 | --plan plan.json] [--migrate [--smooth] [...]]
+                       [--format squash | compressed-tensors]
     squash bench       [--suites w4a16,norm] [--quick] [...any bench.run option]
 
 MODEL_DIR is a local Hugging Face model directory (config, weights and tokenizer); without one
@@ -307,12 +308,12 @@ def forward_ms(models: list, batches, device: str, reps: int = 3) -> list[float]
 
 
 def load_saved(directory: str, reference: Loaded, device: str):
-    """The model ``squash quantize`` saved in ``directory``, rebuilt on a meta skeleton of the
-    reference's class (its weights come from the file only)."""
+    """The model ``squash quantize`` saved in ``directory`` (either format), rebuilt on a skeleton
+    of the reference's class (its weights come from the file only)."""
     import torch
     from transformers import AutoConfig
 
-    from .quant.serialization import load_quantized
+    from .quant.serialization import CONFIG_FILE, load_quantized
 
     if not (Path(directory) / "config.json").is_file():
         raise CliError(f"--quantized {directory} is not a directory written by squash quantize (no config.json)")
@@ -320,9 +321,16 @@ def load_saved(directory: str, reference: Loaded, device: str):
     if saved.model_type != reference.model.config.model_type:
         raise CliError(f"--quantized {directory} holds a {saved.model_type} model, MODEL_DIR a "
                        f"{reference.model.config.model_type}: give the float model it was quantized from")
-    with torch.device("meta"):
+    compressed = not (Path(directory) / CONFIG_FILE).is_file() and hasattr(saved, "quantization_config")
+    # A compressed-tensors directory does not carry non-persistent buffers (rotary tables,
+    # position ids): its skeleton is built for real, so its constructor makes them.
+    with torch.device(device if compressed else "meta"):
         skeleton = type(reference.model)(saved)
     try:
+        if compressed:
+            from .quant.compressed_tensors import import_compressed_tensors
+
+            return import_compressed_tensors(skeleton, directory, device=device)
         return load_quantized(skeleton, directory, device=device)
     except (OSError, ValueError) as e:  # CheckpointError is a ValueError naming file and layer
         raise CliError(str(e)) from None
@@ -344,6 +352,18 @@ def cmd_quantize(args, console) -> int:
     quantize_model(loaded.model, args, lambda: text_batches(loaded, args, "calibration"), console)
     if not any(isinstance(m, _QuantLinear) for m in loaded.model.modules()):
         raise CliError("nothing was quantized (every linear was skipped or kept float): nothing saved")
+    if args.format == "compressed-tensors":
+        from .quant.compressed_tensors import export_compressed_tensors
+
+        try:
+            out = export_compressed_tensors(loaded.model, args.output)
+        except ValueError as e:  # what the format has no place for, naming the layer
+            raise CliError(str(e)) from None
+        loaded.tokenizer.save_pretrained(out)
+        model_arg = f"{args.model} " if args.model else ""
+        console.print(f"saved: {out} (compressed-tensors; check it: squash eval {model_arg}--quantized {out}; serve it: "
+                      f"vllm serve {out})", soft_wrap=True)
+        return 0
     out = save_quantized(loaded.model, args.output)
     loaded.tokenizer.save_pretrained(out)
     model_arg = f"{args.model} " if args.model else ""
@@ -415,8 +435,8 @@ def cmd_sensitivity(args, console) -> int:
     if args.plot:
         try:
             console.print(f"plot: {report.plot(args.plot, fallback)}", soft_wrap=True)
-        except ImportError as e:
-            raise CliError(str(e)) from None
+        except ImportError as e:  # matplotlib is optional: the table and the plan do not need it
+            console.print(f"[yellow]plot skipped:[/] {e}", soft_wrap=True)
     if args.plan_out:
         if fallback is None:
             raise CliError("--plan-out needs a budget (--min-cosine or --max-drop)")
@@ -425,13 +445,20 @@ def cmd_sensitivity(args, console) -> int:
 
 
 def cmd_bench(args, console) -> int:
-    """Runs ``python -m bench.run`` from the source checkout with the arguments given."""
+    """Runs the benchmark suites with the arguments given: ``python -m bench.run`` in the source
+    checkout, else ``python -m squash_ops.bench.run`` (the copy an installed wheel carries) here."""
+    import importlib.util
+
     import torch
 
     root = bench_root()
-    if root is None:
-        raise CliError("the benchmark suites (bench/run.py) live in the squash_ops source checkout; run squash "
-                       "bench from inside it (an installed wheel does not carry them)")
+    if root is not None:
+        module = "bench.run"
+    elif importlib.util.find_spec("squash_ops.bench") is not None:
+        module, root = "squash_ops.bench.run", Path.cwd()
+    else:
+        raise CliError("the benchmark suites were not found: neither a squash_ops source checkout (bench/run.py) "
+                       "here nor the squash_ops.bench package that the squash_ops wheel installs; reinstall squash_ops")
     passthrough = list(args.bench_args)
     smoke = "--dry-run" in passthrough or any(a in ("cpu", "--device=cpu") for a in passthrough)
     if not torch.cuda.is_available() and not smoke:
@@ -442,7 +469,7 @@ def cmd_bench(args, console) -> int:
             soft_wrap=True,
         )
         return 2
-    cmd = [sys.executable, "-m", "bench.run", *passthrough]
+    cmd = [sys.executable, "-m", module, *passthrough]
     console.print(f"running: {' '.join(cmd)} (in {root})", soft_wrap=True)
     return subprocess.call(cmd, cwd=root)
 
@@ -541,6 +568,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p, "w8a8", None)
     _add_quantize_args(p)
     p.add_argument("-o", "--output", required=True, help="directory to write")
+    p.add_argument("--format", choices=("squash", "compressed-tensors"), default="squash",
+                   help="squash: squash_ops' checkpoint (squash eval --quantized reads it); compressed-tensors: "
+                        "llmcompressor's format, which vLLM and SGLang serve")
     p.set_defaults(func=cmd_quantize)
 
     # Its options are bench.run's, passed through as they are (main: parse_known_args).

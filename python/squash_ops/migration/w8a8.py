@@ -26,7 +26,7 @@ from torch import nn
 
 from ..quant import CalibrationStats, ReplaceReport, W8A8Config, W8A8Linear, calibrate, replace_linear
 from ..quant.calibrate import check_method
-from ..quant.replace import plan_replace_linear
+from ..quant.replace import plan_replacement
 from .families import block_linears, norm_sites, value_sites
 from .norm import MigratedNorm
 from .smoothing import SmoothingPlan, fold_value_smoothing, search_smoothing
@@ -146,7 +146,7 @@ def quantize_w8a8(
         if not calibration:
             raise ValueError("quantize_w8a8: calibration has no batches")
         check_method(method, percentile, "quantize_w8a8")
-    plan_replace_linear(model, W8A8Config(), filter_none, overrides=per_layer)
+    plan_replacement(model, W8A8Config(), filter_none, overrides=per_layer)
     smoothing = None
     if smooth:
         kinds = ("norm", "value", "ffn_down") if runtime_smoothing else ("norm", "value")

@@ -117,18 +117,24 @@ def gptq_linear(
 
     q_kn = _unpack_int32(qweight, 0)  # [K, N]
     z_gn = _unpack_int32(qzeros, 1) + _GPTQ_FORMATS[format]  # [G, N]
-    perm = None
-    if g_idx is not None:
-        g_idx = g_idx.to(torch.int64)
-        _check(bool((g_idx >= 0).all() and (g_idx < n_groups).all()), name, f"g_idx values must be in 0..{n_groups - 1}")
-        perm = torch.sort(g_idx, stable=True).indices
-        _check(torch.equal(g_idx[perm], torch.arange(k, device=g_idx.device) // g), name,
-               f"g_idx does not put exactly {g} input channels in each of the {n_groups} groups")
-        if torch.equal(perm, torch.arange(k, device=perm.device)):
-            perm = None
-        else:
-            q_kn = q_kn[perm]  # packed column i <- input channel perm[i]; groups now contiguous
+    perm = act_order_permutation(g_idx, k, n_groups, name)
+    if perm is not None:
+        q_kn = q_kn[perm]  # packed column i <- input channel perm[i]; groups now contiguous
     return _build(q_kn.T, z_gn.T, scales.T, config, bias, perm, compute_dtype, name)
+
+
+def act_order_permutation(g_idx: torch.Tensor | None, k: int, n_groups: int, name: str) -> torch.Tensor | None:
+    """The input permutation that makes an act-order layer's groups contiguous (``input_perm``):
+    the channels sorted by group, stably. None without ``g_idx`` or when it is the plain ``k // g``."""
+    if g_idx is None:
+        return None
+    g = k // n_groups
+    g_idx = g_idx.to(torch.int64)
+    _check(bool((g_idx >= 0).all() and (g_idx < n_groups).all()), name, f"g_idx values must be in 0..{n_groups - 1}")
+    perm = torch.sort(g_idx, stable=True).indices
+    _check(torch.equal(g_idx[perm], torch.arange(k, device=g_idx.device) // g), name,
+           f"g_idx does not put exactly {g} input channels in each of the {n_groups} groups")
+    return None if torch.equal(perm, torch.arange(k, device=perm.device)) else perm
 
 
 def _awq_unpack(packed: torch.Tensor) -> torch.Tensor:
@@ -158,24 +164,27 @@ def awq_linear(
     return _build(q_kn.T, z_gn.T, scales.T, config, bias, None, compute_dtype, name)
 
 
-def _quantized_layer_names(model: nn.Module, source: TensorSource) -> list[str]:
-    return [n for n, m in model.named_modules()
-            if isinstance(m, (nn.Linear, _QuantLinear)) and f"{n}.qweight" in source]
+def linear_names(model: nn.Module) -> list[str]:
+    """Every nn.Linear / quantized linear of ``model``, in model order."""
+    return [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, _QuantLinear))]
 
 
-def _import(model, checkpoint, device, convert, keys, caller, prepack) -> nn.Module:
+def import_layers(model, checkpoint, device, convert, keys, caller, prepack, marker="qweight") -> nn.Module:
+    """Every linear of ``model`` with a ``<name>.<marker>`` tensor in ``checkpoint`` becomes
+    ``convert(name=<label for messages>, layer=<name>, **{key: tensor or None for key in keys})``;
+    the rest of the checkpoint fills the float rest. All or nothing; errors prefixed by ``caller``."""
     try:
-        return _import_into(model, checkpoint, device, convert, keys, prepack)
+        return _import_into(model, checkpoint, device, convert, keys, prepack, marker)
     except (CheckpointError, FileNotFoundError) as e:
         raise type(e)(f"{caller}: {e}") from None
 
 
-def _import_into(model, checkpoint, device, convert, keys, prepack) -> nn.Module:
+def _import_into(model, checkpoint, device, convert, keys, prepack, marker) -> nn.Module:
     device = _default_device(model, device)
     with TensorSource.open(checkpoint, device) as source:
-        layers = _quantized_layer_names(model, source)
+        layers = [n for n in linear_names(model) if f"{n}.{marker}" in source]
         if not layers:
-            raise CheckpointError(f"{source.label}: no '<layer>.qweight' tensor matches a linear layer of "
+            raise CheckpointError(f"{source.label}: no '<layer>.{marker}' tensor matches a linear layer of "
                                   f"{type(model).__name__}")
         consumed = set()
         converted = {}
@@ -183,7 +192,7 @@ def _import_into(model, checkpoint, device, convert, keys, prepack) -> nn.Module
             current = model.get_submodule(name)
             tensors = {key: source.get(f"{name}.{key}") if f"{name}.{key}" in source else None for key in keys}
             consumed.update(f"{name}.{key}" for key in keys)
-            module = convert(name=f"{source.label}: layer {name}", **tensors)
+            module = convert(name=f"{source.label}: layer {name}", layer=name, **tensors)
             _check((module.in_features, module.out_features) == (current.in_features, current.out_features),
                    f"{source.label}: layer {name}",
                    f"{module.in_features}->{module.out_features} in the checkpoint but "
@@ -212,15 +221,15 @@ def import_gptq(model: nn.Module, checkpoint: Mapping[str, torch.Tensor] | str |
     checkpoint's quantize_config ``checkpoint_format``). ``prepack`` as in ``replace_linear``
     (default: the prepacked layout of the device where its kernel is built). Returns ``model`` in eval mode;
     ``save_quantized`` then writes it in squash_ops' format."""
-    def convert(name, qweight, qzeros, scales, g_idx, bias):
+    def convert(name, layer, qweight, qzeros, scales, g_idx, bias):
         return gptq_linear(qweight, qzeros, scales, g_idx, bias, format=format, compute_dtype=compute_dtype, name=name)
-    return _import(model, checkpoint, device, convert, ("qweight", "qzeros", "scales", "g_idx", "bias"), "import_gptq",
+    return import_layers(model, checkpoint, device, convert, ("qweight", "qzeros", "scales", "g_idx", "bias"), "import_gptq",
                    prepack)
 
 
 def import_awq(model: nn.Module, checkpoint: Mapping[str, torch.Tensor] | str | os.PathLike, *,
                compute_dtype: torch.dtype | None = None, device=None, prepack: bool | None = None) -> nn.Module:
     """Like ``import_gptq`` for an AutoAWQ GEMM-format checkpoint."""
-    def convert(name, qweight, qzeros, scales, bias):
+    def convert(name, layer, qweight, qzeros, scales, bias):
         return awq_linear(qweight, qzeros, scales, bias, compute_dtype=compute_dtype, name=name)
-    return _import(model, checkpoint, device, convert, ("qweight", "qzeros", "scales", "bias"), "import_awq", prepack)
+    return import_layers(model, checkpoint, device, convert, ("qweight", "qzeros", "scales", "bias"), "import_awq", prepack)

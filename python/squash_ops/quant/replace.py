@@ -191,17 +191,48 @@ def _unknown_names_error(unknown: list[str], known: list[str]) -> ValueError:
     return ValueError(f"replace_linear: overrides name no linear layer of the model: {', '.join(hints)}")
 
 
+@dataclass(frozen=True)
+class PlannedLayer:
+    """One layer ``replace_linear`` would quantize: its name, every path it is registered under
+    (a module reachable by two names is one layer, swapped at both), and the scheme it would get."""
+
+    name: str
+    paths: tuple[str, ...]
+    config: QuantConfig
+
+
+@dataclass
+class ReplacementPlan:
+    """What ``replace_linear`` would do, computed without touching the model.
+
+    ``layers``: the layers it would quantize, in model order. ``skipped``: layer name -> why it
+    would stay as it is (the reasons ``ReplaceReport.skipped`` gives). The plan holds names only:
+    a module reference kept past planning would keep its float weight alive.
+    """
+
+    layers: list[PlannedLayer] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def names(self) -> list[str]:
+        return [layer.name for layer in self.layers]
+
+    def __str__(self) -> str:
+        lines = [f"{len(self.layers)} linear layers to quantize, {len(self.skipped)} left as they are"]
+        lines += [f"  {layer.name}  {scheme_label(layer.config)}" for layer in self.layers]
+        lines += [f"  {name}  unchanged  {why}" for name, why in self.skipped.items()]
+        return "\n".join(lines)
+
+
 def _plan(model: nn.Module, config: QuantConfig, filter_fn: FilterFn | None,
-          overrides: dict[str, QuantConfig | None], report: ReplaceReport) -> list[tuple[list[str], QuantConfig]]:
-    """(paths, config) of every layer to replace; records the skipped ones in ``report``. Returns
-    names only: a module reference kept past this point would keep its float weight alive."""
+          overrides: dict[str, QuantConfig | None]) -> ReplacementPlan:
     paths = _linear_paths(model)
     known = [p for names in paths.values() for p in names]
     unknown = [name for name in overrides if name not in set(known)]
     if unknown:
         raise _unknown_names_error(unknown, known)
     owners = _parameter_owners(model)
-    plan = []
+    plan = ReplacementPlan()
     for names in paths.values():
         name = names[0]
         module = model.get_submodule(name)
@@ -209,10 +240,10 @@ def _plan(model: nn.Module, config: QuantConfig, filter_fn: FilterFn | None,
         if named:
             cfg = overrides[named[0]]
             if cfg is None:
-                report.skipped[name] = "kept in float by overrides"
+                plan.skipped[name] = "kept in float by overrides"
                 continue
         elif filter_fn is not None and not filter_fn(name, module):
-            report.skipped[name] = "excluded by filter_fn"
+            plan.skipped[name] = "excluded by filter_fn"
             continue
         else:
             cfg = config
@@ -222,7 +253,7 @@ def _plan(model: nn.Module, config: QuantConfig, filter_fn: FilterFn | None,
                     f"replace_linear: {name} is already quantized as {scheme_label(module.config)}; its float "
                     f"weight is gone, so it cannot become {scheme_label(cfg)}: start from the float model"
                 )
-            report.skipped[name] = f"already quantized ({scheme_label(cfg)})"
+            plan.skipped[name] = f"already quantized ({scheme_label(cfg)})"
             continue
         if module.weight.is_meta:
             raise ValueError(
@@ -231,7 +262,7 @@ def _plan(model: nn.Module, config: QuantConfig, filter_fn: FilterFn | None,
             )
         why = _why_not(model, name, module, cfg, owners, forced=bool(named))
         if why is not None:
-            report.skipped[name] = why
+            plan.skipped[name] = why
             continue
         bad = _nonfinite(module.weight)
         if bad is not None:
@@ -239,19 +270,20 @@ def _plan(model: nn.Module, config: QuantConfig, filter_fn: FilterFn | None,
                 f"replace_linear: {name}.weight {bad}; its quantized form would be garbage: fix the weight, or "
                 f"keep the layer in float with overrides={{{name!r}: None}}"
             )
-        plan.append((names, cfg))
+        plan.layers.append(PlannedLayer(name, tuple(names), cfg))
     return plan
 
 
-def plan_replace_linear(
+def plan_replacement(
     model: nn.Module,
     config: QuantConfig,
     filter_fn: FilterFn | None = None,
     *,
     overrides: Mapping[str, QuantConfig | None] | None = None,
-) -> tuple[list[tuple[list[str], QuantConfig]], ReplaceReport]:
-    """Every check of ``replace_linear`` without touching ``model``: the layers to replace (paths,
-    config) and the report so far (the skipped layers). Raises what ``replace_linear`` raises."""
+) -> ReplacementPlan:
+    """What ``replace_linear(model, config, filter_fn, overrides=overrides)`` would quantize and
+    what it would skip (with why), without touching ``model``. Runs every check of
+    ``replace_linear`` and raises what it raises, so a plan that comes back is one it would carry out."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"replace_linear: model must be an nn.Module, got {type(model).__name__}")
     if isinstance(model, (nn.Linear, _QuantLinear)):
@@ -261,8 +293,7 @@ def plan_replace_linear(
     for name, cfg in overrides.items():
         if cfg is not None:
             _check_config(cfg, f"overrides[{name!r}]")
-    report = ReplaceReport(model_bytes_before=_model_bytes(model))
-    return _plan(model, config, filter_fn, overrides, report), report
+    return _plan(model, config, filter_fn, overrides)
 
 
 def replace_linear(
@@ -304,10 +335,13 @@ def replace_linear(
     A weight holding inf or NaN raises (naming the layer): its quantized form would be garbage.
     Every check runs before the first layer is replaced, so a refused call leaves the model as it was.
 
-    Returns the ``ReplaceReport``.
+    Returns the ``ReplaceReport``. ``plan_replacement`` (same arguments) says what it would do
+    without doing it.
     """
-    plan, report = plan_replace_linear(model, config, filter_fn, overrides=overrides)
-    for names, cfg in plan:
+    plan = plan_replacement(model, config, filter_fn, overrides=overrides)
+    report = ReplaceReport(skipped=dict(plan.skipped), model_bytes_before=_model_bytes(model))
+    for layer in plan.layers:
+        names, cfg = layer.paths, layer.config
         linear = model.get_submodule(names[0])
         quantized = quantize_linear(linear, cfg, compute_dtype)
         apply_prepack_choice(quantized, prepack)

@@ -49,8 +49,7 @@ from torch import nn
 from .calibrate import _model_device, _to, calibrate
 from .config import QuantConfig, W8A8Config, config_from_dict, config_to_dict
 from .linear import apply_prepack_choice, quantize_linear
-from .replace import ReplaceReport
-from .replace import _plan as _replace_plan  # its layer choice, so the plans match replace_linear
+from .replace import plan_replacement  # replace_linear's layer choice, so the plans match it
 
 Batch = Any  # a dict of model kwargs (HF batch), a tensor, or a tuple of positional args
 Plan = dict[str, "QuantConfig | None"]
@@ -526,8 +525,8 @@ def analyze_sensitivity(
     calibration = {"method": calibrate_method, "percentile": percentile} if static else None
 
     # replace_linear's own choice of layers and its reasons for the rest (nothing is packed there).
-    choice = ReplaceReport()
-    names = [paths[0] for paths, _ in _replace_plan(model, config, filter_fn, {}, choice)]
+    choice = plan_replacement(model, config, filter_fn)
+    names = choice.names
     all_linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     skipped = {n: why for n, why in choice.skipped.items() if n in all_linears}
     if not names:
