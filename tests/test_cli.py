@@ -337,3 +337,18 @@ def test_bench_outside_a_checkout(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     rc, out = _run(capsys, "bench")
     assert rc == 2 and "live in the squash_ops source checkout" in out
+
+
+def test_sensitivity_fallback_ladder(capsys, tmp_path, llama_dir):
+    """--ladder: sensitive layers fall back to W8A16 before float; the plan file holds what the
+    fallback verified (budget met) and loads back with its W8A16 layers."""
+    plan = tmp_path / "plan.json"
+    rc, out = _run(capsys, "sensitivity", llama_dir, "--scheme", "w8a8", "--activation", "static", "--samples", "6",
+                   "--max-drop", "0.0001", "--ladder", "--plan-out", plan)
+    assert rc == 0, out
+    doc = json.loads(plan.read_text())
+    assert doc["relative_drop"] <= 0.0001
+    config, overrides = load_plan(plan)
+    schemes = {None if c is None else c.name for c in overrides.values()}
+    assert "w8a16" in schemes and schemes <= {"w8a8", "w8a16", None}, schemes
+    assert "w8a16" in out  # the table's plan column
