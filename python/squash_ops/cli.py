@@ -493,7 +493,7 @@ def _add_quantize_args(p: argparse.ArgumentParser) -> None:
                         "the FFN down-projections out (no runtime multiply)")
     p.add_argument("--rotate-ffn-down", type=_positive, default=0, metavar="B",
                    help="with --migrate: rotate the FFN down-projections' inputs by B-blocks of a Hadamard "
-                        "matrix (a power of two; 32 on MiniLM: every block linear int8 at cosine >= 0.999 / 0.995)")
+                        "matrix (a power of two; 16 on MiniLM: every block linear int8 at cosine >= 0.999 / 0.995)")
 
 
 def _add_calibration_args(p: argparse.ArgumentParser) -> None:
