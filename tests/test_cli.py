@@ -199,20 +199,20 @@ def test_quantize_minilm_migrated(capsys, tmp_path):
 
 
 def test_quantize_minilm_all_int8_smoothed(capsys, tmp_path):
-    """--smooth folded --rotate-ffn-down 32 (eval.minilm's recommended variant): every block
+    """--smooth folded --rotate-ffn-down 16 (eval.minilm's recommended variant): every block
     linear W8A8, the FFN down-projections rotated and nothing multiplied at run time; the saved
     model evaluates like the same done in memory and meets the accuracy goal on these sentences."""
     _minilm_path()
     out_dir = tmp_path / "q"
-    rc, out = _run(capsys, "quantize", "--migrate", "--smooth", "folded", "--rotate-ffn-down", "32", "-o", out_dir)
+    rc, out = _run(capsys, "quantize", "--migrate", "--smooth", "folded", "--rotate-ffn-down", "16", "-o", out_dir)
     assert rc == 0, out
     assert "channel smoothing: " in out and "36 linear layers quantized" in out
     header = json.loads((out_dir / "squash_config.json").read_text())
-    rotated = {n for n, spec in header["layers"].items() if spec["config"].get("rotation") == 32}
+    rotated = {n for n, spec in header["layers"].items() if spec["config"].get("rotation") == 16}
     assert rotated == {f"encoder.layer.{i}.output.dense" for i in range(6)}
     assert not any(spec["optional_buffers"] for spec in header["layers"].values())  # no input_mul
     rc, saved = _run(capsys, "eval", "--quantized", out_dir, "--samples", "24")
-    rc2, here = _run(capsys, "eval", "--migrate", "--smooth", "folded", "--rotate-ffn-down", "32", "--samples", "24")
+    rc2, here = _run(capsys, "eval", "--migrate", "--smooth", "folded", "--rotate-ffn-down", "16", "--samples", "24")
     assert rc == rc2 == 0, saved + here
     for metric in ("sentence embedding cosine, mean", "sentence embedding cosine, min"):
         assert _value(saved, metric) == _value(here, metric)
@@ -384,3 +384,18 @@ def test_quantize_to_compressed_tensors(capsys, tmp_path, llama_dir):
     rc, out = _run(capsys, "quantize", llama_dir, "--activation", "static", "--format", "compressed-tensors",
                    "-o", tmp_path / "static")
     assert rc == 2 and "is W8A8 with static activation scales" in out
+
+
+def test_sensitivity_fallback_ladder(capsys, tmp_path, llama_dir):
+    """--ladder: sensitive layers fall back to W8A16 before float; the plan file holds what the
+    fallback verified (budget met) and loads back with its W8A16 layers."""
+    plan = tmp_path / "plan.json"
+    rc, out = _run(capsys, "sensitivity", llama_dir, "--scheme", "w8a8", "--activation", "static", "--samples", "6",
+                   "--max-drop", "0.0001", "--ladder", "--plan-out", plan)
+    assert rc == 0, out
+    doc = json.loads(plan.read_text())
+    assert doc["relative_drop"] <= 0.0001
+    config, overrides = load_plan(plan)
+    schemes = {None if c is None else c.name for c in overrides.values()}
+    assert "w8a16" in schemes and schemes <= {"w8a8", "w8a16", None}, schemes
+    assert "w8a16" in out  # the table's plan column

@@ -190,6 +190,34 @@ def test_fallback_keeps_the_fewest_float_layers():
     assert _mean_cosine(_apply_plan(model, fb.plan), model, batches) == fb.final.cosine
 
 
+def test_fallback_ladder_keeps_int8_weights_where_they_suffice():
+    """int4 -> W8A16 -> float: only the two target layers make errors under int4 (the others are
+    exactly representable); with the budget between "both targets W8A16" and "one of them", the
+    ladder must run exactly the targets as W8A16 and nothing float. With a budget only float
+    meets (1 - 1e-6: W8A16's own error is larger), it must fall through to float for both, as the
+    plain fallback does."""
+    model = _llama(3).to(torch.bfloat16)
+    targets = [LLAMA_TARGET, "model.layers.0.self_attn.o_proj"]
+    _int4_exact(model, targets)
+    batches = _llama_batches()
+    report = analyze_sensitivity(model, W4A16Config(32), batches, progress=False)
+    both = report.evaluate(demoted=dict.fromkeys(targets, W8A16Config())).cosine
+    one = max(report.evaluate(demoted={t: W8A16Config()}).cosine for t in targets)
+    assert one < both < 1 - 1e-6
+    fb = report.fallback(min_cosine=(one + both) / 2, ladder=(W8A16Config(),), progress=False)
+    assert fb.float_layers == [] and fb.demoted == dict.fromkeys(targets, W8A16Config())
+    assert {n: c for n, c in fb.plan.items() if c != W4A16Config(32)} == fb.demoted
+    assert fb.final.cosine == both and fb.final.meets_budget
+    # Applied independently, the plan gives exactly what the fallback verified.
+    applied = copy.deepcopy(model)
+    replace_linear(applied, W4A16Config(32), overrides=fb.plan)
+    assert _mean_cosine(applied, model, batches) == fb.final.cosine
+    tight = report.fallback(min_cosine=1 - 1e-6, ladder=(W8A16Config(),), progress=False)
+    assert sorted(tight.float_layers) == sorted(targets) and tight.demoted == {}
+    with pytest.raises(TypeError, match="ladder must hold quantization configs"):
+        report.fallback(min_cosine=0.9, ladder=(None,))
+
+
 def test_fallback_verifies_the_combined_model():
     """A budget every single-layer quantization meets but the fully quantized model misses: the
     per-layer numbers cannot decide it; the fallback evaluates combinations until one meets it."""

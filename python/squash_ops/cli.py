@@ -1,6 +1,6 @@
 """squash: quantize Hugging Face models, check their accuracy, find the sensitive layers, benchmark.
 
-    squash sensitivity [MODEL_DIR] [--scheme w4a16] [--min-cosine 0.999 | --max-drop 0.01]
+    squash sensitivity [MODEL_DIR] [--scheme w4a16] [--min-cosine 0.999 | --max-drop 0.01] [--ladder]
                        [--plot sens.png] [--plan-out plan.json]
     squash eval        [MODEL_DIR] [--scheme w8a8 | --plan plan.json] [--migrate [--smooth] [--rotate-ffn-down 32]]
                        | [MODEL_DIR] --quantized OUT_DIR (OUT_DIR in either format of squash quantize)
@@ -403,6 +403,7 @@ def cmd_eval(args, console) -> int:
 
 
 def cmd_sensitivity(args, console) -> int:
+    from .quant import W8A16Config
     from .quant.sensitivity import analyze_sensitivity
 
     config = scheme_config(args)
@@ -426,7 +427,8 @@ def cmd_sensitivity(args, console) -> int:
     fallback = None
     if args.min_cosine is not None or args.max_drop is not None:
         try:
-            fallback = report.fallback(max_relative_drop=args.max_drop, min_cosine=args.min_cosine)
+            ladder = (W8A16Config(),) if args.ladder else ()
+            fallback = report.fallback(max_relative_drop=args.max_drop, min_cosine=args.min_cosine, ladder=ladder)
         except ValueError as e:
             raise CliError(str(e)) from None
     console.print(report.table(fallback, top=args.top))
@@ -518,7 +520,7 @@ def _add_quantize_args(p: argparse.ArgumentParser) -> None:
                         "the FFN down-projections out (no runtime multiply)")
     p.add_argument("--rotate-ffn-down", type=_positive, default=0, metavar="B",
                    help="with --migrate: rotate the FFN down-projections' inputs by B-blocks of a Hadamard "
-                        "matrix (a power of two; 32 on MiniLM: every block linear int8 at cosine >= 0.999 / 0.995)")
+                        "matrix (a power of two; 16 on MiniLM: every block linear int8 at cosine >= 0.999 / 0.995)")
 
 
 def _add_calibration_args(p: argparse.ArgumentParser) -> None:
@@ -553,6 +555,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-drop", type=float,
                    help="budget (causal LMs): relative perplexity increase at most, e.g. 0.01 = 1%%")
     p.add_argument("--top", type=_positive, help="show the TOP most sensitive layers only")
+    p.add_argument("--ladder", action="store_true",
+                   help="fall back to W8A16 (int8 weights, float activations) before float")
     p.add_argument("--plot", help="write a PNG plot here (needs matplotlib)")
     p.add_argument("--plan-out", help="write the fallback plan (JSON) here; needs a budget")
     p.set_defaults(func=cmd_sensitivity)

@@ -4,7 +4,7 @@
    recommended variant, every block linear W8A8 with per-token activation scales (gamma
    migration and channel smoothing folded into the norms and value projections, the norm-fed
    inputs from the fused norm + int8 quant op, the FFN down-projections' inputs rotated by
-   32-blocks). Sentence-embedding cosine vs float32.
+   16-blocks of a Hadamard matrix). Sentence-embedding cosine vs float32.
 2. A tiny Llama (GQA) with random weights, W4A16 g128 and squash attention: cosine of the
    next-token logits with the float model's on random prompts. Random Gaussian weights are int4's
    worst case (no structure for the group scales to exploit: ~7% relative weight error per layer,

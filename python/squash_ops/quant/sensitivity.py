@@ -5,6 +5,7 @@
     fb = report.fallback(max_relative_drop=0.01)      # or min_cosine=0.999
     replace_linear(model, W4A16Config(), overrides=fb.plan)   # + calibrate() for W8A8 static
     report.plot("sensitivity.png", fallback=fb)
+    fb = report.fallback(min_cosine=0.999, ladder=(W8A16Config(),))   # int8 -> W8A16 -> float
 
 For every ``nn.Linear`` that ``replace_linear(model, config, filter_fn)`` would replace the
 analysis quantizes that layer alone and measures three errors:
@@ -26,6 +27,12 @@ quantized, meets the budget: per-layer errors do not add up exactly, so each can
 evaluated, never predicted. A pruning pass then tries each float layer back in quantized form
 (least sensitive first) and keeps it quantized where the budget still holds. Greedy, so the fewest
 float layers is not guaranteed in general, but each evaluation is of the real combined model.
+
+With a ``ladder`` (e.g. ``(W8A16Config(),)``) a layer falls back one rung at a time: the greedy pass
+first moves layers to the first rung in ranking order until the budget holds, then (if every layer
+is there and it still does not) to the next rung, float last; pruning moves each demoted layer back
+to the highest rung that keeps the budget. So a sensitive W8A8 layer keeps int8 weights (W8A16)
+where that suffices, and only what still misses the budget runs float.
 
 Each layer is packed once (``quantize_linear``) and its packed module is swapped in and out for
 every trial; the model is left as it was found. W8A8 static: every evaluated plan is calibrated
@@ -49,7 +56,7 @@ from torch import nn
 from .calibrate import _model_device, _to, calibrate
 from .config import QuantConfig, W8A8Config, config_from_dict, config_to_dict
 from .linear import apply_prepack_choice, quantize_linear
-from .replace import plan_replacement  # replace_linear's layer choice, so the plans match it
+from .replace import plan_replacement, scheme_label  # replace_linear's layer choice, so the plans match it
 
 Batch = Any  # a dict of model kwargs (HF batch), a tensor, or a tuple of positional args
 Plan = dict[str, "QuantConfig | None"]
@@ -134,6 +141,7 @@ class Evaluation:
     metric_delta: float | None = None
     relative_drop: float | None = None
     meets_budget: bool | None = None
+    demoted: dict[str, QuantConfig | None] = field(default_factory=dict)  # ladder rungs other than float
 
 
 @dataclass
@@ -187,6 +195,7 @@ class FallbackResult:
     budget: Budget
     config: QuantConfig
     trials: list[Evaluation] = field(default_factory=list)
+    demoted: dict[str, QuantConfig] = field(default_factory=dict)  # analyzed layers on a quantized ladder rung
 
     def save(self, path: str | Path) -> Path:
         """The plan as JSON (``load_plan`` reads it back), with the budget and the verified
@@ -248,14 +257,14 @@ class SensitivityReport:
         (skipped layers map to None too, so the plan is the whole model's)."""
         return self._analysis.plan(set(self.ranking) - set(float_layers))
 
-    def evaluate(self, float_layers: Iterable[str] = ()) -> Evaluation:
+    def evaluate(self, float_layers: Iterable[str] = (), demoted: Mapping[str, QuantConfig] | None = None) -> Evaluation:
         """Output cosine and metric of the model with every analyzed layer quantized except
-        ``float_layers``."""
-        float_layers = set(float_layers)
-        unknown = float_layers - set(self.ranking)
+        ``float_layers`` and the ``demoted`` ones (name -> the config they run instead)."""
+        float_layers, demoted = set(float_layers), dict(demoted or {})
+        unknown = (float_layers | set(demoted)) - set(self.ranking)
         if unknown:
             raise ValueError(f"evaluate: not analyzed layers: {sorted(unknown)}")
-        return self._analysis.evaluate(frozenset(set(self.ranking) - float_layers))
+        return self._analysis.evaluate(frozenset(set(self.ranking) - float_layers - set(demoted)), demoted=demoted)
 
     def fallback(
         self,
@@ -263,51 +272,73 @@ class SensitivityReport:
         min_cosine: float | None = None,
         min_worst_cosine: float | None = None,
         progress: bool = True,
+        ladder: Sequence[QuantConfig] = (),
     ) -> FallbackResult:
         """The fewest float layers (greedy by sensitivity, then pruned) whose combined quantized
-        model meets the budget; see the module docs. Raises ValueError when even the float model
+        model meets the budget; see the module docs. ``ladder``: quantized configs tried before
+        float, in order (e.g. ``(W8A16Config(),)``). Raises ValueError when even the float model
         misses it (e.g. a cosine above 1) or a metric budget is asked without a metric."""
         budget = Budget(max_relative_drop, min_cosine, min_worst_cosine)
+        ladder = tuple(ladder)
+        if not all(isinstance(c, QuantConfig.__args__) for c in ladder):
+            raise TypeError(f"fallback: ladder must hold quantization configs (float is always the last rung), got {ladder}")
         if budget.max_relative_drop is not None:
             if self._analysis.metric_fn is None:
                 raise ValueError("fallback: max_relative_drop needs analyze_sensitivity(..., metric_fn=...)")
             if self.baseline_metric == 0:
                 raise ValueError("fallback: the float model's metric is 0, a relative drop is undefined")
-        trials: list[Evaluation] = []
-        seen: dict[frozenset[str], Evaluation] = {}
+        return self._ladder_fallback(budget, ladder, progress)
 
-        def check(float_layers: Sequence[str]) -> Evaluation:
-            key = frozenset(float_layers)
+    def _ladder_fallback(self, budget: Budget, ladder: tuple, progress: bool) -> FallbackResult:
+        """``fallback``: level 0 is the analyzed config, level i ``ladder[i - 1]``, the last level
+        float (module docs; without a ladder: quantized or float). Every plan is evaluated at most
+        once (the last greedy step's is not evaluated again by the pruning)."""
+        rungs = (self.config, *ladder, None)
+        trials: list[Evaluation] = []
+        seen: dict[tuple, Evaluation] = {}
+
+        def check(levels: dict[str, int]) -> Evaluation:
+            key = tuple(sorted(levels.items()))
             if key not in seen:
-                ev = self.evaluate(key)
+                ev = self._analysis.evaluate(
+                    frozenset(n for n, lv in levels.items() if lv == 0),
+                    demoted={n: rungs[lv] for n, lv in levels.items() if lv > 0})
                 ev.meets_budget = budget.met_by(ev)
                 trials.append(ev)
                 seen[key] = ev
                 bar.update(1)
-                bar.set_postfix_str(f"{len(key)} float, cos {ev.cosine:.5f}")
+                bar.set_postfix_str(f"{sum(lv > 0 for lv in levels.values())} fallen back, cos {ev.cosine:.5f}")
             return seen[key]
 
         from tqdm.auto import tqdm
 
         with tqdm(desc="fallback", unit="eval", disable=not progress, leave=False) as bar:
-            kept: list[str] = []
-            ev = check(kept)
-            for name in self.ranking:
-                if ev.meets_budget:
-                    break
-                kept.append(name)
-                ev = check(kept)
+            levels = dict.fromkeys(self.ranking, 0)
+            ev = check(levels)
+            for rung in range(1, len(rungs)):
+                for name in self.ranking:
+                    if ev.meets_budget:
+                        break
+                    levels = {**levels, name: rung}
+                    ev = check(levels)
             if not ev.meets_budget:
                 raise ValueError(f"fallback: even the float model misses the budget ({budget.describe()})")
-            # Pruning: the greedy order comes from single-layer errors; with every float layer in
-            # place some earlier ones may no longer be needed. Least sensitive first; plans
-            # already evaluated (the last greedy step's) are not evaluated again.
-            for name in reversed(list(kept)):
-                candidate = [n for n in kept if n != name]
-                trial = check(candidate)
-                if trial.meets_budget:
-                    kept, ev = candidate, trial
-        return FallbackResult(self.plan(kept), kept, ev, budget, self.config, trials)
+            # Pruning: the greedy order comes from single-layer errors; with every demoted layer
+            # in place some earlier ones may no longer need it. Least sensitive first, each demoted
+            # layer moves to the highest rung (the analyzed config first) that keeps the budget. Every rung above is tried: a rung is not
+            # always more accurate than the one above it (weights int4 represents exactly).
+            for name in reversed(self.ranking):
+                for level in range(levels[name]):
+                    candidate = {**levels, name: level}
+                    trial = check(candidate)
+                    if trial.meets_budget:
+                        levels, ev = candidate, trial
+                        break
+        float_layers = [n for n in self.ranking if rungs[levels[n]] is None]
+        plan = self.plan(float_layers)
+        demoted = {n: rungs[lv] for n, lv in levels.items() if 0 < lv < len(rungs) - 1}
+        plan.update(demoted)
+        return FallbackResult(plan, float_layers, ev, budget, self.config, trials, demoted)
 
     # -- presentation ---------------------------------------------------------------------------
 
@@ -339,12 +370,15 @@ class SensitivityReport:
             if has_metric:
                 row.append(f"{layer.relative_drop:+.3%}")
             if fallback is not None:
-                row.append("[bold yellow]float[/]" if layer.name in keep else "quant")
+                demoted = fallback.demoted.get(layer.name)
+                row.append("[bold yellow]float[/]" if layer.name in keep
+                           else f"[yellow]{scheme_label(demoted)}[/]" if demoted else "quant")
             table.add_row(*row, style="yellow" if layer.name in keep else None)
         if fallback is not None:
             f = fallback.final
             caption = (f"fallback ({fallback.budget.describe()}): {len(keep)} of {len(self.layers)} layers "
-                       f"in float; combined cosine {f.cosine:.6f} (worst {f.min_cosine:.6f})")
+                       + (f"in float, {len(fallback.demoted)} on a ladder rung" if fallback.demoted else "in float")
+                       + f"; combined cosine {f.cosine:.6f} (worst {f.min_cosine:.6f})")
             if f.relative_drop is not None:
                 caption += f", metric {f.metric:.6g} ({f.relative_drop:+.3%})"
             table.caption = caption + f"; {len(fallback.trials)} evaluations"
@@ -411,18 +445,26 @@ class _Analysis:
         self.metric_fn = metric_fn
         self.higher_is_better = higher_is_better
         self.calibration = calibration  # calibrate() kwargs; None unless W8A8 static
+        self.rung_packed: dict[tuple[str, QuantConfig], nn.Module] = {}
         self.reference: list[torch.Tensor] = []
         self.baseline_metric: float | None = None
 
+    def packed_as(self, name: str, config: QuantConfig) -> nn.Module:
+        """``name`` packed under another config (a fallback ladder rung), packed once."""
+        key = (name, config)
+        if key not in self.rung_packed:
+            self.rung_packed[key] = _as_replace_linear_would(quantize_linear(self.model.get_submodule(name), config))
+        return self.rung_packed[key]
+
     @contextlib.contextmanager
-    def swapped(self, quantized: Iterable[str]):
-        """The packed modules of ``quantized`` in place of their nn.Linear for the block."""
+    def swapped(self, modules: Mapping[str, nn.Module]):
+        """``modules`` (name -> packed module) in place of their nn.Linear for the block."""
         originals = []
         try:
-            for name in quantized:
+            for name, module in modules.items():
                 parent, child = _parent(self.model, name)
                 originals.append((parent, child, getattr(parent, child)))
-                setattr(parent, child, self.packed[name])
+                setattr(parent, child, module)
             yield
         finally:
             for parent, child, module in reversed(originals):
@@ -446,20 +488,26 @@ class _Analysis:
         base = abs(self.baseline_metric)
         return self.drop(value) / base if base else math.nan
 
-    def evaluate(self, quantized: frozenset[str], calibrated: bool = False) -> Evaluation:
-        """The model with ``quantized`` swapped in. Static W8A8: calibrated first, as a user of
-        the plan would (replace_linear, then calibrate on the same batches), unless the caller
-        knows the scales are already those (``calibrated``)."""
-        with self.swapped(sorted(quantized)):
-            if self.calibration is not None and quantized and not calibrated:
-                calibrate(self.model, self.batches, progress=False, **self.calibration)
+    def evaluate(self, quantized: frozenset[str], calibrated: bool = False,
+                 demoted: Mapping[str, QuantConfig | None] | None = None) -> Evaluation:
+        """The model with ``quantized`` swapped in (and the ``demoted`` layers under their ladder
+        config; None: float). Static W8A8: calibrated first, as a user of the plan would
+        (replace_linear, then calibrate on the same batches), unless the caller knows the scales
+        are already those (``calibrated``)."""
+        demoted = {n: c for n, c in (demoted or {}).items() if c is not None}
+        modules = {n: self.packed[n] for n in sorted(quantized)}
+        modules.update({n: self.packed_as(n, c) for n, c in sorted(demoted.items())})
+        static_rung = any(isinstance(c, W8A8Config) and c.activation == "static" for c in demoted.values())
+        with self.swapped(modules):
+            if (self.calibration is not None and quantized or static_rung) and not calibrated:
+                calibrate(self.model, self.batches, progress=False, **(self.calibration or {}))
             with torch.inference_mode():
                 cos = torch.cat([row_cosines(o, r) for o, r in zip(self.outputs(), self.reference)])
                 metric = self.metric() if self.metric_fn is not None else None
         if metric is None:
-            return Evaluation(quantized, cos.mean().item(), cos.min().item())
+            return Evaluation(quantized, cos.mean().item(), cos.min().item(), demoted=demoted)
         return Evaluation(quantized, cos.mean().item(), cos.min().item(), metric,
-                          metric - self.baseline_metric, self.relative_drop(metric))
+                          metric - self.baseline_metric, self.relative_drop(metric), demoted=demoted)
 
     def plan(self, quantized: set[str]) -> Plan:
         return {name: (self.config if name in quantized else None) for name in self.all_linears}
