@@ -195,7 +195,7 @@ def cpu_model() -> tuple[str, list[str]]:
                 flags = set(value.split())
     except OSError:
         pass
-    wanted = ["avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_tile"]
+    wanted = ["avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile"]
     return name, [f for f in wanted if f in flags]
 
 
