@@ -10,8 +10,10 @@ attention mask, L2 normalised). Impls:
   - ort_fp32 / ort_int8: ONNX Runtime on the exported float model / after onnxruntime's
     quantize_dynamic (QInt8 weights), intra_op_num_threads = torch's thread count;
   - squash: the configuration that meets the accuracy goal (squash_ops.eval.minilm's recommended
-    one: gamma migration, every block linear but v and the FFN down-projection in W8A8 with
-    per-token activations, fused norm -> int8) run by PackedEncoder (real tokens only);
+    one: every block linear W8A8 with per-token activations, gamma migration and smoothing folded
+    into the norms and value projections, the FFN down-projection inputs rotated in 16-blocks,
+    fused norm -> int8, calibrated on eval/data/calibration.txt) run by PackedEncoder (real
+    tokens only, attention through attention_varlen);
   - squash:packed_fp32: the float model under PackedEncoder (how much of squash's speed is the
     packing alone);
   - squash:w8a8_padded: the squash W8A8 model on padded batches (the int8 path alone).
