@@ -6,6 +6,8 @@
     model.encode(["a sentence"])                   # tokenizer, pooling, normalization as before
     model.save("minilm-w8a8")                      # squash's checkpoint inside ST's layout
     squash_ops.st.load_sentence_transformer("minilm-w8a8")     # back, bit-exact
+    # the accurate all-int8 recipe (migration, smoothing, FFN-down rotation), calibrated on sentences:
+    squash_ops.st.quantize_w8a8_sentence_transformer(model, sentences)
 
 A SentenceTransformer is a pipeline of modules; the Hugging Face model sits in its
 ``Transformer`` module, and only its linears are quantized (pooling and normalization hold no
@@ -105,6 +107,33 @@ def quantize_sentence_transformer(model: nn.Module, config: QuantConfig, filter_
     bit-exactly."""
     module = transformer_module(model)
     report = replace_linear(module.model, config, filter_fn, **kwargs)
+    _make_savable(module)  # after: a refused call leaves the model as it was
+    return report
+
+
+def quantize_w8a8_sentence_transformer(model: nn.Module, calibration_sentences: list[str], *,
+                                       rotate_ffn_down: int = 16, batch_size: int = 8):
+    """The accurate all-int8 recipe of ``squash quantize --migrate --smooth folded
+    --rotate-ffn-down 16`` on a SentenceTransformer's encoder, in place: every block linear W8A8
+    with per-token activations, gamma migration and smoothing (searched on
+    ``calibration_sentences``, tokenized by the model's own tokenizer in padded batches of
+    ``batch_size``) folded into the norms and value projections, the FFN down-projection inputs
+    rotated in ``rotate_ffn_down``-blocks (0: none). Returns ``quantize_w8a8``'s report; ``encode``,
+    ``save`` and ``load_sentence_transformer`` work as after ``quantize_sentence_transformer``."""
+    from .migration import ffn_down_paths, quantize_w8a8
+    from .quant.config import W8A8Config
+
+    if not calibration_sentences:
+        raise ValueError("quantize_w8a8_sentence_transformer: calibration_sentences is empty (the "
+                         "smoothing factors are searched on them; a few dozen real sentences suffice)")
+    module = transformer_module(model)
+    tok = model.tokenizer
+    calibration = [dict(tok(calibration_sentences[i:i + batch_size], padding=True, return_tensors="pt"))
+                   for i in range(0, len(calibration_sentences), batch_size)]
+    rotated = set(ffn_down_paths(module.model)) if rotate_ffn_down else set()
+    report = quantize_w8a8(module.model,
+                           lambda path, _linear: W8A8Config("dynamic", rotation=rotate_ffn_down if path in rotated else 0),
+                           calibration=calibration, smooth=True, runtime_smoothing=False)
     _make_savable(module)  # after: a refused call leaves the model as it was
     return report
 
