@@ -134,11 +134,14 @@ constexpr int64_t kDequantGemmRows = 128;
 
 int64_t rows_of(const at::Tensor& x) { return x.numel() / x.size(-1); }
 
+bool bf16_kernel(const at::Tensor& x) {
+  return ck::woq_bf16_kernel(ck::active_isa(), x.scalar_type() == at::kBFloat16, x.size(-1));
+}
+
 at::Tensor w4a16_gemm_cpu_prepacked(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales,
                                     const OptTensor& zeros, int64_t n, int64_t group_size, const OptTensor& bias) {
   const int64_t g = check_w4a16_cpu_prepacked_args(x, packed, scales, zeros, n, group_size, bias);
-  const bool bf16_kernel = x.scalar_type() == at::kBFloat16 && ck::woq_bf16_kernel(ck::active_isa());
-  if (rows_of(x) > kDequantGemmRows && !bf16_kernel) {
+  if (rows_of(x) > kDequantGemmRows && !bf16_kernel(x)) {
     const auto [q, s, z] = cpu_unprepack_int4_weight(packed, scales, zeros, n, x.size(-1), group_size);
     return cpu::linear_f32(x, cpu::dequantize_int4(q, s, zeros ? std::optional<at::Tensor>(z) : std::nullopt, g),
                            bias);
@@ -157,9 +160,7 @@ at::Tensor w4a16_gemm_cpu_prepacked(const at::Tensor& x, const at::Tensor& packe
 at::Tensor w8a16_gemm_cpu_prepacked(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales,
                                     int64_t n, const OptTensor& bias) {
   check_w8a16_cpu_prepacked_args(x, packed, scales, n, bias);
-  const bool bf16_kernel =
-      x.scalar_type() == at::kBFloat16 && x.size(-1) % 2 == 0 && ck::woq_bf16_kernel(ck::active_isa());
-  if (rows_of(x) > kDequantGemmRows && !bf16_kernel) {
+  if (rows_of(x) > kDequantGemmRows && !bf16_kernel(x)) {
     const auto [q, s] = cpu_unprepack_int8_weight(packed, scales, n);
     return cpu::linear_f32(x, cpu::dequantize_int8(q, s), bias);
   }

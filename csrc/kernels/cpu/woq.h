@@ -50,8 +50,10 @@ struct WoqProblem {
 // bf16 activations on AVX-512 BF16 where the CPU has it (woq_avx512.cpp; w8a16: even k), everything
 // else on the AVX2 kernel. Threads may call it on disjoint panel ranges.
 void w4a16_gemm_panels(Isa isa, const WoqInt4Weight& w, const WoqProblem& pr, int64_t p0, int64_t p1);
-// The AVX-512 BF16 kernels run bf16 activations on the `isa` path (w8a16: for an even k).
-bool woq_bf16_kernel(Isa isa);
+// Whether w4a16/w8a16_gemm_panels take the AVX-512 BF16 kernel: bf16 activations, an even k, the
+// `isa` path at avx512 on a CPU with AVX-512 BF16. The binding asks it too (that kernel keeps
+// prefill-size M, which the others hand to a float32 GEMM), so both decide alike.
+bool woq_bf16_kernel(Isa isa, bool x_bf16, int64_t k);
 void w8a16_gemm_panels(Isa isa, const WoqInt8Weight& w, const WoqProblem& pr, int64_t p0, int64_t p1);
 
 namespace woq_detail {
