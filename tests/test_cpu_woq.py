@@ -111,6 +111,23 @@ def test_gemm_vs_float64(fmt, dtype, isa):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("sym", [True, False], ids=["sym", "asym"])
+@pytest.mark.parametrize("k", [4102, 4100, 4104])
+def test_int4_per_channel_any_k(k, sym, isa):
+    """The AVX-512 BF16 kernel decodes int4 k four at a time, 16 k per step for one row, 8 for two,
+    4 for more: K = 4104 ends in single quads, 4100 in one after 256 steps, and K = 4102 (not a
+    multiple of 4) goes back to the k-pair tile. M = 9 is a tile of 8 rows and one of 1."""
+    fmt, n, dtype = ("int4", -1, sym), 37, torch.bfloat16
+    wts, w64 = make_weights(fmt, n, k, dtype, torch.float32)
+    packed = _prepack(fmt, wts)
+    with so.cpu.use_isa(isa):
+        for m in (1, 2, 3, 9):
+            x = torch.randn(m, k).to(dtype)
+            ref, err32 = ref_linear(x, w64, None)
+            assert_close_to_ref(_gemm(fmt, x, packed, n), ref, err32, dtype)
+
+
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("fmt", [FORMATS[0], ("int4", 128, False)], ids=_fmt_id)
 def test_gemm_leading_dims_strided_rows_and_empty(fmt, isa):
     n, k, dtype = 40, 256, torch.bfloat16

@@ -3,11 +3,14 @@
 //
 // The AVX2 kernel spends 5 vector ops decoding 16 weights of one k and 2 FMAs using them, so it is
 // bound by its own instruction count (15 GB/s of int4 weights on one Zen 5 core against ~30 GB/s
-// that the core streams). Here one k-pair of a panel (16 columns x 2 k = 32 weights) is decoded
-// into bf16 pairs with 5 ops (byte interleave, widen, and / shift, a 16-entry table lookup with
-// vpermw: bf16 holds 0..15 exactly) and multiplied with vdpbf16ps against the broadcast bf16 pair
-// (x[k], x[k+1]): 32 multiply-adds per instruction, products exact in float32 (bf16 x bf16), sums
-// in float32 as in the other paths. Same group-sum form as woq_avx2.cpp: per group
+// that the core streams). Here int4 codes are decoded four k at a time (decode_quad: 16 columns x
+// 4 k = 64 weights in 5 ops: widen, reorder, shift, two table lookups with vpermw, where bf16 holds
+// 0..15 exactly) and multiplied with vdpbf16ps against a broadcast of the bf16 x[k .. k+3]: 32
+// multiply-adds per instruction, products exact in float32 (bf16 x bf16), sums in float32 as in
+// the other paths. One row, one thread, weights hot in cache: 41-46 GB/s of int4 against 25-27
+// for the k-pair decode before it (6 ops per 32 weights); 1.21-1.42x faster at M = 8..64
+// (bench/results/2026-12-02_cpu-woq-quads_probe.log). The k-pair decode stays for int8 and for
+// a per-channel int4 K that is not a multiple of 4. Same group-sum form as woq_avx2.cpp: per group
 // t += s * sum_k x q - z s * sum_k x, so only the codes enter the dot products. int8 codes become
 // bf16 pairs through float32 (widen, convert, vcvtne2ps2bf16: exact for |q| <= 128), the
 // per-channel scale applied to the whole sum.
@@ -16,6 +19,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/woq.h"
@@ -36,16 +40,15 @@ struct Int4Bf16 {
   const uint8_t* z;    // [G, 16] or nullptr (zero point 8)
   const float* xsum;   // [rows, G]
   int64_t group, groups;
-  __m512i lut;         // word q -> bf16 bits of q, q < 16
+  __m512i lut;         // word i -> bf16 bits of i & 15, i < 32
   __m128i interleave;  // bytes of k and k + 1 alternated
 
   // Dword lane c of the result: (q[k, c], q[k + 1, c]) as bf16, c < 16.
   __m512bh decode_pair(int64_t k) const {
     const __m128i b = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + k * 8)), interleave);
     const __m256i wd = _mm256_cvtepu8_epi16(b);  // word 2j: byte j of k, word 2j + 1: byte j of k + 1
-    const __m256i lo = _mm256_and_si256(wd, _mm256_set1_epi16(15));  // columns 0..7
-    const __m256i hi = _mm256_srli_epi16(wd, 4);                     // columns 8..15
-    return (__m512bh)_mm512_permutexvar_epi16(_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1), lut);
+    const __m256i hi = _mm256_srli_epi16(wd, 4);  // columns 8..15; the low nibbles (0..7) need no mask
+    return (__m512bh)_mm512_permutexvar_epi16(_mm512_inserti64x4(_mm512_castsi256_si512(wd), hi, 1), lut);
   }
   __m512 group_end(int64_t g, int r, __m512 a, __m512 t) const {
     const __m512 sv = _mm512_loadu_ps(s + g * kWoqPanel);
@@ -55,6 +58,20 @@ struct Int4Bf16 {
     const __m512 xs = _mm512_set1_ps(-xsum[r * groups + g]);
     return _mm512_fmadd_ps(a, sv, _mm512_fmadd_ps(_mm512_mul_ps(zv, sv), xs, t));
   }
+
+  // tile_quads' decode: k .. k + 3 of the panel (32 bytes, 64 weights) as two bf16
+  // vectors, cols 0..7 (`lo`) and 8..15 (`hi`); dword 2c holds (q[k, c], q[k + 1, c]) and dword
+  // 2c + 1 holds (q[k + 2, c], q[k + 3, c]), so one 64-bit broadcast of x[k .. k + 3] multiplies
+  // both. 5 ops for 64 weights where decode_pair takes 6 for 32.
+  void decode_quad(int64_t k, __m512bh& lo, __m512bh& hi) const {
+    const __m512i wd = _mm512_permutexvar_epi16(
+        quad_order, _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + k * 8))));
+    // vpermw reads the low 5 bits of each index: lut32 repeats the 16 entries, so the low
+    // nibble needs no mask and the high one just the shift.
+    lo = (__m512bh)_mm512_permutexvar_epi16(wd, lut);
+    hi = (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(wd, 4), lut);
+  }
+  __m512i quad_order;  // word 4j + t <- word 8t + j (byte j of k + t)
 };
 
 struct Int8Bf16 {
@@ -79,6 +96,14 @@ inline __m512bh pair_of(const uint16_t* x) {
 }
 
 #define SQUASH_UNROLL _Pragma("GCC unroll 16")
+
+// out[r, :cols] = tot[r] + bias for the tile's rows.
+template <int MR>
+void store_rows(const __m512* tot, const float* bias, float* out, int64_t ldo, int cols) {
+  const __mmask16 valid = static_cast<__mmask16>((1u << cols) - 1);
+  const __m512 b = bias ? _mm512_maskz_loadu_ps(valid, bias) : _mm512_setzero_ps();
+  SQUASH_UNROLL for (int r = 0; r < MR; ++r) _mm512_mask_storeu_ps(out + r * ldo, valid, _mm512_add_ps(tot[r], b));
+}
 
 template <int MR, typename Decode>
 void tile(const Decode& d, const uint16_t* x, int64_t ldx, const float* bias, float* out, int64_t ldo, int cols) {
@@ -108,9 +133,68 @@ void tile(const Decode& d, const uint16_t* x, int64_t ldx, const float* bias, fl
       tot[r] = d.group_end(g, r, a, tot[r]);
     }
   }
-  const __mmask16 valid = static_cast<__mmask16>((1u << cols) - 1);
-  const __m512 b = bias ? _mm512_maskz_loadu_ps(valid, bias) : _mm512_setzero_ps();
-  SQUASH_UNROLL for (int r = 0; r < MR; ++r) _mm512_mask_storeu_ps(out + r * ldo, valid, _mm512_add_ps(tot[r], b));
+  store_rows<MR>(tot, bias, out, ldo, cols);
+}
+
+// The int4 tile: decode_quad's 64 weights per step, 4 * KS k per iteration (KS quads of two
+// accumulators per row, for vdpbf16ps latency). Needs a group that is a multiple of 4.
+template <int MR>
+void tile_quads(const Int4Bf16& d, const uint16_t* x, int64_t ldx, const float* bias, float* out, int64_t ldo,
+                int cols) {
+  constexpr int KS = MR == 1 ? 4 : (MR == 2 ? 2 : 1);
+  // Lanes 2c and 2c + 1 of a sum are column c's two halves: add them, then take the even lanes
+  // of the cols 0..7 and 8..15 sums.
+  const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  __m512 tot[MR];
+  SQUASH_UNROLL for (int r = 0; r < MR; ++r) tot[r] = _mm512_setzero_ps();
+  for (int64_t g = 0; g < d.groups; ++g) {
+    __m512 lo[KS][MR], hi[KS][MR];
+    SQUASH_UNROLL for (int s = 0; s < KS; ++s) SQUASH_UNROLL for (int r = 0; r < MR; ++r) {
+      lo[s][r] = _mm512_setzero_ps();
+      hi[s][r] = _mm512_setzero_ps();
+    }
+    const int64_t k1 = (g + 1) * d.group;
+    int64_t k = g * d.group;
+    auto step = [&](int s, int64_t kk) {
+      __m512bh wl, wh;
+      d.decode_quad(kk, wl, wh);
+      SQUASH_UNROLL for (int r = 0; r < MR; ++r) {
+        int64_t xv;
+        std::memcpy(&xv, x + r * ldx + kk, 8);
+        const __m512bh xq = (__m512bh)_mm512_set1_epi64(xv);
+        lo[s][r] = _mm512_dpbf16_ps(lo[s][r], wl, xq);
+        hi[s][r] = _mm512_dpbf16_ps(hi[s][r], wh, xq);
+      }
+    };
+    for (; k + 4 * KS <= k1; k += 4 * KS) SQUASH_UNROLL for (int s = 0; s < KS; ++s) step(s, k + 4 * s);
+    for (; k < k1; k += 4) step(0, k);
+    SQUASH_UNROLL for (int r = 0; r < MR; ++r) {
+      __m512 l = lo[0][r], h = hi[0][r];
+      SQUASH_UNROLL for (int s = 1; s < KS; ++s) {
+        l = _mm512_add_ps(l, lo[s][r]);
+        h = _mm512_add_ps(h, hi[s][r]);
+      }
+      l = _mm512_add_ps(l, _mm512_permute_ps(l, 0xB1));  // 0xB1: swap the lanes of each pair
+      h = _mm512_add_ps(h, _mm512_permute_ps(h, 0xB1));
+      tot[r] = d.group_end(g, r, _mm512_permutex2var_ps(l, evens, h), tot[r]);
+    }
+  }
+  store_rows<MR>(tot, bias, out, ldo, cols);
+}
+
+// f(std::integral_constant<int, mr>{}) for a tile of mr = 1 .. kMaxRows rows.
+template <typename F>
+void with_rows(int mr, F&& f) {
+  switch (mr) {
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+    case 5: return f(std::integral_constant<int, 5>{});
+    case 6: return f(std::integral_constant<int, 6>{});
+    case 7: return f(std::integral_constant<int, 7>{});
+    default: return f(std::integral_constant<int, kMaxRows>{});
+  }
 }
 
 // Loop order as woq_avx2.cpp's run(): blocks of panels whose weights fit in ~256 KiB, then row
@@ -129,16 +213,13 @@ void run(Decode& d, const WoqProblem& pr, int64_t n, int64_t k, int64_t panel_by
         const uint16_t* x = pr.x_bf16 + m * k;
         const float* bias = pr.bias ? pr.bias + p * kWoqPanel : nullptr;
         float* out = pr.out + m * pr.ldo + p * kWoqPanel;
-        switch (mr) {
-          case 1: tile<1>(d, x, k, bias, out, pr.ldo, cols); break;
-          case 2: tile<2>(d, x, k, bias, out, pr.ldo, cols); break;
-          case 3: tile<3>(d, x, k, bias, out, pr.ldo, cols); break;
-          case 4: tile<4>(d, x, k, bias, out, pr.ldo, cols); break;
-          case 5: tile<5>(d, x, k, bias, out, pr.ldo, cols); break;
-          case 6: tile<6>(d, x, k, bias, out, pr.ldo, cols); break;
-          case 7: tile<7>(d, x, k, bias, out, pr.ldo, cols); break;
-          default: tile<kMaxRows>(d, x, k, bias, out, pr.ldo, cols); break;
-        }
+        with_rows(mr, [&](auto rows) {
+          constexpr int MR = decltype(rows)::value;
+          if constexpr (std::is_same_v<Decode, Int4Bf16>) {
+            if (d.group % 4 == 0) return tile_quads<MR>(d, x, k, bias, out, pr.ldo, cols);
+          }
+          tile<MR>(d, x, k, bias, out, pr.ldo, cols);
+        });
       }
     }
   }
@@ -150,15 +231,16 @@ void w4a16_avx512_bf16(const WoqInt4Weight& w, const WoqProblem& pr, int64_t p0,
   const int64_t groups = w.k / w.group;
   std::vector<float> xsum(pr.m * groups);
   int4_group_sums(w, pr, xsum.data());
-  alignas(64) uint16_t lut[32] = {};
-  for (int q = 0; q < 16; ++q) {
-    const float f = static_cast<float>(q);
+  alignas(64) uint16_t lut[32], quad_order[32];
+  for (int i = 0; i < 32; ++i) {
+    const float f = static_cast<float>(i & 15);
     uint32_t bits;
     std::memcpy(&bits, &f, 4);
-    lut[q] = static_cast<uint16_t>(bits >> 16);  // exact: q has at most 4 significant bits
+    lut[i] = static_cast<uint16_t>(bits >> 16);  // exact: i & 15 has at most 4 significant bits
+    quad_order[i] = static_cast<uint16_t>(8 * (i % 4) + i / 4);
   }
   Int4Bf16 d{nullptr, nullptr, nullptr, nullptr, w.group, groups, _mm512_load_si512(lut),
-             _mm_setr_epi8(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15)};
+             _mm_setr_epi8(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15), _mm512_load_si512(quad_order)};
   run(d, pr, w.n, w.k, w.k * 8, p0, p1, [&](int64_t p, int64_t m) {
     d.w = w.packed + p * w.k * 8;
     d.s = w.scales + p * groups * kWoqPanel;
