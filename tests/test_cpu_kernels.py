@@ -35,12 +35,13 @@ def _w8a8_case(m, n, k, *, with_min=False):
 
 
 @pytest.mark.parametrize("isa", RUNNABLE)
-@pytest.mark.parametrize("mnk", [(1, 8, 64), (2, 111, 4104), (3, 3, 31), (5, 1, 33), (17, 49, 384),
+@pytest.mark.parametrize("mnk", [(1, 8, 64), (2, 111, 4104), (3, 3, 31), (5, 1, 33), (16, 13, 200), (17, 49, 384),
                                  (64, 96, 96), (65, 50, 1536), (97, 9, 100)],
                          ids=lambda s: "x".join(map(str, s)))
 def test_w8a8_paths_exact(isa, mnk):
     """int32 sums exact (float32 out with unit scales equals the int64 product), and every path's
-    epilogue bit-identical to the scalar path's for each output dtype."""
+    epilogue bit-identical to the scalar path's for each output dtype. On avx512 with VNNI, M <= 16
+    runs our VNNI block (tiles of 4 x 4, K % 64 tails, N % 4 edges) and M >= 17 at::_int_mm."""
     m, n, k = mnk
     x_q, xs, qweight, ws, bias = _w8a8_case(m, n, k, with_min=n > 4)
     exact = (x_q.long() @ qweight.long().T)

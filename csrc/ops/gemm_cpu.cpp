@@ -7,7 +7,8 @@
 //    - CPUs with VNNI, on the avx512 path: at::_int_mm (oneDNN's vpdpbusd kernels, exact s8 x s8 ->
 //      s32, -128 included). One Zen 5 core (AVX-512 VNNI): 400-850 GOP/s at MiniLM / BERT / Llama
 //      shapes against 120-160 for our AVX2 kernel and 92 for the float32 mm
-//      (bench/results/2026-12-02_cpu-amd-epyc-6_probes.log);
+//      (bench/results/2026-12-02_cpu-amd-epyc-6_probes.log). Up to kInt8VnniMaxRows rows our own
+//      VNNI block (int8_gemm_avx512.cpp) instead: _int_mm costs ~20 us a call there;
 //    - otherwise our own int8 x int8 kernel (AVX2 or scalar): at::_int_mm took 164 ms at
 //      512x384x1536 on a Zen 3 without VNNI, 17x the float32 mm of the same shape.
 #include <ATen/ATen.h>
@@ -94,7 +95,7 @@ at::Tensor w8a8_gemm_cpu(const at::Tensor& x_q, const at::Tensor& x_scales, cons
   p.a_scale_per_row = xs.numel() != 1, p.b_scale_per_col = ws.numel() != 1;
   p.out_dtype = kernel_dtype(out_dtype);
   const cpu_kernels::Isa isa = cpu_kernels::active_isa();
-  if (isa >= cpu_kernels::Isa::kAvx512 && cpu_kernels::has_vnni()) {
+  if (cpu_kernels::int8_gemm_vnni(isa) && M > cpu_kernels::kInt8VnniMaxRows) {
     const at::Tensor acc = at::_int_mm(x2, w.t());  // [M, N] int32, contiguous
     const int32_t* a = acc.const_data_ptr<int32_t>();
     at::parallel_for(0, M, std::max<int64_t>(1, 16384 / N), [&](int64_t m0, int64_t m1) {

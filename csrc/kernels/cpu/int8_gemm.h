@@ -42,11 +42,21 @@ void int8_gemm_run(const Int8GemmParams& p, int64_t job_begin, int64_t job_end, 
 // with row stride ldacc): the same float32 operations in the same order as int8_gemm_run, so
 // every path gives the same bits.
 void int8_gemm_epilogue(const Int8GemmParams& p, const int32_t* acc, int64_t ldacc, int64_t m0, int64_t m1, Isa isa);
-void int8_gemm_epilogue_avx2(const Int8GemmParams& p, const int32_t* acc, int64_t ldacc, int64_t m0, int64_t m1);
+// Columns [n0, n1) of those rows, acc[(m - m0) * ldacc + n - n0].
+void int8_gemm_epilogue_avx2(const Int8GemmParams& p, const int32_t* acc, int64_t ldacc, int64_t m0, int64_t m1,
+                             int64_t n0, int64_t n1);
 
-// One block [m0, m1) x [n0, n1) per ISA path (int8_gemm_scalar.cpp / int8_gemm_avx2.cpp).
+// One block [m0, m1) x [n0, n1) per ISA path (int8_gemm_scalar.cpp / int8_gemm_avx2.cpp /
+// int8_gemm_avx512.cpp: the avx512 path on a CPU with AVX-512 VNNI).
 void int8_gemm_block_scalar(const Int8GemmParams& p, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
 void int8_gemm_block_avx2(const Int8GemmParams& p, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
+void int8_gemm_block_vnni(const Int8GemmParams& p, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
+// Whether int8_gemm_run takes int8_gemm_block_vnni on the `isa` path.
+bool int8_gemm_vnni(Isa isa);
+// The most rows for which int8_gemm_block_vnni beats at::_int_mm (oneDNN), one Zen 5 core,
+// MiniLM / BERT-base shapes: 1.2-2.9x faster at M = 2..8, 0.93-1.20x at 16, 0.58-0.99x from 32
+// (bench/results/2026-12-02_cpu-w8a8-vnni_probe.log). The binding sends larger M to _int_mm.
+constexpr int64_t kInt8VnniMaxRows = 16;
 
 // The epilogue of one output element (shared by every path, so they agree bit for bit).
 inline void int8_gemm_store(const Int8GemmParams& p, int64_t m, int64_t n, int32_t acc) {

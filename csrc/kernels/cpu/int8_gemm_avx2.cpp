@@ -154,8 +154,9 @@ bool has_min_int8(const Int8GemmParams& p, int64_t n0, int64_t n1) {
 
 }  // namespace
 
-void int8_gemm_epilogue_avx2(const Int8GemmParams& p, const int32_t* acc, int64_t ldacc, int64_t m0, int64_t m1) {
-  for (int64_t m = m0; m < m1; ++m) epilogue_row(p, m, 0, p.N, acc + (m - m0) * ldacc);
+void int8_gemm_epilogue_avx2(const Int8GemmParams& p, const int32_t* acc, int64_t ldacc, int64_t m0, int64_t m1,
+                             int64_t n0, int64_t n1) {
+  for (int64_t m = m0; m < m1; ++m) epilogue_row(p, m, n0, n1, acc + (m - m0) * ldacc);
 }
 
 void int8_gemm_block_avx2(const Int8GemmParams& p, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
@@ -174,7 +175,7 @@ void int8_gemm_block_avx2(const Int8GemmParams& p, int64_t m0, int64_t m1, int64
     case 1: row_tiles<1>(p, m, n0, n1, rest, ldacc); break;
     default: break;
   }
-  for (m = m0; m < m1; ++m) epilogue_row(p, m, n0, n1, acc + (m - m0) * ldacc);
+  int8_gemm_epilogue_avx2(p, acc, ldacc, m0, m1, n0, n1);
 }
 
 }  // namespace squash::cpu_kernels
