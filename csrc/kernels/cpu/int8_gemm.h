@@ -9,6 +9,7 @@
 // MiniLM's K = 384 / 1536, and a row-major b is what checkpoints hold).
 #pragma once
 #include <cstdint>
+#include <type_traits>
 
 #include "cpu/convert.h"
 #include "cpu/isa.h"
@@ -57,6 +58,26 @@ bool int8_gemm_vnni(Isa isa);
 // MiniLM / BERT-base shapes: 1.2-2.9x faster at M = 2..8, 0.93-1.20x at 16, 0.58-0.99x from 32
 // (bench/results/2026-12-02_cpu-w8a8-vnni_probe.log). The binding sends larger M to _int_mm.
 constexpr int64_t kInt8VnniMaxRows = 16;
+
+// The block loop of the AVX2 and VNNI paths: int32 sums of rows [m0, m1) x columns [n0, n1) into
+// a block buffer, in row tiles of 4 (then 3, 2 or 1: tiles(std::integral_constant<int, MR>, m,
+// acc rows from m)), then their vectorized epilogue.
+template <typename RowTiles>
+void int8_gemm_block_tiled(const Int8GemmParams& p, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
+                           RowTiles&& tiles) {
+  alignas(64) int32_t acc[kInt8BlockM * kInt8BlockN];
+  const int64_t ldacc = n1 - n0;
+  int64_t m = m0;
+  for (; m + 4 <= m1; m += 4) tiles(std::integral_constant<int, 4>{}, m, acc + (m - m0) * ldacc);
+  int32_t* rest = acc + (m - m0) * ldacc;
+  switch (m1 - m) {
+    case 3: tiles(std::integral_constant<int, 3>{}, m, rest); break;
+    case 2: tiles(std::integral_constant<int, 2>{}, m, rest); break;
+    case 1: tiles(std::integral_constant<int, 1>{}, m, rest); break;
+    default: break;
+  }
+  int8_gemm_epilogue_avx2(p, acc, ldacc, m0, m1, n0, n1);
+}
 
 // The epilogue of one output element (shared by every path, so they agree bit for bit).
 inline void int8_gemm_store(const Int8GemmParams& p, int64_t m, int64_t n, int32_t acc) {

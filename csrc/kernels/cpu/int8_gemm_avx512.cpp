@@ -122,18 +122,9 @@ void row_tiles(const Int8GemmParams& p, int64_t m, int64_t n0, int64_t n1, int32
 }  // namespace
 
 void int8_gemm_block_vnni(const Int8GemmParams& p, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-  alignas(64) int32_t acc[kInt8BlockM * kInt8BlockN];
-  const int64_t ldacc = n1 - n0;
-  int64_t m = m0;
-  for (; m + 4 <= m1; m += 4) row_tiles<4>(p, m, n0, n1, acc + (m - m0) * ldacc, ldacc);
-  int32_t* rest = acc + (m - m0) * ldacc;
-  switch (m1 - m) {
-    case 3: row_tiles<3>(p, m, n0, n1, rest, ldacc); break;
-    case 2: row_tiles<2>(p, m, n0, n1, rest, ldacc); break;
-    case 1: row_tiles<1>(p, m, n0, n1, rest, ldacc); break;
-    default: break;
-  }
-  int8_gemm_epilogue_avx2(p, acc, ldacc, m0, m1, n0, n1);
+  int8_gemm_block_tiled(p, m0, m1, n0, n1, [&](auto rows, int64_t m, int32_t* acc) {
+    row_tiles<decltype(rows)::value>(p, m, n0, n1, acc, n1 - n0);
+  });
 }
 
 }  // namespace squash::cpu_kernels
