@@ -303,6 +303,8 @@ def test_int4_zero_points_above_15_are_refused():
         so.dequantize_int4_weight(q4, s4, bad, 32)
     with pytest.raises(ValueError, match=rf"squash::prepack_int4_weight: {msg}"):
         so.prepack_int4_weight(q4, s4, bad, 32)
+    with pytest.raises(ValueError, match=rf"squash::cpu_prepack_int4_weight: {msg}"):
+        so.cpu_prepack_int4_weight(q4, s4, bad, 32)
     # The CPU prepacked GEMM runs the canonical one, so packed zeros are checked too.
     p4, sp4, zp4 = so.prepack_int4_weight(q4, s4, z4, 32)
     zp4 = zp4.clone()
