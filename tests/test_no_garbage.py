@@ -31,6 +31,7 @@ from squash_ops.quant import (
     CheckpointError, W4A16Config, W8A8Config, W8A16Config, empty_quantized_linear, import_gptq, load_quantized,
     replace_linear, save_quantized,
 )
+from helpers import GEMM_REL_MEAN_ERR, rel_mean_err
 from quant_models import tiny_bert, tiny_llama, token_batch
 
 ops = torch.ops.squash
@@ -302,12 +303,103 @@ def test_int4_zero_points_above_15_are_refused():
         so.dequantize_int4_weight(q4, s4, bad, 32)
     with pytest.raises(ValueError, match=rf"squash::prepack_int4_weight: {msg}"):
         so.prepack_int4_weight(q4, s4, bad, 32)
+    with pytest.raises(ValueError, match=rf"squash::cpu_prepack_int4_weight: {msg}"):
+        so.cpu_prepack_int4_weight(q4, s4, bad, 32)
     # The CPU prepacked GEMM runs the canonical one, so packed zeros are checked too.
     p4, sp4, zp4 = so.prepack_int4_weight(q4, s4, z4, 32)
     zp4 = zp4.clone()
     zp4[0, 0, 0] = 200
     with pytest.raises(ValueError, match="got a value of 200"):
         so.w4a16_gemm_prepacked(x, p4, sp4, zp4, 64, 32)
+
+
+# The CUDA GEMMs read zero points on the device (a host check would sync every call): a zero point
+# above 15 makes every weight of its group NaN, so its output channel is NaN for every token, bias
+# or not, x row of zeros or not (csrc/kernels/gemm/gemm_common.cuh). Each path a call can take is
+# forced through SQUASH_WOQ_CONFIG ("" = the heuristic) at a token count it runs.
+W4A16_CUDA_PATHS = [("", 1), ("", 40), ("", 300), ("gemv_m1", 1), ("gemv_m4:3", 3), ("gemv_m16", 16),
+                    ("mma_m8", 5), ("mma_m64:2", 64), ("dequant", 7), ("cutlass_sm90_64x128", 100),
+                    ("cutlass_sm90_128x128", 200)]
+PK_CUDA_PATHS = [("", 1), ("", 64), ("", 300), ("pk_m16_n16", 5), ("pk_m16_n32:3", 16), ("pk_m16_n64", 33),
+                 ("pk_m32_n64:2", 40), ("pk_m64_n128", 100), ("dequant", 7)]
+BAD_ZEROS = {3: 16, 70: 255, 135: 100}  # output channel -> zero point, put in its first, middle, last group
+
+
+def _bad_groups(groups):
+    return dict(zip(BAD_ZEROS, (0, groups // 2, groups - 1)))
+
+
+def _check_nan_channels(out, ref):
+    """The BAD_ZEROS channels are NaN in every row; every other channel matches the CPU op run
+    with the valid zero points (it does not read the bad ones)."""
+    out = out.cpu()
+    bad = sorted(BAD_ZEROS)
+    good = [n for n in range(out.shape[-1]) if n not in BAD_ZEROS]
+    assert out[:, bad].isnan().all(), "a zero point above 15 must make its output channel NaN"
+    assert torch.isfinite(out[:, good]).all()
+    assert rel_mean_err(out[:, good], ref[:, good]) <= GEMM_REL_MEAN_ERR[out.dtype]
+
+
+def _run_w4a16_with_bad_zeros(m, k, group):
+    n = 136
+    q, s, z = so.quantize_int4_weight(torch.randn(n, k), group_size=group, symmetric=False)
+    bad = z.clone()
+    for ch, gi in _bad_groups(z.shape[1]).items():
+        bad[ch, gi] = BAD_ZEROS[ch]
+    x, bias = torch.randn(m, k, dtype=torch.bfloat16), torch.randn(n, dtype=torch.bfloat16)
+    x[0] = 0  # NaN * 0 is NaN: the channel shows even where x cannot
+    out = so.w4a16_gemm(x.cuda(), q.cuda(), s.cuda(), bad.cuda(), group, bias.cuda())
+    _check_nan_channels(out, so.w4a16_gemm(x, q, s, z, group, bias))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("group", [128, -1], ids=["g128", "per_channel"])
+@pytest.mark.parametrize("config, m", W4A16_CUDA_PATHS, ids=[f"{c or 'heuristic'}-m{m}" for c, m in W4A16_CUDA_PATHS])
+def test_cuda_w4a16_zero_point_above_15_makes_its_output_channel_nan(config, m, group, monkeypatch):
+    major, minor = torch.cuda.get_device_capability()
+    if config.startswith("cutlass_sm90") and (major, minor) != (9, 0):  # woq_cutlass_config_runs_on
+        pytest.skip(f"{config} does not run int4 on compute capability {major}.{minor}")
+    monkeypatch.setenv("SQUASH_WOQ_CONFIG", config)
+    _run_w4a16_with_bad_zeros(m, 1024, group)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("m", [1, 300])
+def test_cuda_w4a16_zero_point_above_15_odd_k(m):
+    """K % 8 != 0: every M dequantizes one weight per thread (the scalar kernel) for cuBLAS."""
+    _run_w4a16_with_bad_zeros(m, 1030, -1)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("group", [32, 128, -1], ids=["g32", "g128", "per_channel"])
+@pytest.mark.parametrize("config, m", PK_CUDA_PATHS, ids=[f"{c or 'heuristic'}-m{m}" for c, m in PK_CUDA_PATHS])
+def test_cuda_w4a16_prepacked_zero_point_above_15_makes_its_output_channel_nan(config, m, group, monkeypatch):
+    """prepack_int4_weight refuses such zeros (a host check, once at load); packed zeros passed to
+    the GEMM directly are read on the device like the canonical ones."""
+    monkeypatch.setenv("SQUASH_WOQ_CONFIG", config)
+    n, k = 136, 1024
+    q, s, z = so.quantize_int4_weight(torch.randn(n, k), group_size=group, symmetric=False)
+    packed, sp, zp = so.prepack_int4_weight(q.cuda(), s.cuda(), z.cuda(), group)
+    bad = zp.clone()
+    for ch, gi in _bad_groups(zp.shape[1]).items():
+        bad[ch // 8, gi, ch % 8] = BAD_ZEROS[ch]  # packed zeros: [N/8, G, 8]
+    x, bias = torch.randn(m, k, dtype=torch.float16), torch.randn(n, dtype=torch.float16)
+    x[0] = 0
+    out = so.w4a16_gemm_prepacked(x.cuda(), packed, sp, bad, k, group, bias.cuda())
+    _check_nan_channels(out, so.w4a16_gemm(x, q, s, z, group, bias))
+
+
+@pytest.mark.gpu
+def test_cuda_load_time_ops_refuse_zero_points_above_15():
+    """The load-time ops check zero points on CUDA too (one sync, at load, not per GEMM)."""
+    q, s, z = (t.cuda() for t in _int4())
+    bad = z.clone()
+    bad[5, 1] = 16
+    msg = r"zeros must hold 4-bit zero points 0..15, got a value of 16"
+    with pytest.raises(ValueError, match=rf"squash::prepack_int4_weight: {msg}"):
+        so.prepack_int4_weight(q, s, bad, 32)
+    with pytest.raises(ValueError, match=rf"squash::dequantize_int4_weight: {msg}"):
+        so.dequantize_int4_weight(q, s, bad, 32)
 
 
 @pytest.mark.parametrize("value", [0.0, -0.0, -0.5, math.inf, -math.inf, math.nan])

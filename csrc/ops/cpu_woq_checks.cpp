@@ -74,6 +74,7 @@ int64_t check_cpu_prepack_int4_args(const at::Tensor& qweight, const at::Tensor&
   const int64_t N = qweight.size(0), K = 2 * qweight.size(1);
   const int64_t g = check_int4_group_size(op, group_size, K);
   check_int4_weight(op, qweight, scales, zeros, N, K, g, {at::kFloat, at::kHalf, at::kBFloat16});
+  if (zeros) check_int4_zeros_values(op, *zeros);  // once, at load (as prepack_int4_weight)
   return g;
 }
 

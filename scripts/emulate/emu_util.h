@@ -1,9 +1,12 @@
 // Small helpers shared by the emulation drivers (gemm_emulate.cpp, pk_emulate.cpp): dtype
-// conversions, names and the pass/fail tally.
+// conversions, names, the zero points above 15 and the pass/fail tally.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <array>
+#include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <type_traits>
 
@@ -30,6 +33,24 @@ const char* tname() {
 template <typename T>
 double half_ulp() {
   return std::is_same_v<T, __half> ? 1.0 / 2048 : std::is_same_v<T, __nv_bfloat16> ? 1.0 / 256 : 1.0 / (1 << 24);
+}
+
+// Zero points above 15 for the int4 checks of gemm_common.cuh's rule (a group with one has NaN
+// weights, its output channel is NaN): three groups of [N, G] zeros (first, middle and last
+// channel; last, first and middle group).
+struct BadZero {
+  int n, g;
+  uint8_t value;
+};
+inline std::array<BadZero, 3> bad_zeros(int N, int G) {
+  return {{{0, G - 1, 16}, {N / 2, 0, 255}, {N - 1, G / 2, 128}}};
+}
+
+// An output element of a channel holding such a zero point: must be NaN (the first misses printed).
+inline void expect_nan_channel(float got, int m, int n, int& bad) {
+  if (std::isnan(got)) return;
+  if (bad < 3) std::printf("    m=%d n=%d: zero point > 15 in the channel, got %g, not NaN\n", m, n, got);
+  ++bad;
 }
 
 struct Tally {

@@ -1,7 +1,9 @@
 // Host emulation check of the weight-only GEMM kernels (GEMV all configs and load widths,
-// split-K reduce, dequantize) and of the int8 activation quantizer (every kind of row of the
-// row rule: zero, NaN, inf, tiny), against float64 / exact references written here (the row
-// rule's in row_quant_ref.h). No GPU needed: see cuda_host_shim.h. Run: bash scripts/emulate/run.sh
+// split-K reduce, dequantize, CUTLASS scale layout) and of the int8 activation quantizer (every
+// kind of row of the row rule: zero, NaN, inf, tiny), against float64 / exact references written
+// here (the row rule's in row_quant_ref.h); int4 zero points above 15 must give NaN output
+// channels / weights (gemm_common.cuh). No GPU needed: see cuda_host_shim.h. Run: bash
+// scripts/emulate/run.sh
 #include "cuda_host_shim.h"
 #include "emu_util.h"
 #include "row_quant_ref.h"
@@ -30,7 +32,18 @@ struct Case {
   int splits;
   GemvConfig cfg;
   bool mma = false;  // tensor-core kernel (config from M) instead of the GEMV
+  bool bad_zeros = false;  // a few zero points above 15: their output channels must be NaN
 };
+
+// Puts emu::bad_zeros into zeros [N, G]; returns which channels hold one.
+std::vector<bool> poison_zeros(std::vector<uint8_t>& zeros, int N, int G) {
+  std::vector<bool> poisoned(N, false);
+  for (const emu::BadZero& b : emu::bad_zeros(N, G)) {
+    zeros[static_cast<size_t>(b.n) * G + b.g] = b.value;
+    poisoned[b.n] = true;
+  }
+  return poisoned;
+}
 
 template <typename T, int BITS, MmaConfig CFG>
 void run_mma_kernel(const WoqGemmParams& p, int splits) {
@@ -100,6 +113,7 @@ void check_gemv(const Case& c, std::mt19937& rng) {
   }
   std::vector<uint8_t> zeros(static_cast<size_t>(N) * G);
   for (auto& z : zeros) z = static_cast<uint8_t>(u4(rng));
+  const std::vector<bool> poisoned = c.bad_zeros ? poison_zeros(zeros, N, G) : std::vector<bool>(N, false);
   std::vector<T> bias(N);
   for (auto& b : bias) b = fromf<T>(nd(rng));
 
@@ -137,6 +151,10 @@ void check_gemv(const Case& c, std::mt19937& rng) {
   double worst = 0;
   for (int m = 0; m < M; ++m) {
     for (int n = 0; n < N; ++n) {
+      if (poisoned[n]) {
+        emu::expect_nan_channel(tof(out[static_cast<size_t>(m) * ldo + n]), m, n, bad);
+        continue;
+      }
       double ref = 0, mag = 0;
       for (int k = 0; k < K; ++k) {
         const size_t i = static_cast<size_t>(n) * K + k;
@@ -169,14 +187,16 @@ void check_gemv(const Case& c, std::mt19937& rng) {
     }
   }
   g_tally.record(bad == 0);
-  std::printf("%s gemv %s int%d M=%d N=%d K=%d g=%d E=%d zeros=%d sf32=%d bias=%d splits=%d cfg=%s: %s (worst err/tol %.3f)\n",
-              bad ? "FAIL" : "ok  ", tname<T>(), c.bits, M, N, K, c.group, E, c.zeros, c.scales_f32,
+  std::printf("%s gemv %s int%d M=%d N=%d K=%d g=%d E=%d zeros=%d%s sf32=%d bias=%d splits=%d cfg=%s: %s (worst err/tol %.3f)\n",
+              bad ? "FAIL" : "ok  ", tname<T>(), c.bits, M, N, K, c.group, E, c.zeros,
+              c.bad_zeros ? " (3 > 15: NaN channels)" : "", c.scales_f32,
               c.bias, c.splits, c.mma ? mma_config_info(mma_config_for_m(M)).name : gemv_config_info(c.cfg).name,
               bad ? "mismatch" : "match", worst);
 }
 
 template <typename T, int BITS>
-void check_dequant(int N, int K, int group, bool zeros_on, bool scales_f32, std::mt19937& rng) {
+void check_dequant(int N, int K, int group, bool zeros_on, bool scales_f32, std::mt19937& rng,
+                   bool bad_zeros = false) {
   const int g = group < 0 ? K : group, G = K / g;
   std::uniform_int_distribution<int> ub(0, 255);
   std::normal_distribution<float> nd(0.0f, 1.0f);
@@ -191,6 +211,7 @@ void check_dequant(int N, int K, int group, bool zeros_on, bool scales_f32, std:
   }
   std::vector<uint8_t> zeros(static_cast<size_t>(N) * G);
   for (auto& z : zeros) z = static_cast<uint8_t>(ub(rng) & 15);
+  if (bad_zeros) poison_zeros(zeros, N, G);
   alignas(16) static T w_buf[1 << 20];
   std::vector<T> w(static_cast<size_t>(N) * K);
   WoqGemmParams p;
@@ -215,16 +236,52 @@ void check_dequant(int N, int K, int group, bool zeros_on, bool scales_f32, std:
       } else {
         q = static_cast<int8_t>(qw[static_cast<size_t>(n) * K + k]);
       }
-      const float ref = tof(fromf<T>(static_cast<float>(q) * sf[gi]));
+      // A zero point above 15 (only where poisoned): the group's weights are NaN.
+      const bool nan_group = BITS == 4 && zeros_on && zeros[gi] > 15;
+      const float ref = nan_group ? NAN : tof(fromf<T>(static_cast<float>(q) * sf[gi]));
       const float got = tof(w_buf[static_cast<size_t>(n) * K + k]);
-      if (!(got == ref)) {
+      if (!(got == ref || (nan_group && std::isnan(got)))) {
         if (bad < 3) std::printf("    n=%d k=%d got %g ref %g\n", n, k, got, ref);
         ++bad;
       }
     }
   g_tally.record(bad == 0);
-  std::printf("%s dequant %s int%d N=%d K=%d g=%d vec=%d zeros=%d sf32=%d: %d mismatches\n",
-              bad ? "FAIL" : "ok  ", tname<T>(), BITS, N, K, group, vec, zeros_on, scales_f32, bad);
+  std::printf("%s dequant %s int%d N=%d K=%d g=%d vec=%d zeros=%d%s sf32=%d: %d mismatches\n",
+              bad ? "FAIL" : "ok  ", tname<T>(), BITS, N, K, group, vec, zeros_on,
+              bad_zeros ? " (3 > 15: NaN groups)" : "", scales_f32, bad);
+}
+
+// The CUTLASS path's scale layout (woq_cutlass_scales_kernel): transposed float32 scales and
+// -zero * scale, exact; a group whose zero point is above 15 gets NaN in both.
+template <typename S>
+void check_cutlass_scales(int N, int G, bool zeros_on, bool bad_zeros, std::mt19937& rng) {
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::uniform_int_distribution<int> u4(0, 15);
+  std::vector<S> scales(static_cast<size_t>(N) * G);
+  for (auto& v : scales) v = fromf<S>(nd(rng) * 0.05f);
+  std::vector<uint8_t> zeros(scales.size());
+  for (auto& z : zeros) z = static_cast<uint8_t>(u4(rng));
+  if (bad_zeros) poison_zeros(zeros, N, G);
+  std::vector<float> st(scales.size(), 1.0f), zt(scales.size(), 1.0f);
+  emu::launch(dim3(2), dim3(32), [&] {
+    woq_cutlass_scales_kernel<S>(scales.data(), zeros_on ? zeros.data() : nullptr, N, G, st.data(), zt.data());
+  });
+  int bad = 0;
+  for (int gi = 0; gi < G; ++gi)
+    for (int n = 0; n < N; ++n) {
+      const size_t src = static_cast<size_t>(n) * G + gi, dst = static_cast<size_t>(gi) * N + n;
+      const int z = zeros_on ? zeros[src] : 8;
+      const float s = tof(scales[src]);
+      const bool ok = z > 15 ? std::isnan(st[dst]) && std::isnan(zt[dst])
+                             : st[dst] == s && zt[dst] == -static_cast<float>(z) * s;
+      if (!ok) {
+        if (bad < 3) std::printf("    g=%d n=%d z=%d: got (%g, %g)\n", gi, n, z, st[dst], zt[dst]);
+        ++bad;
+      }
+    }
+  g_tally.record(bad == 0);
+  std::printf("%s cutlass scales %s N=%d G=%d zeros=%d%s: %d mismatches\n", bad ? "FAIL" : "ok  ", tname<S>(), N, G,
+              zeros_on, bad_zeros ? " (3 > 15: NaN groups)" : "", bad);
 }
 
 // Rows of every kind the row rule names (common/row_quant.h): random, all zero, NaN, +-inf and
@@ -298,6 +355,12 @@ int main(int argc, char** argv) {
       {8, 13, 40, 512, -1, false, false, true, 2, C::kM1, true},
       {8, 33, 20, 320, -1, false, true, false, 1, C::kM1, true},
       {8, 64, 17, 256, -1, false, true, true, 3, C::kM1, true},
+      // zero points above 15: NaN output channels on every int4 path (gemm_common.cuh)
+      {4, 3, 37, 2560, 128, true, true, true, 1, C::kM4, false, true},
+      {4, 2, 21, 1536, 64, true, false, false, 3, C::kM2, false, true},  // split-K
+      {4, 1, 13, 4104, -1, true, true, true, 1, C::kM1, false, true},     // per-channel, 4-byte loads
+      {4, 9, 40, 1024, 128, true, true, true, 1, C::kM1, true, true},     // tensor cores
+      {4, 20, 33, 768, -1, true, false, false, 2, C::kM1, true, true},
   };
   for (size_t i = 0; i < cases.size(); ++i) {
     if (quick && i % 3 != 0) continue;
@@ -309,6 +372,14 @@ int main(int argc, char** argv) {
   check_dequant<__nv_bfloat16, 4>(3, 14, -1, true, true, rng);   // K % 8 != 0: scalar kernel
   check_dequant<__half, 8>(5, 520, -1, false, true, rng);
   check_dequant<__nv_bfloat16, 8>(3, 111, -1, false, false, rng);
+  check_dequant<__half, 4>(6, 512, 64, true, false, rng, true);           // zero points > 15: vec8
+  check_dequant<__nv_bfloat16, 4>(5, 30, 10, true, true, rng, true);      // scalar kernel
+  for (const bool bad_zeros : {false, true}) {
+    check_cutlass_scales<float>(24, 8, true, bad_zeros, rng);
+    check_cutlass_scales<__half>(40, 3, true, bad_zeros, rng);
+    check_cutlass_scales<__nv_bfloat16>(16, 5, true, bad_zeros, rng);
+  }
+  check_cutlass_scales<__nv_bfloat16>(16, 4, false, false, rng);  // symmetric: zero 8
   const float sscale = 0.037f;
   for (const float* sp : {static_cast<const float*>(nullptr), &sscale}) {
     check_quant<__nv_bfloat16>(1024, sp, true, rng);

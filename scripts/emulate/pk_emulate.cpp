@@ -2,7 +2,9 @@
 // int4 (group-wise 32/64/128 and per-channel, with and without zero points) and int8, fp16 and
 // bf16, bias, split-K with the in-kernel last-split reduction, row chunks past a config's max M,
 // tails in N (N % 16 == 8, partial column blocks) and K (K % 128 != 0, K % 32 != 0), strided x
-// and out rows; and the packed -> dense dequantize kernel. Weights are prepacked from the formulas
+// and out rows; and the packed -> dense dequantize kernel. Zero points above 15 (put into the
+// packed zeros directly, as a caller of w4a16_gemm_prepacked could) must give NaN output channels
+// and NaN dequantized groups (gemm_common.cuh). Weights are prepacked from the formulas
 // of prepacked_layout.h (bench/cpp/pk_reference.h) and the outputs are compared with a float64
 // reference on the canonical values. Run: bash scripts/emulate/run.sh
 #include "cuda_host_shim.h"
@@ -30,11 +32,23 @@ struct PkCase {
   bool zeros, bias, f16;
   PkConfig cfg;
   int splits;
+  bool bad_zeros = false;  // three zero points above 15: their output channels must be NaN
 };
 
 using pkref::Weights;
 using pkref::make_weights;
 using pkref::weight_value;
+
+// Puts emu::bad_zeros into both the canonical and the packed zeros; returns which channels hold one.
+std::vector<bool> poison_zeros(Weights& w) {
+  std::vector<bool> poisoned(w.N, false);
+  for (const emu::BadZero& b : emu::bad_zeros(w.N, w.G)) {
+    w.zeros[static_cast<size_t>(b.n) * w.G + b.g] = b.value;
+    w.zeros_packed[(static_cast<size_t>(b.n / pack::kTileN) * w.G + b.g) * pack::kTileN + b.n % pack::kTileN] = b.value;
+    poisoned[b.n] = true;
+  }
+  return poisoned;
+}
 
 template <typename T, int BITS, bool GROUPED, PkConfig CFG>
 void run_config(const PkGemmParams& p, int splits) {
@@ -63,7 +77,8 @@ void run_pk(const PkGemmParams& p, PkConfig cfg, int splits) {
 template <typename T>
 void check_pk(const PkCase& c, std::mt19937& rng) {
   const int M = c.M, N = c.N, K = c.K;
-  const Weights w = make_weights(c.bits, N, K, c.group, rng);
+  Weights w = make_weights(c.bits, N, K, c.group, rng);
+  const std::vector<bool> poisoned = c.bad_zeros ? poison_zeros(w) : std::vector<bool>(N, false);
   std::normal_distribution<float> nd(0.0f, 1.0f);
   const int ldx = K + 8, ldo = N + 3;  // strided rows; out's 3 guard columns stay NaN
   std::vector<T> x(static_cast<size_t>(M) * ldx, fromf<T>(NAN));  // the gaps are poison too
@@ -104,6 +119,10 @@ void check_pk(const PkCase& c, std::mt19937& rng) {
   double worst = 0;
   for (int m = 0; m < M; ++m) {
     for (int n = 0; n < N; ++n) {
+      if (poisoned[n]) {
+        emu::expect_nan_channel(tof(out[static_cast<size_t>(m) * ldo + n]), m, n, bad);
+        continue;
+      }
       double ref = 0, mag = 0;
       for (int k = 0; k < K; ++k) {
         const double v = tof(x[static_cast<size_t>(m) * ldx + k]) * weight_value(w, n, k, c.zeros);
@@ -132,14 +151,16 @@ void check_pk(const PkCase& c, std::mt19937& rng) {
       ++bad;
     }
   g_tally.record(bad == 0);
-  std::printf("%s pk %s int%d M=%d N=%d K=%d g=%d zeros=%d bias=%d %s splits=%d: %s (worst err/tol %.3f)\n",
-              bad ? "FAIL" : "ok  ", tname<T>(), c.bits, M, N, K, c.group, c.zeros, c.bias,
+  std::printf("%s pk %s int%d M=%d N=%d K=%d g=%d zeros=%d%s bias=%d %s splits=%d: %s (worst err/tol %.3f)\n",
+              bad ? "FAIL" : "ok  ", tname<T>(), c.bits, M, N, K, c.group, c.zeros,
+              c.bad_zeros ? " (3 > 15: NaN channels)" : "", c.bias,
               pk_config_info(c.cfg).name, splits, bad ? "mismatch" : "match", worst);
 }
 
 template <typename T, int BITS>
-void check_pk_dequant(int N, int K, int group, bool zeros, std::mt19937& rng) {
-  const Weights w = make_weights(BITS, N, K, group, rng);
+void check_pk_dequant(int N, int K, int group, bool zeros, std::mt19937& rng, bool bad_zeros = false) {
+  Weights w = make_weights(BITS, N, K, group, rng);
+  if (bad_zeros) poison_zeros(w);
   std::vector<T> dense(static_cast<size_t>(N) * K, fromf<T>(NAN));
   PkGemmParams p;
   p.packed = w.packed.data();
@@ -151,17 +172,19 @@ void check_pk_dequant(int N, int K, int group, bool zeros, std::mt19937& rng) {
   int bad = 0;
   for (int n = 0; n < N; ++n)
     for (int k = 0; k < K; ++k) {
-      // the canonical dequantization: (q - z) * s in float32, rounded once to T
-      const float ref = tof(fromf<T>(static_cast<float>(weight_value(w, n, k, zeros))));
+      // the canonical dequantization: (q - z) * s in float32, rounded once to T; NaN for a group
+      // whose zero point is above 15
+      const bool nan_group = BITS == 4 && zeros && w.zeros[static_cast<size_t>(n) * w.G + k / w.g] > 15;
+      const float ref = nan_group ? NAN : tof(fromf<T>(static_cast<float>(weight_value(w, n, k, zeros))));
       const float got = tof(dense[static_cast<size_t>(n) * K + k]);
-      if (!(got == ref)) {
+      if (!(got == ref || (nan_group && std::isnan(got)))) {
         if (bad < 3) std::printf("    n=%d k=%d got %g ref %g\n", n, k, got, ref);
         ++bad;
       }
     }
   g_tally.record(bad == 0);
-  std::printf("%s pk_dequant %s int%d N=%d K=%d g=%d zeros=%d: %d mismatches\n", bad ? "FAIL" : "ok  ",
-              tname<T>(), BITS, N, K, group, zeros, bad);
+  std::printf("%s pk_dequant %s int%d N=%d K=%d g=%d zeros=%d%s: %d mismatches\n", bad ? "FAIL" : "ok  ",
+              tname<T>(), BITS, N, K, group, zeros, bad_zeros ? " (3 > 15: NaN groups)" : "", bad);
 }
 
 int main(int argc, char** argv) {
@@ -188,6 +211,12 @@ int main(int argc, char** argv) {
       {8, 16, 64, 256, -1, false, true, true, P::kM16N64, 1},
       {8, 64, 16, 192, -1, false, true, false, P::kM64N128, 3},
       {8, 30, 8, 64, -1, false, false, true, P::kM32N64, 1},       // N = 8, one k tile
+      // zero points above 15: NaN output channels, group-wise and per-channel, fp16 and bf16
+      {4, 3, 40, 1280, 128, true, true, true, P::kM16N16, 1, true},
+      {4, 17, 64, 1056, 32, true, false, false, P::kM32N64, 3, true},  // split-K
+      {4, 9, 48, 576, 64, true, true, false, P::kM16N32, 1, true},
+      {4, 5, 24, 264, -1, true, false, true, P::kM16N16, 2, true},
+      {4, 40, 136, 384, -1, true, true, false, P::kM64N128, 1, true},
   };
   // Sweep: every config x every format, cycling token counts (across the 16/32/64 boundaries and
   // row chunks), split counts, dtypes and N tails.
@@ -214,5 +243,7 @@ int main(int argc, char** argv) {
   check_pk_dequant<__nv_bfloat16, 4>(24, 1056, 32, true, rng);
   check_pk_dequant<__half, 4>(16, 4104, -1, false, rng);
   check_pk_dequant<__nv_bfloat16, 8>(24, 1096, -1, false, rng);
+  check_pk_dequant<__half, 4>(24, 1056, 32, true, rng, true);  // zero points above 15
+  check_pk_dequant<__nv_bfloat16, 4>(16, 264, -1, true, rng, true);
   return g_tally.finish();
 }

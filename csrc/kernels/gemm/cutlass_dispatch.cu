@@ -13,6 +13,7 @@
 #include "gemm/w8a8_launch.h"
 #include "gemm/woq_cutlass.h"
 #include "gemm/woq_cutlass_launch.h"
+#include "gemm/woq_dequant_kernel.cuh"  // woq_cutlass_scales_kernel
 
 namespace squash::gemm {
 
@@ -52,23 +53,6 @@ cudaError_t run_woq(const WoqCutlassParams& p, cudaStream_t stream) {
   } else {
     return bf16 ? woq_cutlass_sm80_run<DType::kBF16, C>(p, stream)
                 : woq_cutlass_sm80_run<DType::kF16, C>(p, stream);
-  }
-}
-
-// One thread per (group, n): scales_t[g, n] = scales[n, g] as float32; zeros_t[g, n] =
-// -zero[n, g] * that (zero 8 when absent). Threads of a warp take consecutive n, so the writes
-// coalesce; the reads stride by `groups` (a few hundred KB at most, once per call or at load).
-template <typename T>
-__global__ void woq_cutlass_scales_kernel(const T* scales, const uint8_t* zeros, int N, int groups,
-                                          float* scales_t, float* zeros_t) {
-  const int64_t total = static_cast<int64_t>(N) * groups;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t g = i / N, n = i % N;
-    const int64_t src = n * groups + g;
-    const float s = static_cast<float>(scales[src]);
-    scales_t[i] = s;
-    if (zeros_t) zeros_t[i] = -static_cast<float>(zeros ? zeros[src] : 8) * s;
   }
 }
 

@@ -83,8 +83,22 @@ __device__ __forceinline__ float magic_byte(uint32_t v) {
   return __uint_as_float(__byte_perm(v, kMagicBits, 0x7440u | J));
 }
 
-// 2^23 + z for a zero point z in 0..255.
-__device__ __forceinline__ float magic_zero(uint32_t z) { return __uint_as_float(kMagicBits | z); }
+// ---- int4 zero points outside 0..15 ----
+// The CPU ops and the load-time ops refuse a zero point above 15; the CUDA GEMMs read zero points
+// on the device and would need a sync to refuse one. Instead (like a bad static activation scale,
+// common/row_quant.h) it shows as NaN: every kernel turns a zero point z > 15 into a NaN where it
+// converts z, once per group and lane, so every weight of that group dequantizes to NaN and every
+// output element summing over it - the output channel n of the group, for every token - is NaN,
+// whatever x and the scale are (NaN * 0 is NaN). Per channel, not per token row: that is where a
+// zero point acts, and the conversion already happens there, so the check costs a compare and a
+// select per group load, nothing per weight.
+constexpr uint32_t kInt4MaxZero = 15u;
+constexpr uint32_t kNaNBits = 0x7FC00000u;  // float32 quiet NaN
+
+// 2^23 + z for an int4 zero point z in 0..15; NaN for z > 15.
+__device__ __forceinline__ float magic_zero(uint32_t z) {
+  return __uint_as_float(z <= kInt4MaxZero ? (kMagicBits | z) : kNaNBits);
+}
 
 // Eight int4 weights of one 32-bit word (element 2j in the low nibble of byte j, 2j+1 in the
 // high nibble) -> w[e] = q_e - z exactly, with magic_z = 2^23 + z.
@@ -139,17 +153,19 @@ struct Int4Magic;
 template <>
 struct Int4Magic<__half> {
   static constexpr uint32_t kBase = 0x6400u;  // 1024.0
+  static constexpr uint32_t kNaN2 = 0x7E007E00u;  // (NaN, NaN)
 };
 template <>
 struct Int4Magic<__nv_bfloat16> {
   static constexpr uint32_t kBase = 0x4300u;  // 128.0
+  static constexpr uint32_t kNaN2 = 0x7FC07FC0u;
 };
 
-// Packed (base + z, base + z) for a zero point z in 0..15.
+// Packed (base + z, base + z) for a zero point z in 0..15; (NaN, NaN) for z > 15 (see magic_zero).
 template <typename T>
 __device__ __forceinline__ uint32_t int4_magic_zero2(uint32_t z) {
   const uint32_t h = Int4Magic<T>::kBase | z;
-  return h | (h << 16);
+  return z <= kInt4MaxZero ? h | (h << 16) : Int4Magic<T>::kNaN2;
 }
 
 __device__ __forceinline__ uint32_t hsub2_bits(uint32_t a, uint32_t b, __half) {

@@ -4,7 +4,8 @@
 // binding (g++), the C++ benchmark and the kernels (nvcc).
 //
 // out[m, n] = round_to_T( sum_k x[m, k] * (q[n, k] - z[n, k / g]) * s[n, k / g] + bias[n] ), fp32
-// accumulation (int8: z = 0, one scale per channel).
+// accumulation (int8: z = 0, one scale per channel). An int4 zero point above 15 makes its group's
+// weights NaN, so out[:, n] is NaN (gemm_common.cuh): the GEMM reads zeros without a sync.
 #pragma once
 #include <cuda_runtime_api.h>
 

@@ -94,19 +94,23 @@ template <typename T>
 struct PkMagic;
 // fp16: OR-ing a nibble into the mantissa of 1024 (0x6400) gives 1024 + q; a nibble at bits 4..7
 // gives 1024 + 16q, and fma(v, 1/16, -(64 + z)) = q - z exactly (Marlin's fp16 path: saves the
-// two shifts of the plain path).
+// two shifts of the plain path). A zero point above 15 gives (NaN, NaN) in lo and hi, so the
+// group's B registers are NaN (gemm_common.cuh, "int4 zero points outside 0..15"): the check runs
+// where a zero point is read (once per group window), never per weight.
 template <>
 struct PkMagic<__half> {
   static constexpr uint32_t kBase2 = 0x64006400u;
-  static __device__ __forceinline__ uint32_t lo(uint32_t z) { return kBase2 | (z * 0x00010001u); }
-  static __device__ __forceinline__ uint32_t hi(uint32_t z) { return 0xD400D400u | ((z << 4) * 0x00010001u); }
+  static __device__ __forceinline__ uint32_t lo(uint32_t z) { return int4_magic_zero2<__half>(z); }
+  static __device__ __forceinline__ uint32_t hi(uint32_t z) {
+    return z <= kInt4MaxZero ? 0xD400D400u | ((z << 4) * 0x00010001u) : Int4Magic<__half>::kNaN2;
+  }
 };
 // bf16 has 7 mantissa bits: 128 + q (q <= 15) is exact, 128 + 16q is not, so every pair is
 // shifted down to bits 0..3 first.
 template <>
 struct PkMagic<__nv_bfloat16> {
   static constexpr uint32_t kBase2 = 0x43004300u;
-  static __device__ __forceinline__ uint32_t lo(uint32_t z) { return kBase2 | (z * 0x00010001u); }
+  static __device__ __forceinline__ uint32_t lo(uint32_t z) { return int4_magic_zero2<__nv_bfloat16>(z); }
   static __device__ __forceinline__ uint32_t hi(uint32_t) { return 0u; }
 };
 
@@ -426,14 +430,14 @@ __global__ void pk_dequant_kernel(const PkGemmParams p, T* __restrict__ w) {
       if constexpr (BITS == 4) {
         const int64_t gi = (static_cast<int64_t>(tn) * G + k / group) * pack::kTileN + g;
         scale = p.scales[gi];
-        const int z = p.zeros != nullptr ? p.zeros[gi] : 8;
+        const float mz = magic_zero(p.zeros != nullptr ? p.zeros[gi] : 8u);  // NaN for a zero above 15
         const uint32_t word = uint4_word(v, s);
         // nibble p = 4 (j & 1) + 2u + (j >> 1) holds k offset 4u + j
 #pragma unroll
         for (int e = 0; e < 8; ++e) {
           const int u = e >> 2, j = e & 3;
           const int pos = 4 * (j & 1) + 2 * u + (j >> 1);
-          vals[e] = static_cast<float>(static_cast<int>((word >> (4 * pos)) & 15u) - z);
+          vals[e] = magic_byte<0>((word >> (4 * pos)) & 15u) - mz;  // q - z exactly
         }
       } else {
         scale = p.scales[n];

@@ -52,7 +52,8 @@ cudaError_t woq_cutlass_gemm(const WoqCutlassParams& p, WoqCutlassConfig config,
 
 // scales [N, groups] (float32 if scales_f32 else dtype) and zeros uint8 [N, groups] or nullptr
 // (= 8) -> scales_t [groups, N] float32 and, when zeros_t is not null, zeros_t [groups, N] float32
-// = -zero * scale. Both outputs contiguous.
+// = -zero * scale. Both outputs contiguous. A zero point above 15 gives NaN in both (its output
+// channel of the GEMM is NaN; gemm_common.cuh).
 cudaError_t woq_cutlass_scales(const void* scales, bool scales_f32, DType dtype, const uint8_t* zeros,
                                int N, int groups, float* scales_t, float* zeros_t, cudaStream_t stream);
 

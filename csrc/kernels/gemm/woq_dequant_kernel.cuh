@@ -1,6 +1,7 @@
 // Dequantize kernels of the large-M path: canonical int4/int8 layout -> dense fp16/bf16 [N, K]
-// (the binding hands the result to cuBLAS). Free of launch syntax (scripts/emulate runs it on the
-// host).
+// (the binding hands the result to cuBLAS), and the scale layout kernel of the CUTLASS path. Free
+// of launch syntax (scripts/emulate runs them on the host). An int4 zero point above 15 gives NaN
+// weights (dequantize) or a NaN scale and zero (CUTLASS layout) for its group: gemm_common.cuh.
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -72,12 +73,32 @@ __global__ void woq_dequant_scalar_kernel(const WoqGemmParams p, T* __restrict__
     if constexpr (BITS == 4) {
       const uint32_t byte = q[n * (p.K / 2) + k / 2];
       const int nib = (k & 1) ? static_cast<int>(byte >> 4) : static_cast<int>(byte & 0xF);
-      const int z = p.zeros != nullptr ? static_cast<int>(p.zeros[si]) : 8;
-      v = static_cast<float>(nib - z);
+      const uint32_t z = p.zeros != nullptr ? p.zeros[si] : 8u;
+      v = magic_byte<0>(static_cast<uint32_t>(nib)) - magic_zero(z);  // nib - z exactly; NaN for z > 15
     } else {
       v = static_cast<float>(static_cast<int8_t>(q[n * p.K + k]));
     }
     w[i] = Cvt<T>::from_float(v * dq_scale<T>(p, si));
+  }
+}
+
+// CUTLASS's scale layout (woq_cutlass.h), one thread per (group, n): scales_t[g, n] = scales[n, g]
+// as float32; zeros_t[g, n] = -zero[n, g] * that (zero 8 when absent). A zero point above 15
+// makes both NaN, so every weight of the group, q * s + z', is NaN. Threads of a warp take
+// consecutive n, so the writes coalesce; the reads stride by `groups` (a few hundred KB at most,
+// once per call or at load).
+template <typename T>
+__global__ void woq_cutlass_scales_kernel(const T* scales, const uint8_t* zeros, int N, int groups,
+                                          float* scales_t, float* zeros_t) {
+  const int64_t total = static_cast<int64_t>(N) * groups;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t g = i / N, n = i % N;
+    const int64_t src = n * groups + g;
+    const uint32_t z = zeros ? zeros[src] : 8u;
+    const float s = z <= kInt4MaxZero ? static_cast<float>(scales[src]) : __uint_as_float(kNaNBits);
+    scales_t[i] = s;
+    if (zeros_t) zeros_t[i] = -static_cast<float>(z) * s;
   }
 }
 

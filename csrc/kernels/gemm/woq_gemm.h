@@ -6,7 +6,8 @@
 //   int8: qweight int8 [N, K], scales [N] (one group spanning K).
 //   int4: qweight uint8 [N, K/2], byte j of a row holds element 2j in its low nibble and 2j+1 in
 //         its high nibble (unsigned 0..15); scales [N, K/group]; zeros uint8 [N, K/group] or none
-//         (= 8). Dequant: w = (q - z) * s.
+//         (= 8). Dequant: w = (q - z) * s. A zero point above 15 is not refused (that needs a
+//         sync): its group's weights are NaN, so out[:, n] is NaN (gemm_common.cuh).
 // out[m, n] = round_to_T( sum_k x[m, k] * w[n, k] + bias[n] ) with fp32 accumulation.
 #pragma once
 #include <cuda_runtime_api.h>

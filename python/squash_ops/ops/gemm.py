@@ -42,9 +42,12 @@ def w4a16_gemm(
     rounded once to x.dtype.
 
     x: [..., K] float16/bfloat16 (K even); qweight: uint8 [N, K/2] (two 4-bit values per byte,
-    element 2j in the low nibble); scales: [N, K/g] float32 or x.dtype; zeros: uint8 [N, K/g] or
-    None (symmetric, z = 8); group_size g: 32, 64, 128, -1 (per-channel) or K, dividing K;
+    element 2j in the low nibble); scales: [N, K/g] float32 or x.dtype; zeros: uint8 [N, K/g] in
+    0..15 or None (symmetric, z = 8); group_size g: 32, 64, 128, -1 (per-channel) or K, dividing K;
     bias: [N] x.dtype or None. Returns [..., N] x.dtype.
+
+    A zero point above 15 is refused on the CPU; on CUDA (read on the device, no sync) it makes its
+    output channel NaN for every token.
     """
     return torch.ops.squash.w4a16_gemm(x, qweight, scales, zeros, group_size, bias)
 

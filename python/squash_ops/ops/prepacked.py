@@ -90,7 +90,9 @@ def w4a16_gemm_prepacked(
 
     x: [..., K] float16/bfloat16 with K == k (contiguous last dim); packed, scales, zeros from
     ``prepack_int4_weight`` (zeros None: symmetric); k: the weight's in_features (a multiple of 8);
-    bias: [N] x.dtype or None. Returns [..., N] x.dtype with N = 8 * packed.shape[0].
+    bias: [N] x.dtype or None. Returns [..., N] x.dtype with N = 8 * packed.shape[0]. Zeros edited
+    after prepacking to a value above 15 are refused on the CPU and make their output channel NaN
+    on CUDA (as in ``w4a16_gemm``).
     """
     return torch.ops.squash.w4a16_gemm_prepacked(x, packed, scales, zeros, k, group_size, bias)
 
