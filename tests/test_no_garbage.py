@@ -389,6 +389,27 @@ def test_cuda_w4a16_prepacked_zero_point_above_15_makes_its_output_channel_nan(c
     _check_nan_channels(out, so.w4a16_gemm(x, q, s, z, group, bias))
 
 
+@pytest.mark.parametrize("isa", so.cpu.runnable_isas())
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("group", [32, 128, -1], ids=["g32", "g128", "per_channel"])
+def test_cpu_prepacked_zero_point_above_15_makes_its_output_channel_nan(group, dtype, isa):
+    """cpu_prepack_int4_weight refuses such zeros; packed zeros edited afterwards reach the CPU
+    kernels, which make the group NaN as CUDA does (no per-call scan of the zeros). Every path:
+    scalar, AVX2, and the AVX-512 BF16 kernel (bf16 activations) with 1, 3 and 9 rows."""
+    n, k = 136, 1024
+    q, s, z = so.quantize_int4_weight(torch.randn(n, k), group_size=group, symmetric=False)
+    packed, sp, zp = so.cpu_prepack_int4_weight(q, s, z, group)
+    bad = zp.clone()
+    for ch, gi in _bad_groups(zp.shape[1]).items():
+        bad[ch // 16, gi, ch % 16] = BAD_ZEROS[ch]  # CPU packed zeros: [ceil(N/16), G, 16]
+    for m in (1, 3, 9):
+        x, bias = torch.randn(m, k, dtype=dtype), torch.randn(n, dtype=dtype)
+        x[0] = 0
+        with so.cpu.use_isa(isa):
+            out = so.w4a16_gemm_cpu_prepacked(x, packed, sp, bad, n=n, group_size=group, bias=bias)
+        _check_nan_channels(out, so.w4a16_gemm(x, q, s, z, group, bias))
+
+
 @pytest.mark.gpu
 def test_cuda_load_time_ops_refuse_zero_points_above_15():
     """The load-time ops check zero points on CUDA too (one sync, at load, not per GEMM)."""

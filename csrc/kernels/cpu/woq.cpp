@@ -3,6 +3,7 @@
 #include "cpu/woq.h"
 
 #include <algorithm>
+#include <limits>
 
 namespace squash::cpu_kernels {
 namespace woq_detail {
@@ -33,7 +34,9 @@ void w4a16_scalar(const WoqInt4Weight& w, const WoqProblem& pr, int64_t p0, int6
           for (int c = 0; c < kWoqPanel; ++c) {
             const int q = c < 8 ? (b[c] & 15) : (b[c - 8] >> 4);
             const int z = zp ? zp[g * kWoqPanel + c] : 8;
-            acc[c] += x[k] * (static_cast<float>(q - z) * s[c]);
+            // A zero point above 15 (edited after prepacking) is NaN, as on the vector paths.
+            const float zf = z > 15 ? std::numeric_limits<float>::quiet_NaN() : static_cast<float>(z);
+            acc[c] += x[k] * ((static_cast<float>(q) - zf) * s[c]);
           }
         }
       }

@@ -7,7 +7,8 @@
 //  - int4 packed uint8 [P, K, 8]: byte j of (panel p, k) holds column 16p + j in its low nibble and
 //    column 16p + 8 + j in its high nibble, so one 8-byte load + zero-extension gives 8 int32 lanes
 //    whose `& 15` is columns 0..7 and `>> 4` columns 8..15 of the panel (two AVX2 ops per 16 values).
-//    scales float32 [P, G, 16]; zeros uint8 [P, G, 16] (nullptr: zero point 8, symmetric).
+//    scales float32 [P, G, 16]; zeros uint8 [P, G, 16] (nullptr: zero point 8, symmetric); a zero
+//    point above 15 makes its group's weights NaN, so its output channel is NaN (as on CUDA).
 //  - int8 packed int8 [P, K, 16] (k-major, 16 columns per k); scales float32 [P, 16].
 #pragma once
 #include <cstdint>

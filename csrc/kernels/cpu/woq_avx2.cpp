@@ -12,6 +12,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <limits>
 #include <vector>
 
 #include "cpu/woq.h"
@@ -47,9 +48,12 @@ struct Int4Decode {
   // t += s * a - z * s * xsum for row r of the tile, columns [8h, 8h + 8).
   __m256 group_end(int64_t g, int r, int h, __m256 a, __m256 t) const {
     const __m256 sv = _mm256_loadu_ps(s + g * kWoqPanel + 8 * h);
-    const __m256 zv = z ? _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
-                              _mm_loadl_epi64(reinterpret_cast<const __m128i*>(z + g * kWoqPanel + 8 * h))))
-                        : _mm256_set1_ps(8.f);
+    __m256 zv = _mm256_set1_ps(8.f);
+    if (z) {  // a zero point above 15 (edited after prepacking) is NaN: its output channel shows it
+      zv = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(z + g * kWoqPanel + 8 * h))));
+      zv = _mm256_blendv_ps(zv, _mm256_set1_ps(std::numeric_limits<float>::quiet_NaN()),
+                            _mm256_cmp_ps(zv, _mm256_set1_ps(15.f), _CMP_GT_OQ));
+    }
     const __m256 xs = _mm256_set1_ps(-xsum[r * groups + g]);
     return _mm256_fmadd_ps(a, sv, _mm256_fmadd_ps(_mm256_mul_ps(zv, sv), xs, t));
   }

@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -52,9 +53,12 @@ struct Int4Bf16 {
   }
   __m512 group_end(int64_t g, int r, __m512 a, __m512 t) const {
     const __m512 sv = _mm512_loadu_ps(s + g * kWoqPanel);
-    const __m512 zv = z ? _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(
-                              _mm_loadu_si128(reinterpret_cast<const __m128i*>(z + g * kWoqPanel))))
-                        : _mm512_set1_ps(8.f);
+    __m512 zv = _mm512_set1_ps(8.f);
+    if (z) {  // a zero point above 15 (edited after prepacking) is NaN: its output channel shows it
+      zv = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(z + g * kWoqPanel))));
+      zv = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(zv, _mm512_set1_ps(15.f), _CMP_GT_OQ), zv,
+                                _mm512_set1_ps(std::numeric_limits<float>::quiet_NaN()));
+    }
     const __m512 xs = _mm512_set1_ps(-xsum[r * groups + g]);
     return _mm512_fmadd_ps(a, sv, _mm512_fmadd_ps(_mm512_mul_ps(zv, sv), xs, t));
   }

@@ -87,7 +87,8 @@ def w4a16_gemm_cpu_prepacked(
 
     x: [..., K] float16/bfloat16 (contiguous last dim); packed, scales, zeros from
     ``cpu_prepack_int4_weight`` (zeros None: symmetric); n: out features N; bias: [N] x.dtype or
-    None. Returns [..., N] x.dtype.
+    None. Returns [..., N] x.dtype. Zeros edited after prepacking to a value above 15 make their
+    output channel NaN (the kernels check them once per group, no per-call scan), as on CUDA.
     """
     return torch.ops.squash.w4a16_gemm_cpu_prepacked(x, packed, scales, zeros, n, group_size, bias)
 
