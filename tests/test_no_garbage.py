@@ -70,6 +70,7 @@ def _valid_calls():
         "w8a16_gemm": [x, q8, s8, bias],
         "w4a16_gemm": [x, q4, s4, z4, 32, bias],
         "quantize_activation_int8": [x.float(), scale],
+        "quantize_activation_int8_transformed": [x, torch.rand(64) + 0.5, 16, scale],
         "w8a8_gemm": [xq, xs, q8, s8, bias.float(), F16],
         "prepack_int4_weight": [q4, s4, z4, 32],
         "prepack_int8_weight": [q8, s8],
@@ -534,22 +535,26 @@ def _row_rule(y, static):
 
 @settings(max_examples=300, deadline=None)
 @given(values=st.lists(st.one_of(st.sampled_from(_ROW_SPECIAL), st.floats(width=32)), min_size=1, max_size=40),
-       op=st.sampled_from(["quantize_activation_int8", "rms_norm_quant", "layer_norm_quant"]),
+       op=st.sampled_from(["quantize_activation_int8", "quantize_activation_int8_transformed", "rms_norm_quant",
+                           "layer_norm_quant"]),
        dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float16]), static=st.sampled_from([None, 0.02, 1e-38]),
        device=st.sampled_from(_DEVICES), isa=st.sampled_from(so.cpu.runnable_isas()))
 def test_int8_rows_follow_the_rule(values, op, dtype, static, device, isa):
     """Rows of special values (NaN, inf, zeros, subnormals, values where 127 / absmax overflows,
-    huge ones) through every int8 quantizer, against the rule in float64. The norm ops get the
+    huge ones) through every int8 quantizer, against the rule in float64 (the transformed one
+    with no multiply and no rotation, so y is x: its row buffer must keep the rule). The norm ops get the
     values exactly as their y: RMSNorm of ones with eps 0 gives y = weight, LayerNorm of ones
     without weight y = bias (the values in float32 beside float16 x, which cannot hold them)."""
     n = len(values)
-    vdt = torch.float32 if dtype == torch.float16 and op != "quantize_activation_int8" else dtype
+    vdt = torch.float32 if dtype == torch.float16 and op.startswith(("rms", "layer")) else dtype
     vals = torch.tensor(values, dtype=torch.float64).to(vdt)
     scale = None if static is None else torch.tensor([static], device=device)
     ones = torch.ones(1, n, dtype=dtype, device=device)
     with so.cpu.use_isa(isa):
         if op == "quantize_activation_int8":
             q, s = so.quantize_activation_int8(vals.view(1, n).to(device), scale)
+        elif op == "quantize_activation_int8_transformed":
+            q, s = so.quantize_activation_int8_transformed(vals.view(1, n).to(device), None, 0, scale)
         elif op == "rms_norm_quant":
             q, s = so.rms_norm_quant(ones, vals.to(device), eps=0.0, scale=scale)
         else:

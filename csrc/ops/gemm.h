@@ -16,6 +16,8 @@ void check_w4a16_gemm_args(const at::Tensor& x, const at::Tensor& qweight, const
                            const std::optional<at::Tensor>& zeros, int64_t group_size,
                            const std::optional<at::Tensor>& bias);
 void check_quantize_activation_args(const at::Tensor& x, const std::optional<at::Tensor>& scale);
+void check_quantize_activation_transformed_args(const at::Tensor& x, const std::optional<at::Tensor>& input_mul,
+                                                int64_t rotation, const std::optional<at::Tensor>& scale);
 void check_w8a8_gemm_args(const at::Tensor& x_q, const at::Tensor& x_scales, const at::Tensor& qweight,
                           const at::Tensor& w_scales, const std::optional<at::Tensor>& bias,
                           at::ScalarType out_dtype);

@@ -94,6 +94,23 @@ void check_quantize_activation_args(const at::Tensor& x, const std::optional<at:
   if (scale) check_static_scale(op, *scale, x);
 }
 
+void check_quantize_activation_transformed_args(const at::Tensor& x, const std::optional<at::Tensor>& input_mul,
+                                                int64_t rotation, const std::optional<at::Tensor>& scale) {
+  const char* op = "quantize_activation_int8_transformed";
+  const int64_t K = check_activation(op, "x", x, {at::kFloat, at::kHalf, at::kBFloat16});
+  if (input_mul) {
+    check_same_device(op, "input_mul", *input_mul, x, "x");
+    check_dtype(op, "input_mul", *input_mul, {at::kFloat});
+    SQUASH_CHECK_VALUE(input_mul->dim() == 1 && input_mul->size(0) == K, "squash::", op,
+                      ": input_mul must be [K] = [", K, "] float32, got shape ", input_mul->sizes());
+    check_contiguous(op, "input_mul", *input_mul);
+  }
+  SQUASH_CHECK_VALUE(rotation == 0 || (rotation >= 2 && (rotation & (rotation - 1)) == 0 && K % rotation == 0),
+                    "squash::", op, ": rotation must be 0 (none) or a power of two >= 2 dividing K = ", K,
+                    ", got ", rotation);
+  if (scale) check_static_scale(op, *scale, x);
+}
+
 void check_w8a8_gemm_args(const at::Tensor& x_q, const at::Tensor& x_scales, const at::Tensor& qweight,
                           const at::Tensor& w_scales, const std::optional<at::Tensor>& bias,
                           at::ScalarType out_dtype) {

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "cpu/act_quant.h"
+#include "cpu/act_transform.h"
 #include "cpu/int8_gemm.h"
 #include "cpu/isa.h"
 #include "ops/cpu_common.h"
@@ -71,6 +72,37 @@ std::tuple<at::Tensor, at::Tensor> quantize_activation_int8_cpu(const at::Tensor
   return {q, scales};
 }
 
+// x * input_mul, rotated by Hadamard blocks, quantized: one pass per row through a float32 row
+// buffer (csrc/kernels/cpu/act_transform.h), where the composite form (W8A8Linear on CUDA) runs a
+// multiply, a batched [.., K/b, b] @ [b, b] matmul and the quantizer over the whole tensor: 335
+// against 568 us for MiniLM batch 32's FFN-down input ([550, 1536], b = 16), one Zen 5 core
+// (bench/results/2026-12-02_cpu-act-transform_probe.log).
+std::tuple<at::Tensor, at::Tensor> quantize_activation_int8_transformed_cpu(
+    const at::Tensor& x, const std::optional<at::Tensor>& input_mul, int64_t rotation,
+    const std::optional<at::Tensor>& scale) {
+  check_quantize_activation_transformed_args(x, input_mul, rotation, scale);
+  const int64_t K = x.size(-1);
+  const at::Tensor x2 = x.reshape({-1, K});
+  at::Tensor q = at::empty(x.sizes(), x.options().dtype(at::kChar));
+  at::Tensor scales = at::empty(x.sizes().slice(0, x.dim() - 1), x.options().dtype(at::kFloat));
+  cpu_kernels::ActTransformParams p;
+  p.quant.x = x2.const_data_ptr();
+  p.quant.q = q.mutable_data_ptr<int8_t>();
+  p.quant.scales = scales.mutable_data_ptr<float>();
+  p.quant.K = K, p.quant.ldx = x2.stride(0);
+  p.quant.dtype = kernel_dtype(x.scalar_type());
+  p.quant.mode = scale ? quant::QuantMode::kStatic : quant::QuantMode::kDynamic;
+  p.quant.static_scale = scale ? scale->item<float>() : 0.f;
+  p.mul = input_mul ? input_mul->const_data_ptr<float>() : nullptr;
+  p.block = rotation;
+  const cpu_kernels::Isa isa = cpu_kernels::active_isa();
+  at::parallel_for(0, x2.size(0), std::max<int64_t>(1, 16384 / K), [&](int64_t r0, int64_t r1) {
+    std::vector<float> buf(K);
+    cpu_kernels::act_transform_quant_rows(p, r0, r1, buf.data(), isa);
+  });
+  return {q, scales};
+}
+
 at::Tensor w8a8_gemm_cpu(const at::Tensor& x_q, const at::Tensor& x_scales, const at::Tensor& qweight,
                          const at::Tensor& w_scales, const std::optional<at::Tensor>& bias,
                          at::ScalarType out_dtype) {
@@ -115,6 +147,7 @@ TORCH_LIBRARY_IMPL(squash, CPU, m) {
   m.impl("w8a16_gemm", &w8a16_gemm_cpu);
   m.impl("w4a16_gemm", &w4a16_gemm_cpu);
   m.impl("quantize_activation_int8", &quantize_activation_int8_cpu);
+  m.impl("quantize_activation_int8_transformed", &quantize_activation_int8_transformed_cpu);
   m.impl("w8a8_gemm", &w8a8_gemm_cpu);
 }
 

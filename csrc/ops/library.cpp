@@ -39,6 +39,7 @@ TORCH_LIBRARY(squash, m) {
 
   // ---- int8 activations and W8A8 ----
   m.def("quantize_activation_int8(Tensor x, Tensor? scale=None) -> (Tensor q, Tensor scales)");
+  m.def("quantize_activation_int8_transformed(Tensor x, Tensor? input_mul, int rotation, Tensor? scale=None) -> (Tensor q, Tensor scales)");
   m.def("w8a8_gemm(Tensor x_q, Tensor x_scales, Tensor qweight, Tensor w_scales, Tensor? bias, ScalarType out_dtype) -> Tensor");
 
   // ---- norms: weight=None is the gamma-migrated form (bias then holds beta/gamma) ----

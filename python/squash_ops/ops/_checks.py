@@ -241,6 +241,21 @@ def quantize_activation_int8(x, scale) -> None:
         static_scale(op, scale, x)
 
 
+def quantize_activation_int8_transformed(x, input_mul, rotation, scale) -> None:
+    op = "quantize_activation_int8_transformed"
+    k = _activation(op, "x", x, FLOATS)
+    if input_mul is not None:
+        check_same_device(op, "input_mul", input_mul, x, "x")
+        check_dtype(op, "input_mul", input_mul, (torch.float32,))
+        if input_mul.dim() != 1 or input_mul.shape[0] != k:
+            fail(op, f"input_mul must be [K] = [{k}] float32, got shape {shape(input_mul)}")
+        check_contiguous(op, "input_mul", input_mul)
+    if not (rotation == 0 or (rotation >= 2 and rotation & (rotation - 1) == 0 and k % rotation == 0)):
+        fail(op, f"rotation must be 0 (none) or a power of two >= 2 dividing K = {k}, got {rotation}")
+    if scale is not None:
+        static_scale(op, scale, x)
+
+
 def w8a8_gemm(x_q, x_scales, qweight, w_scales, bias, out_dtype) -> int:
     op = "w8a8_gemm"
     if out_dtype not in FLOATS:

@@ -13,7 +13,7 @@ import torch
 
 from . import _checks
 
-__all__ = ["w8a16_gemm", "w4a16_gemm", "quantize_activation_int8", "w8a8_gemm"]
+__all__ = ["w8a16_gemm", "w4a16_gemm", "quantize_activation_int8", "quantize_activation_int8_transformed", "w8a8_gemm"]
 
 
 def w8a16_gemm(
@@ -67,6 +67,42 @@ def quantize_activation_int8(
     return torch.ops.squash.quantize_activation_int8(x, scale)
 
 
+def quantize_activation_int8_transformed(
+    x: torch.Tensor,
+    input_mul: torch.Tensor | None = None,
+    rotation: int = 0,
+    scale: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`quantize_activation_int8` of ``y = float32(x) * input_mul`` rotated by normalised
+    Hadamard blocks of ``rotation`` channels (W8A8Linear's input transform: smoothing and
+    QuaRot-style rotation). input_mul: float32 [K] or None; rotation: 0 (none) or a power of two
+    >= 2 dividing K; scale: as in quantize_activation_int8 (None: dynamic per token).
+
+    CPU: one pass per row (the fast Walsh-Hadamard transform, then the quantizer, through a
+    float32 row buffer). CUDA: the multiply, the block matmul and quantize_activation_int8 as
+    separate ops. The two round the rotation differently (butterflies vs a matmul), so their
+    float32 y may differ in the last bit and, rarely, a q by one step.
+    """
+    return torch.ops.squash.quantize_activation_int8_transformed(x, input_mul, rotation, scale)
+
+
+def _transformed_composite(x, input_mul, rotation, scale):
+    from ..quant.rotation import hadamard, rotate_blocks  # quant imports ops: import at call time
+
+    y = x.float()
+    if input_mul is not None:
+        y = y * input_mul
+    if rotation:
+        y = rotate_blocks(y, hadamard(rotation).to(y.device))
+    return torch.ops.squash.quantize_activation_int8(y, scale)
+
+
+@torch.library.register_kernel("squash::quantize_activation_int8_transformed", "cuda")
+def _(x, input_mul, rotation, scale=None):
+    _checks.quantize_activation_int8_transformed(x, input_mul, rotation, scale)
+    return _transformed_composite(x, input_mul, rotation, scale)
+
+
 def w8a8_gemm(
     x_q: torch.Tensor,
     x_scales: torch.Tensor,
@@ -110,6 +146,12 @@ def _(x, qweight, scales, zeros, group_size, bias=None):
 @torch.library.register_fake("squash::quantize_activation_int8")
 def _(x, scale=None):
     _checks.quantize_activation_int8(x, scale)
+    return x.new_empty(x.shape, dtype=torch.int8), x.new_empty(x.shape[:-1], dtype=torch.float32)
+
+
+@torch.library.register_fake("squash::quantize_activation_int8_transformed")
+def _(x, input_mul, rotation, scale=None):
+    _checks.quantize_activation_int8_transformed(x, input_mul, rotation, scale)
     return x.new_empty(x.shape, dtype=torch.int8), x.new_empty(x.shape[:-1], dtype=torch.float32)
 
 

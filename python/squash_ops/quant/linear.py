@@ -582,17 +582,20 @@ class W8A8Linear(_QuantLinear):
 
     def quantize_input(self, x: torch.Tensor) -> QuantizedActivation:
         self._check_input(x)
-        dtype, x = x.dtype, self.transform_input(x)
+        scale = None
         if self.config.activation == "static":
             if self.input_scale is None:
                 raise RuntimeError(
                     "W8A8Linear: static activation scale not set; run squash_ops.calibrate(model, batches) "
                     "or set_input_scale() first"
                 )
-            q, s = ops.quantize_activation_int8(x, self.input_scale)
+            scale = self.input_scale
+        if self.transforms_input:
+            # One op for the transform and the quantization (one pass per row on the CPU).
+            q, s = ops.quantize_activation_int8_transformed(x, self.input_mul, self.config.rotation or 0, scale)
         else:
-            q, s = ops.quantize_activation_int8(x)
-        return QuantizedActivation(q, s, dtype)
+            q, s = ops.quantize_activation_int8(x, scale)
+        return QuantizedActivation(q, s, x.dtype)
 
     def forward(self, x: torch.Tensor | QuantizedActivation) -> torch.Tensor:
         if not isinstance(x, QuantizedActivation):
