@@ -92,6 +92,8 @@ def _valid_calls():
         "add_rms_norm": [x, x.clone(), w, 1e-6],
         "rms_norm_quant": [x, w, 1e-6, scale],
         "add_rms_norm_quant": [x, x.clone(), w, 1e-6, scale],
+        "layer_norm_and_quant": [x, x.clone(), w, b, 1e-5, scale],
+        "rms_norm_and_quant": [x, x.clone(), w, 1e-6, scale],
         "attention": [q, k, k.clone(), None, False],
         "attention_varlen": [qv, kv, kv.clone(), cu_q, cu_k, 4, 5, None, False],
         "attention_decode": [q[:, :1], kc, kc.clone(), torch.tensor([5, 8], dtype=torch.int32), None, True],

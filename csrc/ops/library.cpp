@@ -51,6 +51,10 @@ TORCH_LIBRARY(squash, m) {
   m.def("add_rms_norm(Tensor x, Tensor residual, Tensor? weight, float eps) -> (Tensor out, Tensor residual_out)");
   m.def("rms_norm_quant(Tensor x, Tensor? weight, float eps, Tensor? scale=None) -> (Tensor q, Tensor scales)");
   m.def("add_rms_norm_quant(Tensor x, Tensor residual, Tensor? weight, float eps, Tensor? scale=None) -> (Tensor q, Tensor scales, Tensor residual_out)");
+  // Both outputs of one norm in one pass (a migrated norm feeding int8 consumers and a residual):
+  // the float out and the int8 q / scales of the same y; residual added first when given.
+  m.def("layer_norm_and_quant(Tensor x, Tensor? residual, Tensor? weight, Tensor? bias, float eps, Tensor? scale=None) -> (Tensor out, Tensor q, Tensor scales)");
+  m.def("rms_norm_and_quant(Tensor x, Tensor? residual, Tensor? weight, float eps, Tensor? scale=None) -> (Tensor out, Tensor q, Tensor scales)");
 
   // ---- attention, FlashAttention layout [batch, seq, heads, head_dim] ----
   m.def("attention(Tensor q, Tensor k, Tensor v, float? softmax_scale=None, bool causal=False) -> (Tensor out, Tensor lse)");

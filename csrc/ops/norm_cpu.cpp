@@ -51,12 +51,12 @@ void norm_rows(const RowArgs& a) {
       const scalar_t* x = static_cast<const scalar_t*>(a.x) + off;
       if (a.residual != nullptr) {
         const scalar_t* r = static_cast<const scalar_t*>(a.residual) + off;
-        scalar_t* r_out = static_cast<scalar_t*>(a.residual_out) + off;
+        scalar_t* r_out = static_cast<scalar_t*>(a.residual_out);
         for (int64_t i = 0; i < H; ++i) {
           // fp32 add, one rounding to the dtype; the rounded value is what gets normalized.
           const scalar_t hr =
               static_cast<scalar_t>(static_cast<float>(x[i]) + static_cast<float>(r[i]));
-          r_out[i] = hr;
+          if (r_out) r_out[off + i] = hr;
           h[i] = static_cast<double>(static_cast<float>(hr));
         }
       } else {
@@ -89,10 +89,11 @@ void norm_rows(const RowArgs& a) {
         has_nan |= std::isnan(vf);
       }
 
-      if constexpr (kQuant == QuantMode::kNone) {
+      if (a.out != nullptr) {
         scalar_t* out = static_cast<scalar_t*>(a.out) + off;
         for (int64_t i = 0; i < H; ++i) out[i] = static_cast<scalar_t>(y[i]);
-      } else {
+      }
+      if constexpr (kQuant != QuantMode::kNone) {
         const quant::RowQuant rq = quant::row_quant(kQuant, absmax, a.static_scale);
         int8_t* q = a.q + off;
         for (int64_t i = 0; i < H; ++i) q[i] = rq.quantize(y[i]);
@@ -117,11 +118,13 @@ struct NormOutputs {
   at::Tensor out, q, scales, residual_out;
 };
 
+// quant: the int8 outputs, and with `both` the float out too (no residual_out then: the
+// *_and_quant ops do not return it).
 NormOutputs run_norm(const char* op, NormKind kind, bool quant, const at::Tensor& x,
                      const std::optional<at::Tensor>& residual,
                      const std::optional<at::Tensor>& weight,
                      const std::optional<at::Tensor>& bias, double eps,
-                     const std::optional<at::Tensor>& scale) {
+                     const std::optional<at::Tensor>& scale, bool both = false) {
   check_norm_args(op, x, residual, weight, bias, eps, scale);
   SQUASH_CHECK_VALUE(x.device().is_cpu(), "squash::", op, ": the CPU kernel got x on ",
                     x.device());
@@ -133,9 +136,11 @@ NormOutputs run_norm(const char* op, NormKind kind, bool quant, const at::Tensor
   a.x = x.data_ptr();
   a.eps = eps;
   if (residual.has_value()) {
-    o.residual_out = at::empty_like(x, at::MemoryFormat::Contiguous);
     a.residual = residual->data_ptr();
-    a.residual_out = o.residual_out.data_ptr();
+    if (!both) {
+      o.residual_out = at::empty_like(x, at::MemoryFormat::Contiguous);
+      a.residual_out = o.residual_out.data_ptr();
+    }
   }
   // weight/bias as float64 once per call (H values): one row routine for every dtype mix.
   at::Tensor w64, b64;
@@ -153,7 +158,8 @@ NormOutputs run_norm(const char* op, NormKind kind, bool quant, const at::Tensor
     a.q = o.q.mutable_data_ptr<int8_t>();
     a.scales = o.scales.mutable_data_ptr<float>();
     if (scale.has_value()) a.static_scale = scale->item<float>();
-  } else {
+  }
+  if (!quant || both) {
     o.out = at::empty_like(x, at::MemoryFormat::Contiguous);
     a.out = o.out.data_ptr();
   }
@@ -248,10 +254,27 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> add_rms_norm_quant_cpu(
   return {o.q, o.scales, o.residual_out};
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_and_quant_cpu(
+    const at::Tensor& x, const OptT& residual, const OptT& weight, const OptT& bias, double eps,
+    const OptT& scale) {
+  auto o = run_norm("layer_norm_and_quant", NormKind::kLayer, true, x, residual, weight, bias, eps,
+                    scale, /*both=*/true);
+  return {o.out, o.q, o.scales};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> rms_norm_and_quant_cpu(
+    const at::Tensor& x, const OptT& residual, const OptT& weight, double eps, const OptT& scale) {
+  auto o = run_norm("rms_norm_and_quant", NormKind::kRms, true, x, residual, weight, std::nullopt,
+                    eps, scale, /*both=*/true);
+  return {o.out, o.q, o.scales};
+}
+
 }  // namespace
 }  // namespace squash
 
 TORCH_LIBRARY_IMPL(squash, CPU, m) {
+  m.impl("layer_norm_and_quant", &squash::layer_norm_and_quant_cpu);
+  m.impl("rms_norm_and_quant", &squash::rms_norm_and_quant_cpu);
   m.impl("layer_norm", &squash::layer_norm_cpu);
   m.impl("add_layer_norm", &squash::add_layer_norm_cpu);
   m.impl("layer_norm_quant", &squash::layer_norm_quant_cpu);

@@ -54,4 +54,13 @@ inline float load_as(Dtype t, const void* in, int64_t i) {
   }
 }
 
+// v rounded to the storage type t and back (what storing and reloading it gives).
+inline float round_as(Dtype t, float v) {
+  switch (t) {
+    case Dtype::kF16: return float_from_f16(f16_from_float(v));
+    case Dtype::kBF16: return float_from_bf16(bf16_from_float(v));
+    default: return v;
+  }
+}
+
 }  // namespace squash::cpu_kernels

@@ -16,8 +16,8 @@ struct NormRowsParams {
   int64_t hidden = 0;
   const void* x = nullptr;         // [rows, hidden] of dtype, contiguous
   const void* residual = nullptr;  // null: no residual
-  void* residual_out = nullptr;
-  void* out = nullptr;             // dtype output (mode kNone)
+  void* residual_out = nullptr;    // the rounded sum, or null: not stored
+  void* out = nullptr;             // dtype output (mode kNone; in the quant modes too when not null)
   int8_t* q = nullptr;             // int8 output (quant modes)
   float* scales = nullptr;         // one per row (quant modes)
   const double* weight = nullptr;  // null: no weight (gamma-migrated form for layer_norm)

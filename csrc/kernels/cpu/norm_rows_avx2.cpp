@@ -28,7 +28,7 @@ void one_row(const NormRowsParams& p, int64_t row, float* hb, float* yb) {
     __m256 h = avx2::load8(t, avx2::offset(p.x, t, off + i));
     if (p.residual) {
       h = _mm256_add_ps(h, avx2::load8(t, avx2::offset(p.residual, t, off + i)));
-      avx2::store8(t, avx2::offset(p.residual_out, t, off + i), h);
+      if (p.residual_out) avx2::store8(t, avx2::offset(p.residual_out, t, off + i), h);
       h = avx2::round_to(t, h);
     }
     _mm256_storeu_ps(hb + i, h);
@@ -36,9 +36,8 @@ void one_row(const NormRowsParams& p, int64_t row, float* hb, float* yb) {
   for (int64_t i = H8; i < H; ++i) {
     float h = load_as(t, p.x, off + i);
     if (p.residual) {
-      h += load_as(t, p.residual, off + i);
-      store_as(t, p.residual_out, off + i, h);
-      h = load_as(t, p.residual_out, off + i);
+      h = round_as(t, h + load_as(t, p.residual, off + i));
+      if (p.residual_out) store_as(t, p.residual_out, off + i, h);
     }
     hb[i] = h;
   }
@@ -81,11 +80,11 @@ void one_row(const NormRowsParams& p, int64_t row, float* hb, float* yb) {
     if (p.bias) v += p.bias[i];
     yb[i] = static_cast<float>(v);
   }
-  if (p.mode == quant::QuantMode::kNone) {
+  if (p.out) {
     for (int64_t i = 0; i < H8; i += 8) avx2::store8(t, avx2::offset(p.out, t, off + i), _mm256_loadu_ps(yb + i));
     for (int64_t i = H8; i < H; ++i) store_as(t, p.out, off + i, yb[i]);
-    return;
   }
+  if (p.mode == quant::QuantMode::kNone) return;
   __m256 amax = _mm256_setzero_ps(), nan = _mm256_setzero_ps();
   const __m256 sign = _mm256_set1_ps(-0.0f);
   for (int64_t i = 0; i < H8; i += 8) {

@@ -12,12 +12,10 @@ quantizing again. The float output is still returned: post-norm blocks add it ba
 residual, and the HF block code reads its shape. A consumer that does not find the attachment (a
 float linear, a tensor rebuilt on the way) quantizes the float output itself: the same numbers.
 
-Composition with the existing ops: the float output comes from ``layer_norm`` / ``add_layer_norm``
-(the latter also returns the rounded sum ``h``), the int8 one from ``layer_norm_quant(h)``: two
-passes over ``h``, exact. A post-norm block needs both outputs of one norm (the float one is the
-next residual), plus the residual scaled by ``m`` (one more elementwise pass, in
-``ResidualScaledOutput``); an op taking ``residual_scale`` and returning ``(out, q, scales)``
-would do all of it in one pass over ``x`` and ``residual``.
+Both outputs come from ``layer_norm_and_quant`` / ``rms_norm_and_quant`` (one pass on the CPU,
+the float op then the quant op on CUDA), exact. A post-norm block needs both (the float one is
+the next residual), plus the residual scaled by ``m`` (one more elementwise pass, in
+``ResidualScaledOutput``; an op taking ``residual_scale`` would fold that pass in too).
 """
 
 from __future__ import annotations
@@ -76,25 +74,27 @@ class MigratedNorm(nn.Module):
             return ops.layer_norm(x, self.weight, self.bias, self.eps, residual=residual)
         return ops.rms_norm(x, self.weight, self.eps, residual=residual)
 
-    def _quant(self, h):
+    def _float_and_quant(self, x, residual):
         scale = self._scale_from[0].input_scale if self._scale_from else None
         if self.kind == "layer":
-            return ops.layer_norm_quant(h, self.weight, self.bias, self.eps, scale=scale)
-        return ops.rms_norm_quant(h, self.weight, self.eps, scale=scale)
+            return ops.layer_norm_and_quant(x, self.weight, self.bias, self.eps, residual=residual, scale=scale)
+        return ops.rms_norm_and_quant(x, self.weight, self.eps, residual=residual, scale=scale)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """``norm(x)`` or, with ``residual``, ``norm(x + residual)`` (the sum rounded to x.dtype
         once, as in the unfused model). Returns the float output only (post-norm blocks need no
         pre-norm sum)."""
         x = x.contiguous()
-        if residual is None:
-            out, h = self._float(x, None), x
-        else:
-            out, h = self._float(x, residual.contiguous())
-        if self.act_quant is not None:
-            # A second pass over h (module docstring); q comes from the float32 y, not from out.
-            q, scales = self._quant(h)
-            attach_quantized(out, QuantizedActivation(q, scales, out.dtype))
+        residual = None if residual is None else residual.contiguous()
+        if self.act_quant is None:
+            out = self._float(x, residual)  # with a residual: (out, the rounded sum)
+            return out if residual is None else out[0]
+        # Both outputs of one y (q from the float32 y, not from out): one pass on the CPU.
+        out, q, scales = self._float_and_quant(x, residual)
+        # Attached to a view: torch.compile breaks the graph on setattr of an element of an op's
+        # tuple output, not on a view of it (test_fused_w8a8_block_compiles_without_graph_breaks).
+        out = out.view_as(out)
+        attach_quantized(out, QuantizedActivation(q, scales, out.dtype))
         return out
 
 

@@ -2,7 +2,8 @@
 
 Eight raw ops live under ``torch.ops.squash`` (``layer_norm``, ``add_layer_norm``,
 ``layer_norm_quant``, ``add_layer_norm_quant`` and the same four for ``rms_norm``); the four
-wrappers below pick the right one from their arguments.
+wrappers below pick the right one from their arguments. ``layer_norm_and_quant`` /
+``rms_norm_and_quant`` return the float ``out`` and the int8 output of one norm together.
 
 Common rules (every op):
 
@@ -35,7 +36,7 @@ import torch
 
 from . import _checks
 
-__all__ = ["layer_norm", "rms_norm", "layer_norm_quant", "rms_norm_quant"]
+__all__ = ["layer_norm", "rms_norm", "layer_norm_quant", "rms_norm_quant", "layer_norm_and_quant", "rms_norm_and_quant"]
 
 _ops = torch.ops.squash
 
@@ -145,6 +146,32 @@ def rms_norm_quant(
 # (_checks.py; the static scale's value only the real kernels can read), then the output shapes ----
 
 
+def layer_norm_and_quant(
+    x: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    eps: float = 1e-5,
+    residual: torch.Tensor | None = None,
+    scale: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(out, q, scales)``: :func:`layer_norm`'s ``out`` and :func:`layer_norm_quant`'s int8
+    output of the same ``y`` (of ``x + residual`` when given; the sum itself is not returned).
+    On the CPU one pass computes both (the statistics once); on CUDA the two ops run in turn. The
+    results equal ``layer_norm(x, ..., residual)`` and ``layer_norm_quant`` of its sum exactly."""
+    return _ops.layer_norm_and_quant(x, residual, weight, bias, float(eps), scale)
+
+
+def rms_norm_and_quant(
+    x: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    eps: float = 1e-6,
+    residual: torch.Tensor | None = None,
+    scale: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(out, q, scales)`` of one RMSNorm, as :func:`layer_norm_and_quant`."""
+    return _ops.rms_norm_and_quant(x, residual, weight, float(eps), scale)
+
+
 def _like(x: torch.Tensor) -> torch.Tensor:
     return x.new_empty(x.shape)
 
@@ -199,3 +226,32 @@ def _rms_norm_quant_fake(x, weight, eps, scale=None):
 def _add_rms_norm_quant_fake(x, residual, weight, eps, scale=None):
     _checks.norm("add_rms_norm_quant", x, residual, weight, None, eps, scale)
     return (*_quant_outputs(x), _like(x))
+
+
+@torch.library.register_fake("squash::layer_norm_and_quant")
+def _layer_norm_and_quant_fake(x, residual, weight, bias, eps, scale=None):
+    _checks.norm("layer_norm_and_quant", x, residual, weight, bias, eps, scale)
+    return (_like(x), *_quant_outputs(x))
+
+
+@torch.library.register_fake("squash::rms_norm_and_quant")
+def _rms_norm_and_quant_fake(x, residual, weight, eps, scale=None):
+    _checks.norm("rms_norm_and_quant", x, residual, weight, None, eps, scale)
+    return (_like(x), *_quant_outputs(x))
+
+
+# CUDA: the float op (with the residual add) then the quant op on its rounded sum, which is what
+# the CPU's single pass computes (the same y feeds both outputs).
+@torch.library.register_kernel("squash::layer_norm_and_quant", "cuda")
+def _layer_norm_and_quant_cuda(x, residual, weight, bias, eps, scale=None):
+    _checks.norm("layer_norm_and_quant", x, residual, weight, bias, eps, scale)
+    out, h = (_ops.layer_norm(x, weight, bias, eps), x) if residual is None else \
+        _ops.add_layer_norm(x, residual, weight, bias, eps)
+    return (out, *_ops.layer_norm_quant(h, weight, bias, eps, scale))
+
+
+@torch.library.register_kernel("squash::rms_norm_and_quant", "cuda")
+def _rms_norm_and_quant_cuda(x, residual, weight, eps, scale=None):
+    _checks.norm("rms_norm_and_quant", x, residual, weight, None, eps, scale)
+    out, h = (_ops.rms_norm(x, weight, eps), x) if residual is None else _ops.add_rms_norm(x, residual, weight, eps)
+    return (out, *_ops.rms_norm_quant(h, weight, eps, scale))
