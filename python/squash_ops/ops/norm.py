@@ -142,10 +142,6 @@ def rms_norm_quant(
     return _ops.add_rms_norm_quant(x, residual, weight, float(eps), scale)
 
 
-# ---- fake (meta) kernels for torch.compile and opcheck: the real kernels' argument checks
-# (_checks.py; the static scale's value only the real kernels can read), then the output shapes ----
-
-
 def layer_norm_and_quant(
     x: torch.Tensor,
     weight: torch.Tensor | None = None,
@@ -170,6 +166,10 @@ def rms_norm_and_quant(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(out, q, scales)`` of one RMSNorm, as :func:`layer_norm_and_quant`."""
     return _ops.rms_norm_and_quant(x, residual, weight, float(eps), scale)
+
+
+# ---- fake (meta) kernels for torch.compile and opcheck: the real kernels' argument checks
+# (_checks.py; the static scale's value only the real kernels can read), then the output shapes ----
 
 
 def _like(x: torch.Tensor) -> torch.Tensor:
