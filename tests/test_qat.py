@@ -11,7 +11,9 @@ import torch
 from squash_ops.migration import block_linears, quantize_w8a8, value_sites
 from squash_ops.migration.norm import MigratedNorm
 from squash_ops.migration.value_rotation import fold_value_rotation
-from squash_ops.quant import W8A8Config, W8A8Linear, calibrate, load_quantized, save_quantized
+from squash_ops.quant import (
+    W4A16Config, W8A8Config, W8A8Linear, W8A16Config, calibrate, load_quantized, replace_linear, save_quantized,
+)
 from squash_ops import ops
 from squash_ops.quant.fake_quant import differentiable, fake_quant_dynamic, fake_quant_static
 from squash_ops.quant.qat import QATConfig, input_groups, model_loss, qat_static_scales, reference_outputs
@@ -115,6 +117,23 @@ def test_qat_is_reproducible_and_never_worse(arch):
     for norm in a.modules():
         if isinstance(norm, MigratedNorm) and norm.act_quant == "static":
             assert any(norm._scale_from[0] is a.get_submodule(p) for p in sa)
+
+
+def test_qat_through_weight_only_and_float_layers():
+    """A model mixing static, per-token, float and weight-only (W8A16 / W4A16) layers: the gradient
+    goes through all of them, so every static scale, the first layer's too, learns."""
+    model = random_norms(BUILDERS["llama"]())
+    batches = _batches()
+    q = copy.deepcopy(model)
+    paths = block_linears(q)
+    kinds = (W8A8Config("static"), W8A8Config("dynamic"), W8A8Config("static"), None)
+    quantize_w8a8(q, lambda p, _l: kinds[paths.index(p) % 4], calibration=batches)
+    weight_only = {p: W8A16Config() if i % 8 == 3 else W4A16Config(64) for i, p in enumerate(paths) if i % 4 == 3}
+    replace_linear(q, W8A16Config(), lambda name, _m: name in weight_only, overrides=weight_only)
+    before = _scales(q)
+    report = qat_static_scales(q, model, batches, steps=8, lr=0.05)
+    assert report.loss_after < report.loss_before
+    assert all(not torch.equal(s, before[p]) for p, s in _scales(q).items())
 
 
 def test_qat_keeps_the_start_when_it_cannot_improve():

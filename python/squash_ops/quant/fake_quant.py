@@ -10,6 +10,8 @@
   ``round(x / s) - x / s`` inside the range and ``+-127`` outside it;
 * a dynamic one quantizes per token the same way (scale ``absmax / 127``, no parameter);
 * the int8 weight enters dequantized (``qweight * scales``, the transformed frame), frozen;
+* a weight-only layer (W8A16, W4A16) runs its dequantized weight on the input rounded to its
+  compute dtype, so the gradient reaches the static layers before it;
 * a ``MigratedNorm`` runs the same LayerNorm / RMSNorm in torch, without its fused int8 output
   (each consumer quantizes for itself: the same codes, ``migration/norm.py``).
 
@@ -25,7 +27,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from .linear import W8A8Linear
+from .linear import W8A8Linear, _QuantLinear
 
 
 def round_ste(x: torch.Tensor) -> torch.Tensor:
@@ -52,6 +54,16 @@ def _linear_forward(module: W8A8Linear, scale: torch.Tensor | None):
         x = module.transform_input(x.float())
         xq = fake_quant_dynamic(x) if scale is None else fake_quant_static(x, scale)
         return nn.functional.linear(xq, weight, module.bias)
+    return forward
+
+
+def _weight_only_forward(module: _QuantLinear):
+    weight = module.dequantized_weight().detach()
+    bias = None if module.bias is None else module.bias.detach().float()
+
+    def forward(x):
+        b = None if bias is None else bias.to(x.device)
+        return nn.functional.linear(x.to(module.compute_dtype).float(), weight.to(x.device), b).to(x.dtype)
     return forward
 
 
@@ -82,6 +94,9 @@ def differentiable(model: nn.Module, scales: dict[str, torch.Tensor]):
             if isinstance(m, W8A8Linear):
                 static = m.config.activation == "static"
                 m.forward = _linear_forward(m, scales.get(path, m.input_scale) if static else None)
+                patched.append(m)
+            elif isinstance(m, _QuantLinear):
+                m.forward = _weight_only_forward(m)
                 patched.append(m)
             elif isinstance(m, MigratedNorm):
                 m.forward = _norm_forward(m)

@@ -31,7 +31,10 @@ from .fake_quant import differentiable
 from .linear import W8A8Linear
 from .sensitivity import default_output, run_batch
 
-# Measured on MiniLM (static per-tensor, 40 calibration sentences in 5 batches): eval/minilm.py.
+# MiniLM with every block linear static (eval.minilm's static variant), the 40 calibration
+# sentences in 5 batches, "pooled" loss, 1 thread: 300 steps took 77 s and the loss stopped
+# improving after epoch 39 (195 steps; 0.001263 -> 0.000922); 600 steps kept the same epoch; lr
+# 0.003 reached 0.000935 in 300 steps.
 DEFAULT_STEPS = 300
 DEFAULT_LR = 0.01
 
