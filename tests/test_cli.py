@@ -273,6 +273,24 @@ def test_quantize_causal_lm_migrated_with_float_fallback(capsys, tmp_path, llama
         assert _value(saved, metric) == _value(here, metric)
 
 
+def test_quantize_causal_lm_static_token_clip_qat(capsys, tmp_path, llama_dir):
+    """The plain (not migrated) static path of a causal LM with token-wise clipping and QAT (per
+    token error of the logits): it lowers the calibration loss, and the saved model evaluates
+    like the same done again in memory."""
+    recipe = ["--activation", "static", "--search", "token-clip", "--qat", "--qat-steps", "3", "--samples", "8"]
+    out_dir = tmp_path / "q"
+    rc, out = _run(capsys, "quantize", llama_dir, *recipe, "-o", out_dir)
+    assert rc == 0, out
+    line = next(line for line in out.splitlines() if line.startswith("static scales: token-wise clipping"))
+    before, after = (float(v) for v in line.split("calibration loss ")[1].split(" (")[0].split(" -> "))
+    assert after <= before
+    rc, saved = _run(capsys, "eval", llama_dir, "--quantized", out_dir, "--samples", "4")
+    rc2, here = _run(capsys, "eval", llama_dir, *recipe[:-1], "4")
+    assert rc == rc2 == 0, saved + here
+    for metric in ("logits cosine per token, mean", "top-1 agreement with float32"):
+        assert _value(saved, metric) == _value(here, metric)
+
+
 def test_bench_without_gpu(capsys, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a GPU is here: bench would run the suites")
