@@ -9,7 +9,8 @@ the sentences in ``data/sentences.txt``, the share of the block linears' multipl
 the extra runtime ops (input transforms), and retrieval top-1 agreement (each sentence's nearest
 other sentence, quantized vs float). Static per-tensor scales (min-max, or a percentile) and the
 smoothing factors come from ``data/calibration.txt`` (kept apart from the evaluated sentences;
-padded positions are left out). Then the activation SQNR at the input of every block linear under
+padded positions are left out); the all-static variants also search them (MSE, token-wise
+clipping) or learn them (QAT against the float model on the same calibration sentences). Then the activation SQNR at the input of every block linear under
 static per-tensor quantization: plain, migrated, and migrated + smoothed (the norm-fed and the
 attention-output inputs; the FFN down-projection's smoothing runs in the layer, not in this float
 table). ``--sensitivity`` adds one row per

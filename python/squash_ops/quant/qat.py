@@ -171,7 +171,7 @@ def qat_static_scales(
     targets = reference if isinstance(reference, list) else reference_outputs(reference, batches)
     groups = input_groups(model, batches[0])
     # One log-scale per group, started from the group's first layer's (calibrated alike).
-    logs = [torch.log(layers[g[0]].input_scale.detach().float().cpu()).requires_grad_() for g in groups]
+    logs = [torch.log(layers[g[0]].input_scale.detach().float()).requires_grad_() for g in groups]
 
     def current() -> dict[str, torch.Tensor]:
         return {p: logs[i].detach().exp() for i, g in enumerate(groups) for p in g}
