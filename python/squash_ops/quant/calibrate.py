@@ -219,17 +219,27 @@ def capture_inputs(model: nn.Module, paths: list[str], batches: list, max_tokens
 
 
 @contextmanager
-def _dynamic_while_calibrating(layers: list[W8A8Linear]):
+def _dynamic_while_calibrating(model: nn.Module, layers: list[W8A8Linear]):
     # Uncalibrated static layers cannot run; while observing they quantize per token instead,
-    # which is within int8 rounding of the float activations the static scales must cover.
+    # which is within int8 rounding of the float activations the static scales must cover. A
+    # norm that emits its static consumers' int8 input (fuse_norm_quant) does so per token too:
+    # else recalibrating a fused model would see its present scales' codes downstream, and each
+    # calibration would move the next one's ranges.
+    from ..migration.norm import MigratedNorm  # migration builds on quant: imported late
+
     saved = [m.config for m in layers]
+    norms = [(m, m._scale_from) for m in model.modules() if isinstance(m, MigratedNorm) and m.act_quant == "static"]
     try:
         for m in layers:
             m.config = W8A8Config("dynamic")
+        for norm, _ in norms:
+            norm.set_act_quant("dynamic")
         yield
     finally:
         for m, cfg in zip(layers, saved):
             m.config = cfg
+        for norm, scale_from in norms:
+            norm.set_act_quant("static", scale_from[0])
 
 
 def check_method(method: str, percentile: float, who: str = "calibrate") -> None:
@@ -301,7 +311,7 @@ def calibrate(
     handles = [m.register_forward_pre_hook(hook_for(n)) for n, m in targets.items()]
     n_batches = 0
     try:
-        with torch.no_grad(), _dynamic_while_calibrating(list(static.values())):
+        with torch.no_grad(), _dynamic_while_calibrating(model, list(static.values())):
             total = len(batches) if hasattr(batches, "__len__") else None
             for batch in tqdm(batches, desc="calibrate", total=total, unit="batch", disable=not progress):
                 batch = _to(batch, device)

@@ -41,11 +41,11 @@ def search_mse(model: nn.Module, batches: list, ratios=RATIOS,
                max_tokens: int = MAX_TOKENS) -> dict[str, tuple[float, float, float]]:
     """Set every static input scale by the layer-wise output-error search (module docs); returns
     path -> (the chosen ratio of its min-max range, its input's error at min-max, at the ratio).
-    The model must be calibrated (any scales): the inputs are captured as it runs now, its static
-    layers per token and its norms' fused int8 outputs, if any, with their current scales."""
+    The model must be calibrated (any scales): the inputs are captured as ``calibrate`` sees them
+    (static layers and fused norms per token), so ratio 1 is its min-max scale."""
     layers = static_layers(model)
     groups = input_groups(model, batches[0])
-    with _dynamic_while_calibrating(list(layers.values())):
+    with _dynamic_while_calibrating(model, list(layers.values())):
         inputs = capture_inputs(model, [g[0] for g in groups], batches, max_tokens, who="search_mse")
     chosen = {}
     for group in groups:
