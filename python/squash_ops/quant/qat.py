@@ -16,6 +16,13 @@ the calibration ``batches``; nothing else changes, so the result is an ordinary 
   step and after every epoch: QAT never leaves the calibration loss above where it started.
 * Reproducible: the minibatch order comes from ``seed``; the same seed, threads and inputs give
   bit-identical scales (tests/test_qat.py).
+
+What it gives on MiniLM (every block linear static, 2026-12-02): trained on 32 of the 40
+calibration sentences, the "pooled" loss of the 8 held out fell 19% (0.001472 -> 0.001197; 23% on
+the 32). Over the 238 evaluated sentences the mean cosine rises (0.99877 -> 0.99896) and 198
+sentences improve, but the min falls a little (0.99330 -> 0.99285): the worst are one-word
+sentences ("No.", "Yes!", "?"), unlike any calibration sentence, and QAT clips the FFN
+down-projection inputs harder (scales 0.48-0.91 of min-max).
 """
 
 from __future__ import annotations
