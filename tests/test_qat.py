@@ -140,10 +140,9 @@ def test_qat_keeps_the_start_when_it_cannot_improve():
     """A learning rate that only overshoots: the kept scales are the starting ones, loss equal."""
     model, q, batches = _static("opt")
     before = _scales(q)
-    report = qat_static_scales(q, model, batches, steps=4, lr=50.0)
-    assert report.loss_after <= report.loss_before
-    if report.best_epoch == 0:
-        assert all(torch.equal(s, before[p]) for p, s in _scales(q).items())
+    report = qat_static_scales(q, model, batches, steps=4, lr=50.0)  # Adam moves log s by ~50 a step
+    assert report.best_epoch == 0 and report.loss_after == report.loss_before
+    assert all(torch.equal(s, before[p]) for p, s in _scales(q).items())
 
 
 @pytest.mark.parametrize("arch", list(BUILDERS))
