@@ -1,6 +1,7 @@
-"""Shared test set-up: the `gpu` marker skips without CUDA; seeds are fixed per test; the
+"""Shared test set-up: the `gpu` marker skips without CUDA, the `slow` one without SQUASH_SLOW=1; seeds are fixed per test; the
 `one_thread` fixture for modules of small CPU ops."""
 
+import os
 import zlib
 
 import pytest
@@ -10,6 +11,10 @@ import squash_ops
 
 
 def pytest_collection_modifyitems(config, items):
+    slow = bool(os.environ.get("SQUASH_SLOW"))
+    for item in items:
+        if "slow" in item.keywords and not slow:
+            item.add_marker(pytest.mark.skip(reason="over a minute on the CPU machine: set SQUASH_SLOW=1"))
     if squash_ops.cuda_available():
         return
     why = "needs a CUDA device and squash_ops built with CUDA kernels"

@@ -219,9 +219,35 @@ def test_quantize_minilm_all_int8_smoothed(capsys, tmp_path):
     assert float(_value(saved, "sentence embedding cosine, mean")) >= 0.999
     assert float(_value(saved, "sentence embedding cosine, min")) >= 0.995
     rc, out = _run(capsys, "quantize", "--smooth", "-o", tmp_path / "s")
-    assert rc == 2 and "--smooth and --rotate-ffn-down work on the migrated W8A8 path: add --migrate" in out
+    assert rc == 2 and "--smooth, --rotate-ffn-down and --rotate-attn-out work on the migrated W8A8 path: add --migrate" in out
     rc, out = _run(capsys, "quantize", "--migrate", "--rotate-ffn-down", "12", "-o", tmp_path / "r")
     assert rc == 2 and "power of two" in out
+
+
+def test_quantize_minilm_static_qat(capsys, tmp_path):
+    """Every block linear W8A8 static per tensor (eval.minilm's static variant) with a short QAT of
+    the scales: the saved model evaluates exactly like the same done again in memory (QAT is
+    seeded), static scales are in the checkpoint, and the static goal holds on these sentences."""
+    _minilm_path()
+    recipe = ["--migrate", "--smooth", "folded", "--rotate-ffn-down", "32", "--rotate-attn-out", "32",
+              "--activation", "static", "--qat", "--qat-steps", "4"]
+    out_dir = tmp_path / "q"
+    rc, out = _run(capsys, "quantize", *recipe, "-o", out_dir)
+    assert rc == 0, out
+    assert "QAT of 36 static scales: 4 steps" in out and "norms with a fused int8 output: 12/12" in out
+    header = json.loads((out_dir / "squash_config.json").read_text())
+    assert all(spec["config"]["activation"] == "static" for spec in header["layers"].values())
+    rc, saved = _run(capsys, "eval", "--quantized", out_dir, "--samples", "24")
+    rc2, here = _run(capsys, "eval", *recipe, "--samples", "24")
+    assert rc == rc2 == 0, saved + here
+    for metric in ("sentence embedding cosine, mean", "sentence embedding cosine, min"):
+        assert _value(saved, metric) == _value(here, metric)
+    assert float(_value(saved, "sentence embedding cosine, mean")) >= 0.995
+    assert float(_value(saved, "sentence embedding cosine, min")) >= 0.99
+    rc, out = _run(capsys, "quantize", "--migrate", "--qat", "-o", tmp_path / "d")
+    assert rc == 2 and "--search and --qat tune static activation scales" in out
+    rc, out = _run(capsys, "quantize", "--migrate", "--rotate-attn-out", "64", "-o", tmp_path / "r")
+    assert rc == 2 and "does not divide" in out
 
 
 def test_quantize_causal_lm_migrated_with_float_fallback(capsys, tmp_path, llama_dir):
@@ -244,6 +270,24 @@ def test_quantize_causal_lm_migrated_with_float_fallback(capsys, tmp_path, llama
     rc2, here = _run(capsys, "eval", llama_dir, "--plan", plan, "--migrate", "--samples", "4")
     assert rc == rc2 == 0, saved + here
     for metric in ("logits cosine per token, mean", "top-1 agreement with float32", "perplexity float32"):
+        assert _value(saved, metric) == _value(here, metric)
+
+
+def test_quantize_causal_lm_static_token_clip_qat(capsys, tmp_path, llama_dir):
+    """The plain (not migrated) static path of a causal LM with token-wise clipping and QAT (per
+    token error of the logits): it lowers the calibration loss, and the saved model evaluates
+    like the same done again in memory."""
+    recipe = ["--activation", "static", "--search", "token-clip", "--qat", "--qat-steps", "3", "--samples", "8"]
+    out_dir = tmp_path / "q"
+    rc, out = _run(capsys, "quantize", llama_dir, *recipe, "-o", out_dir)
+    assert rc == 0, out
+    line = next(line for line in out.splitlines() if line.startswith("static scales: token-wise clipping"))
+    before, after = (float(v) for v in line.split("calibration loss ")[1].split(" (")[0].split(" -> "))
+    assert after <= before
+    rc, saved = _run(capsys, "eval", llama_dir, "--quantized", out_dir, "--samples", "4")
+    rc2, here = _run(capsys, "eval", llama_dir, *recipe[:-1], "4")
+    assert rc == rc2 == 0, saved + here
+    for metric in ("logits cosine per token, mean", "top-1 agreement with float32"):
         assert _value(saved, metric) == _value(here, metric)
 
 

@@ -255,11 +255,13 @@ def test_migration_is_folded_into_the_norms(arch, tmp_path):
     assert torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0) > 0.999
 
 
-def test_folded_smoothing_exports_and_runtime_transforms_are_refused(tmp_path):
+def test_folded_smoothing_and_rotation_export_and_runtime_transforms_are_refused(tmp_path):
     model = random_norms(tiny_llama())
+    # The attention-output rotation folds into the value and output projections too: no runtime op.
     report = quantize_w8a8(model, W8A8Config(), calibration=[token_batch(), token_batch(1)], smooth=True,
-                           runtime_smoothing=False)
+                           runtime_smoothing=False, rotate_attn_out=16)
     assert not any(getattr(m, "input_mul", None) is not None for m in model.modules())
+    assert not any(m.config.rotation for m in model.modules() if isinstance(m, W8A8Linear))
     squash_ops.export_compressed_tensors(model, tmp_path / "folded")
     theirs = _their_model(tmp_path / "folded", type(model))
     for name, module in model.named_modules():

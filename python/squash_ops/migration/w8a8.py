@@ -19,18 +19,21 @@ Linears no norm feeds (attention output, FFN down-projection) quantize their own
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
 
 from ..quant import CalibrationStats, ReplaceReport, W8A8Config, W8A8Linear, calibrate, replace_linear
 from ..quant.calibrate import check_method
+from ..quant.qat import QATConfig, QATReport, reference_outputs
+from ..quant.ranges import check_search, tune_static_scales
 from ..quant.replace import plan_replacement
 from .families import block_linears, norm_sites, value_sites
 from .norm import MigratedNorm
 from .smoothing import SmoothingPlan, fold_value_smoothing, search_smoothing
 from .transform import DEFAULT_MAX_SHIFT, MigrationReport, convert_norms, plan_norms
+from .value_rotation import check_value_rotation, fold_value_rotation
 
 LayerConfig = Callable[[str, nn.Linear], "W8A8Config | None"]
 
@@ -74,12 +77,15 @@ class W8A8Report:
     # norm path -> activation mode of its fused int8 output (None: float output only)
     fused_norms: dict[str, str | None] = field(default_factory=dict)
     smoothing: SmoothingPlan | None = None
+    tuned: str = ""  # what tune_static_scales did to the static scales
+    qat: QATReport | None = None
 
     def __str__(self) -> str:
         fused = sum(mode is not None for mode in self.fused_norms.values())
         smoothing = "" if self.smoothing is None else f"{self.smoothing}\n"
+        tuned = f"\nstatic scales: {self.tuned}" if self.tuned else ""
         return (f"{smoothing}{self.migration}\n{self.replaced.summary()}\n"
-                f"norms with a fused int8 output: {fused}/{len(self.fused_norms)}")
+                f"norms with a fused int8 output: {fused}/{len(self.fused_norms)}{tuned}")
 
 
 def _per_layer(model: nn.Module, config: W8A8Config | LayerConfig) -> dict[str, W8A8Config | None]:
@@ -105,8 +111,11 @@ def quantize_w8a8(
     max_shift: float = DEFAULT_MAX_SHIFT,
     smooth: bool = False,
     runtime_smoothing: bool = True,
+    rotate_attn_out: int = 0,
     method: str = "minmax",
     percentile: float = 99.99,
+    search: str | None = None,
+    qat: QATConfig | None = None,
     progress: bool = False,
 ) -> W8A8Report:
     """W8A8 of the linears inside the transformer blocks of a supported HF model, in place.
@@ -125,7 +134,12 @@ def quantize_w8a8(
             multiply at run time on each smoothed FFN down-projection input.
         runtime_smoothing: with ``smooth``, also smooth the FFN down-projections (False: only the
             folded sites, so smoothing adds no op at run time).
+        rotate_attn_out: a block size b (dividing head_dim; 0 = none): the W8A8 attention-output
+            projections' input rotated by b-blocks of a Hadamard matrix, folded into the value
+            projection and the output projection (``value_rotation.py``): free at run time.
         method, percentile, progress: passed to ``calibrate``.
+        search, qat: the static scales then searched ("mse" / "token_clip") and / or learned
+            (QAT against the float model's outputs on ``calibration``): ``ranges.tune_static_scales``.
 
     Embeddings, pooler and heads stay float.
 
@@ -146,11 +160,21 @@ def quantize_w8a8(
         if not calibration:
             raise ValueError("quantize_w8a8: calibration has no batches")
         check_method(method, percentile, "quantize_w8a8")
+    check_search(search)
+    if (search or qat) and not static:
+        raise ValueError("quantize_w8a8: search and qat tune static activation scales; no linear is static")
     plan_replacement(model, W8A8Config(), filter_none, overrides=per_layer)
+    # The float model's outputs, before anything changes: what token clipping and QAT aim at.
+    targets = reference_outputs(model, calibration) if search == "token_clip" or qat else None
+    rotated = [site for site in value_sites(model) if per_layer.get(site.output)] if rotate_attn_out else []
+    for site in rotated:
+        check_value_rotation(site, rotate_attn_out)
     smoothing = None
     if smooth:
         kinds = ("norm", "value", "ffn_down") if runtime_smoothing else ("norm", "value")
-        smoothing = search_smoothing(model, per_layer, calibration, migrate=migrate, max_shift=max_shift, kinds=kinds)
+        # The search sees the rotation the fold will make (as the same rotation run in the layer).
+        searched = dict(per_layer) | {s.output: replace(per_layer[s.output], rotation=rotate_attn_out) for s in rotated}
+        smoothing = search_smoothing(model, searched, calibration, migrate=migrate, max_shift=max_shift, kinds=kinds)
     norm_factors = smoothing.norm_factors() if smoothing else {}
     value_factors = smoothing.value_factors() if smoothing else {}
     runtime_factors = smoothing.runtime_factors() if smoothing else {}
@@ -158,22 +182,25 @@ def quantize_w8a8(
     values = [site for site in value_sites(model) if site.value in value_factors] if value_factors else []
 
     touched = [p.site.norm for p in plans] + [q for p in plans for q in p.site.consumers + p.site.residual_outputs]
-    touched += [q for site in values for q in (site.value, site.output)]
+    touched += [q for site in values + rotated for q in (site.value, site.output)]
     undo = _Undo(model, touched + list(per_layer))
     try:
         for site in values:
             fold_value_smoothing(model, site, value_factors[site.value])
+        for site in rotated:
+            fold_value_rotation(model, site, rotate_attn_out)
         migration = convert_norms(model, max_shift if migrate else None, norm_factors)
         floats = {p: model.get_submodule(p) for p in runtime_factors}
         replaced = replace_linear(model, W8A8Config(), filter_none, overrides=per_layer)
         for path, s in runtime_factors.items():
             model.set_submodule(path, W8A8Linear.from_linear(floats[path], per_layer[path], smoothing=s))
         stats = calibrate(model, calibration, method, percentile, progress=progress) if static else None
+        tuned, qat_report = tune_static_scales(model, calibration, targets, search, qat) if static else ("", None)
         fused = fuse_norm_quant(model)
     except BaseException:
         undo.restore()
         raise
-    return W8A8Report(migration, replaced, stats, fused, smoothing)
+    return W8A8Report(migration, replaced, stats, fused, smoothing, tuned, qat_report)
 
 
 class _Undo:

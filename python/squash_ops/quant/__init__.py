@@ -11,6 +11,8 @@ from .prepacking import PrepackReport, prepack, unprepack
 from .serialization import CheckpointError, load_quantized, save_quantized
 from .importers import awq_linear, gptq_linear, import_awq, import_gptq
 from .compressed_tensors import export_compressed_tensors, import_compressed_tensors
+from .qat import QATConfig, QATReport, qat_static_scales
+from .ranges import search_mse, token_clipping, tune_static_scales
 
 __all__ = [
     "QuantConfig", "W4A16Config", "W8A8Config", "W8A16Config", "config_from_dict", "config_to_dict",
@@ -23,4 +25,5 @@ __all__ = [
     "PrepackReport", "prepack", "unprepack",
     "awq_linear", "gptq_linear", "import_awq", "import_gptq",
     "export_compressed_tensors", "import_compressed_tensors",
+    "QATConfig", "QATReport", "qat_static_scales", "search_mse", "token_clipping", "tune_static_scales",
 ]

@@ -175,18 +175,71 @@ def _to(obj, device):
     return obj
 
 
+@torch.no_grad()
+def capture_inputs(model: nn.Module, paths: list[str], batches: list, max_tokens: int,
+                   who: str = "capture_inputs") -> dict[str, torch.Tensor]:
+    """The input of each linear at ``paths`` on the real (unpadded) tokens, float32 [tokens, K],
+    the first ``max_tokens`` of them (a ``W8A8Linear``'s input as its ``transform_input`` makes it)."""
+    seen: dict[str, list[torch.Tensor]] = {p: [] for p in paths}
+    count = dict.fromkeys(paths, 0)
+    mask: list[torch.Tensor | None] = [None]
+
+    def hook(path):
+        def fn(module, args):
+            x = args[0]
+            if isinstance(module, W8A8Linear):
+                x = module.transform_input(x)
+            if mask[0] is not None and x.dim() == 3 and tuple(x.shape[:2]) == tuple(mask[0].shape):
+                x = x[mask[0].to(x.device) != 0]
+            x = x.reshape(-1, x.shape[-1])[: max_tokens - count[path]].float().cpu()
+            seen[path].append(x)
+            count[path] += x.shape[0]
+        return fn
+
+    handles = [model.get_submodule(p).register_forward_pre_hook(hook(p)) for p in paths]
+    device = _model_device(model)
+    try:
+        for batch in batches:
+            batch = _to(batch, device)
+            am = batch.get("attention_mask") if isinstance(batch, Mapping) else None
+            mask[0] = am if isinstance(am, torch.Tensor) and am.dim() == 2 else None
+            if isinstance(batch, Mapping):
+                model(**batch)
+            elif isinstance(batch, (list, tuple)):
+                model(*batch)
+            else:
+                model(batch)
+    finally:
+        for h in handles:
+            h.remove()
+    empty = [p for p in paths if not count[p]]
+    if empty:
+        raise ValueError(f"{who}: the calibration batches never reach {', '.join(empty)}")
+    return {p: torch.cat(v) for p, v in seen.items()}
+
+
 @contextmanager
-def _dynamic_while_calibrating(layers: list[W8A8Linear]):
+def _dynamic_while_calibrating(model: nn.Module, layers: list[W8A8Linear]):
     # Uncalibrated static layers cannot run; while observing they quantize per token instead,
-    # which is within int8 rounding of the float activations the static scales must cover.
+    # which is within int8 rounding of the float activations the static scales must cover. A
+    # norm that emits its static consumers' int8 input (fuse_norm_quant) does so per token too:
+    # else recalibrating a fused model would see its present scales' codes downstream, and each
+    # calibration would move the next one's ranges.
+    from ..migration.norm import MigratedNorm  # migration builds on quant: imported late
+
     saved = [m.config for m in layers]
+    norms = [(m, m._scale_from) for m in model.modules() if isinstance(m, MigratedNorm) and m.act_quant == "static"]
     try:
         for m in layers:
             m.config = W8A8Config("dynamic")
+        for norm, _ in norms:
+            norm.set_act_quant("dynamic")
         yield
     finally:
         for m, cfg in zip(layers, saved):
             m.config = cfg
+        for norm, scale_from in norms:
+            norm.set_act_quant("static", scale_from[0])
 
 
 def check_method(method: str, percentile: float, who: str = "calibrate") -> None:
@@ -258,7 +311,7 @@ def calibrate(
     handles = [m.register_forward_pre_hook(hook_for(n)) for n, m in targets.items()]
     n_batches = 0
     try:
-        with torch.no_grad(), _dynamic_while_calibrating(list(static.values())):
+        with torch.no_grad(), _dynamic_while_calibrating(model, list(static.values())):
             total = len(batches) if hasattr(batches, "__len__") else None
             for batch in tqdm(batches, desc="calibrate", total=total, unit="batch", disable=not progress):
                 batch = _to(batch, device)
