@@ -591,8 +591,11 @@ class W8A8Linear(_QuantLinear):
                 )
             scale = self.input_scale
         if self.transforms_input:
-            # One op for the transform and the quantization (one pass per row on the CPU).
-            q, s = ops.quantize_activation_int8_transformed(x, self.input_mul, self.config.rotation or 0, scale)
+            # One op for the transform and the quantization (one pass per row on the CPU). The
+            # block size comes from the rotation the layer holds, not from config.rotation (a
+            # rotation folded into the weights leaves the config's number and no buffer).
+            block = 0 if self.input_rotation is None else self.input_rotation.shape[0]
+            q, s = ops.quantize_activation_int8_transformed(x, self.input_mul, block, scale)
         else:
             q, s = ops.quantize_activation_int8(x, scale)
         return QuantizedActivation(q, s, x.dtype)
