@@ -8,8 +8,9 @@ per-token int8 scale needs on MiniLM's post-GELU FFN down-projection input: a to
 that change from token to token, so no per-channel smoothing factor can remove it.
 
 The weight is rotated once, in float64, before it is quantized; the activation is rotated at run
-time (``rotate_blocks``: one batched [.., K/b, b] @ [b, b] matmul, b multiply-adds per element,
-in float32).
+time: on the CPU inside the quantizer (``quantize_activation_int8_transformed``: butterflies,
+log2(b) adds per element), elsewhere by ``rotate_blocks`` (one batched [.., K/b, b] @ [b, b]
+matmul, b multiply-adds per element, in float32; also what ``transform_input`` and the tests use).
 """
 
 from __future__ import annotations
