@@ -83,12 +83,18 @@ struct Int8Bf16 {
   const float* s;   // [16]
   int64_t group, groups;  // one group spanning K
 
+  // float(q) holds an int8 exactly in its top 16 bits, which are then its bf16: dword c of the
+  // pair is float(q[k, c]) >> 16 (low word) and float(q[k + 1, c]) with its low word replaced
+  // (high word). 6 ops for 32 weights, where interleaving bytes first and converting the two
+  // halves with vcvtne2ps2bf16 took 9: M = 1 hot on one core 84-93 vs 104-113 us (2048 x 2048)
+  // and 341-346 vs 408-530 us (4096 x 4096); M = 16 and 64 unchanged within noise
+  // (bench/results/2026-12-02_cpu-w8a16-decode_probe.log).
   __m512bh decode_pair(int64_t k) const {
-    const __m128i r0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + k * kWoqPanel));
-    const __m128i r1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + (k + 1) * kWoqPanel));
-    const __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_unpacklo_epi8(r0, r1)));  // columns 0..7
-    const __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_unpackhi_epi8(r0, r1)));  // columns 8..15
-    return _mm512_cvtne2ps_pbh(hi, lo);  // words 0..15 from lo, 16..31 from hi
+    const __m512i f0 = _mm512_castps_si512(_mm512_cvtepi32_ps(
+        _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + k * kWoqPanel)))));
+    const __m512i f1 = _mm512_castps_si512(_mm512_cvtepi32_ps(
+        _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + (k + 1) * kWoqPanel)))));
+    return (__m512bh)_mm512_mask_blend_epi16(0xAAAAAAAA, _mm512_srli_epi32(f0, 16), f1);
   }
   __m512 group_end(int64_t, int, __m512 a, __m512 t) const { return _mm512_fmadd_ps(a, _mm512_loadu_ps(s), t); }
 };
