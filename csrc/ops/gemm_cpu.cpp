@@ -49,27 +49,42 @@ at::Tensor w4a16_gemm_cpu(const at::Tensor& x, const at::Tensor& qweight, const 
   return linear_f32(x, cpu::dequantize_int4(qweight, scales, zeros, g), bias);
 }
 
+// The int8 outputs of x [..., K] (q, one scale per row) and the row-quantizer parameters that
+// read x into them; shared by both activation quantizer ops.
+struct ActQuantCall {
+  at::Tensor x2, q, scales;  // x2: x as [rows, K] (a view when the leading dims allow it)
+  cpu_kernels::ActQuantParams p;
+};
+
+ActQuantCall act_quant_call(const at::Tensor& x, const std::optional<at::Tensor>& scale) {
+  const int64_t K = x.size(-1);
+  ActQuantCall c;
+  // reshape keeps a view when the leading dims allow it; rows are then read with their stride.
+  c.x2 = x.reshape({-1, K});
+  c.q = at::empty(x.sizes(), x.options().dtype(at::kChar));
+  c.scales = at::empty(x.sizes().slice(0, x.dim() - 1), x.options().dtype(at::kFloat));
+  c.p.x = c.x2.const_data_ptr();
+  c.p.q = c.q.mutable_data_ptr<int8_t>();
+  c.p.scales = c.scales.mutable_data_ptr<float>();
+  c.p.K = K, c.p.ldx = c.x2.stride(0);
+  c.p.dtype = kernel_dtype(x.scalar_type());
+  c.p.mode = scale ? quant::QuantMode::kStatic : quant::QuantMode::kDynamic;
+  c.p.static_scale = scale ? scale->item<float>() : 0.f;
+  return c;
+}
+
+// Rows per task: ~16k elements, below which the thread hand-off costs more than the rows.
+int64_t act_quant_grain(int64_t K) { return std::max<int64_t>(1, 16384 / K); }
+
 std::tuple<at::Tensor, at::Tensor> quantize_activation_int8_cpu(const at::Tensor& x,
                                                                 const std::optional<at::Tensor>& scale) {
   check_quantize_activation_args(x, scale);
-  const int64_t K = x.size(-1);
-  // reshape keeps a view when the leading dims allow it; rows are then read with their stride.
-  const at::Tensor x2 = x.reshape({-1, K});
-  at::Tensor q = at::empty(x.sizes(), x.options().dtype(at::kChar));
-  at::Tensor scales = at::empty(x.sizes().slice(0, x.dim() - 1), x.options().dtype(at::kFloat));
-  cpu_kernels::ActQuantParams p;
-  p.x = x2.const_data_ptr();
-  p.q = q.mutable_data_ptr<int8_t>();
-  p.scales = scales.mutable_data_ptr<float>();
-  p.K = K, p.ldx = x2.stride(0);
-  p.dtype = kernel_dtype(x.scalar_type());
-  p.mode = scale ? quant::QuantMode::kStatic : quant::QuantMode::kDynamic;
-  p.static_scale = scale ? scale->item<float>() : 0.f;
+  const ActQuantCall c = act_quant_call(x, scale);
   const cpu_kernels::Isa isa = cpu_kernels::active_isa();
-  at::parallel_for(0, x2.size(0), std::max<int64_t>(1, 16384 / K), [&](int64_t r0, int64_t r1) {
-    cpu_kernels::act_quant_rows(p, r0, r1, isa);
+  at::parallel_for(0, c.x2.size(0), act_quant_grain(c.p.K), [&](int64_t r0, int64_t r1) {
+    cpu_kernels::act_quant_rows(c.p, r0, r1, isa);
   });
-  return {q, scales};
+  return {c.q, c.scales};
 }
 
 // x * input_mul, rotated by Hadamard blocks, quantized: one pass per row through a float32 row
@@ -81,26 +96,17 @@ std::tuple<at::Tensor, at::Tensor> quantize_activation_int8_transformed_cpu(
     const at::Tensor& x, const std::optional<at::Tensor>& input_mul, int64_t rotation,
     const std::optional<at::Tensor>& scale) {
   check_quantize_activation_transformed_args(x, input_mul, rotation, scale);
-  const int64_t K = x.size(-1);
-  const at::Tensor x2 = x.reshape({-1, K});
-  at::Tensor q = at::empty(x.sizes(), x.options().dtype(at::kChar));
-  at::Tensor scales = at::empty(x.sizes().slice(0, x.dim() - 1), x.options().dtype(at::kFloat));
+  const ActQuantCall c = act_quant_call(x, scale);
   cpu_kernels::ActTransformParams p;
-  p.quant.x = x2.const_data_ptr();
-  p.quant.q = q.mutable_data_ptr<int8_t>();
-  p.quant.scales = scales.mutable_data_ptr<float>();
-  p.quant.K = K, p.quant.ldx = x2.stride(0);
-  p.quant.dtype = kernel_dtype(x.scalar_type());
-  p.quant.mode = scale ? quant::QuantMode::kStatic : quant::QuantMode::kDynamic;
-  p.quant.static_scale = scale ? scale->item<float>() : 0.f;
+  p.quant = c.p;
   p.mul = input_mul ? input_mul->const_data_ptr<float>() : nullptr;
   p.block = rotation;
   const cpu_kernels::Isa isa = cpu_kernels::active_isa();
-  at::parallel_for(0, x2.size(0), std::max<int64_t>(1, 16384 / K), [&](int64_t r0, int64_t r1) {
-    std::vector<float> buf(K);
+  at::parallel_for(0, c.x2.size(0), act_quant_grain(c.p.K), [&](int64_t r0, int64_t r1) {
+    std::vector<float> buf(c.p.K);
     cpu_kernels::act_transform_quant_rows(p, r0, r1, buf.data(), isa);
   });
-  return {q, scales};
+  return {c.q, c.scales};
 }
 
 at::Tensor w8a8_gemm_cpu(const at::Tensor& x_q, const at::Tensor& x_scales, const at::Tensor& qweight,

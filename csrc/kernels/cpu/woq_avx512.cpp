@@ -12,7 +12,7 @@
 // (bench/results/2026-12-02_cpu-woq-quads_probe.log). The k-pair decode stays for int8 and for
 // a per-channel int4 K that is not a multiple of 4. Same group-sum form as woq_avx2.cpp: per group
 // t += s * sum_k x q - z s * sum_k x, so only the codes enter the dot products. int8 codes become
-// bf16 pairs through float32 (widen, convert, vcvtne2ps2bf16: exact for |q| <= 128), the
+// bf16 pairs through float32 (widen, convert, keep the top halves: exact for |q| <= 128), the
 // per-channel scale applied to the whole sum.
 // vdpbf16ps treats bf16 subnormal inputs as 0 (DAZ): an activation below 1.2e-38 contributes 0.
 #include <immintrin.h>

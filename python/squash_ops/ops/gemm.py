@@ -9,6 +9,8 @@ once.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from . import _checks
@@ -86,14 +88,23 @@ def quantize_activation_int8_transformed(
     return torch.ops.squash.quantize_activation_int8_transformed(x, input_mul, rotation, scale)
 
 
+@functools.lru_cache(maxsize=None)
+def _hadamard_on(block: int, device: torch.device) -> torch.Tensor:
+    """The normalised Hadamard matrix on ``device``, built once per (block, device): the
+    composite runs it on every call of a rotated layer."""
+    from ..quant.rotation import hadamard  # quant imports ops: import at call time
+
+    return hadamard(block).to(device)
+
+
 def _transformed_composite(x, input_mul, rotation, scale):
-    from ..quant.rotation import hadamard, rotate_blocks  # quant imports ops: import at call time
+    from ..quant.rotation import rotate_blocks
 
     y = x.float()
     if input_mul is not None:
         y = y * input_mul
     if rotation:
-        y = rotate_blocks(y, hadamard(rotation).to(y.device))
+        y = rotate_blocks(y, _hadamard_on(rotation, y.device))
     return torch.ops.squash.quantize_activation_int8(y, scale)
 
 
