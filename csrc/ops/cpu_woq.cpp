@@ -134,14 +134,14 @@ constexpr int64_t kDequantGemmRows = 128;
 
 int64_t rows_of(const at::Tensor& x) { return x.numel() / x.size(-1); }
 
-bool bf16_kernel(const at::Tensor& x) {
-  return ck::woq_bf16_kernel(ck::active_isa(), x.scalar_type() == at::kBFloat16, x.size(-1));
+bool bf16_kernel(const at::Tensor& x, bool int4) {
+  return ck::woq_bf16_kernel(ck::active_isa(), x.scalar_type() == at::kBFloat16, x.size(-1), int4);
 }
 
 at::Tensor w4a16_gemm_cpu_prepacked(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales,
                                     const OptTensor& zeros, int64_t n, int64_t group_size, const OptTensor& bias) {
   const int64_t g = check_w4a16_cpu_prepacked_args(x, packed, scales, zeros, n, group_size, bias);
-  if (rows_of(x) > kDequantGemmRows && !bf16_kernel(x)) {
+  if (rows_of(x) > kDequantGemmRows && !bf16_kernel(x, true)) {
     const auto [q, s, z] = cpu_unprepack_int4_weight(packed, scales, zeros, n, x.size(-1), group_size);
     return cpu::linear_f32(x, cpu::dequantize_int4(q, s, zeros ? std::optional<at::Tensor>(z) : std::nullopt, g),
                            bias);
@@ -160,7 +160,7 @@ at::Tensor w4a16_gemm_cpu_prepacked(const at::Tensor& x, const at::Tensor& packe
 at::Tensor w8a16_gemm_cpu_prepacked(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales,
                                     int64_t n, const OptTensor& bias) {
   check_w8a16_cpu_prepacked_args(x, packed, scales, n, bias);
-  if (rows_of(x) > kDequantGemmRows && !bf16_kernel(x)) {
+  if (rows_of(x) > kDequantGemmRows && !bf16_kernel(x, false)) {
     const auto [q, s] = cpu_unprepack_int8_weight(packed, scales, n);
     return cpu::linear_f32(x, cpu::dequantize_int8(q, s), bias);
   }

@@ -54,29 +54,32 @@ bool set_isa_override(int isa) {
   return true;
 }
 
-bool has_vnni() {
+namespace {
+
+// The extension flags the kernels ask about, read once (cpuid).
+struct Extensions {
+  bool vnni = false, bf16 = false, vbmi = false;
+};
+
+const Extensions& extensions() {
+  static const Extensions e = [] {
+    Extensions x;
 #if defined(__x86_64__) || defined(_M_X64)
-  static const bool vnni = [] {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512vnni") || __builtin_cpu_supports("avxvnni");
-  }();
-  return vnni;
-#else
-  return false;
+    x.vnni = __builtin_cpu_supports("avx512vnni") || __builtin_cpu_supports("avxvnni");
+    x.bf16 = __builtin_cpu_supports("avx512bf16") != 0;
+    x.vbmi = __builtin_cpu_supports("avx512vbmi") != 0;
 #endif
+    return x;
+  }();
+  return e;
 }
 
-bool has_avx512_bf16() {
-#if defined(__x86_64__) || defined(_M_X64)
-  static const bool bf16 = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512bf16") != 0;
-  }();
-  return bf16;
-#else
-  return false;
-#endif
-}
+}  // namespace
+
+bool has_vnni() { return extensions().vnni; }
+bool has_avx512_bf16() { return extensions().bf16; }
+bool has_avx512_vbmi() { return extensions().vbmi; }
 
 const char* isa_name(Isa isa) {
   switch (isa) {

@@ -30,4 +30,7 @@ bool has_vnni();
 // The CPU has AVX-512 BF16 (vdpbf16ps: bf16 pair dot products accumulated in float32).
 bool has_avx512_bf16();
 
+// The CPU has AVX-512 VBMI (vpermb: any byte of a register to any byte, in one op).
+bool has_avx512_vbmi();
+
 }  // namespace squash::cpu_kernels

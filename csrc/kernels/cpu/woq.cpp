@@ -65,14 +65,14 @@ void w8a16_scalar(const WoqInt8Weight& w, const WoqProblem& pr, int64_t p0, int6
 
 }  // namespace woq_detail
 
-bool woq_bf16_kernel(Isa isa, bool x_bf16, int64_t k) {
-  return x_bf16 && k % 2 == 0 && isa >= Isa::kAvx512 && has_avx512_bf16();
+bool woq_bf16_kernel(Isa isa, bool x_bf16, int64_t k, bool int4) {
+  return x_bf16 && k % 2 == 0 && isa >= Isa::kAvx512 && has_avx512_bf16() && (!int4 || has_avx512_vbmi());
 }
 
 void w4a16_gemm_panels(Isa isa, const WoqInt4Weight& w, const WoqProblem& pr, int64_t p0, int64_t p1) {
   if (isa == Isa::kScalar)
     woq_detail::w4a16_scalar(w, pr, p0, p1);
-  else if (woq_bf16_kernel(isa, pr.x_bf16 != nullptr, w.k))
+  else if (woq_bf16_kernel(isa, pr.x_bf16 != nullptr, w.k, true))
     woq_detail::w4a16_avx512_bf16(w, pr, p0, p1);
   else
     woq_detail::w4a16_avx2(w, pr, p0, p1);
@@ -81,7 +81,7 @@ void w4a16_gemm_panels(Isa isa, const WoqInt4Weight& w, const WoqProblem& pr, in
 void w8a16_gemm_panels(Isa isa, const WoqInt8Weight& w, const WoqProblem& pr, int64_t p0, int64_t p1) {
   if (isa == Isa::kScalar)
     woq_detail::w8a16_scalar(w, pr, p0, p1);
-  else if (woq_bf16_kernel(isa, pr.x_bf16 != nullptr, w.k))
+  else if (woq_bf16_kernel(isa, pr.x_bf16 != nullptr, w.k, false))
     woq_detail::w8a16_avx512_bf16(w, pr, p0, p1);
   else
     woq_detail::w8a16_avx2(w, pr, p0, p1);

@@ -48,13 +48,14 @@ struct WoqProblem {
 };
 
 // out[:, 16 p0 : 16 p1] (clipped to n) for the panels [p0, p1), on the `isa` path. kAvx512 runs
-// bf16 activations on AVX-512 BF16 where the CPU has it (woq_avx512.cpp; w8a16: even k), everything
+// bf16 activations on AVX-512 BF16 where woq_bf16_kernel says so (woq_avx512.cpp), everything
 // else on the AVX2 kernel. Threads may call it on disjoint panel ranges.
 void w4a16_gemm_panels(Isa isa, const WoqInt4Weight& w, const WoqProblem& pr, int64_t p0, int64_t p1);
 // Whether w4a16/w8a16_gemm_panels take the AVX-512 BF16 kernel: bf16 activations, an even k, the
-// `isa` path at avx512 on a CPU with AVX-512 BF16. The binding asks it too (that kernel keeps
-// prefill-size M, which the others hand to a float32 GEMM), so both decide alike.
-bool woq_bf16_kernel(Isa isa, bool x_bf16, int64_t k);
+// `isa` path at avx512 on a CPU with AVX-512 BF16 (and, for int4 weights, VBMI: its decode is one
+// vpermb). The binding asks it too (that kernel keeps prefill-size M, which the others hand to a
+// float32 GEMM), so both decide alike.
+bool woq_bf16_kernel(Isa isa, bool x_bf16, int64_t k, bool int4);
 void w8a16_gemm_panels(Isa isa, const WoqInt8Weight& w, const WoqProblem& pr, int64_t p0, int64_t p1);
 
 namespace woq_detail {
