@@ -383,6 +383,32 @@ def test_compile_fullgraph_static_cache_decode(qllama):
     assert torch.equal(got, eager)
 
 
+def test_compile_dynamic_w8a8_bert_compiles_once_for_every_length():
+    """A W8A8 BERT (migrated norms emitting int8, FFN-down rotation) on squash attention under
+    torch.compile(dynamic=True): one graph serves every sequence length past the decode-size
+    routing (_dense: up to 8 query rows per KV head go to attention_decode, a second graph), with
+    the ops' exact results. attention_varlen's max_seqlen_q/k are SymInts: with plain ints dynamo
+    specialized each length, recompiling per sentence until its limit and then running eager."""
+    from squash_ops.migration import quantize_w8a8
+    from squash_ops.quant import W8A8Config
+
+    torch.manual_seed(0)
+    model = build("bert")
+    quantize_w8a8(model, lambda path, lin: W8A8Config("dynamic", rotation=16 if path.endswith("output.dense")
+                                                      and "attention" not in path else 0))
+    model.set_attn_implementation("squash")
+    torch._dynamo.reset()
+    # With the tokenizer's all-ones mask, as a service calls it: the padded path (attention_varlen).
+    run = torch.compile(lambda i, m: model(i, attention_mask=m).last_hidden_state, dynamic=True, backend="aot_eager")
+    with torch.no_grad():
+        for n, seq in enumerate((9, 13, 30)):
+            ids = torch.randint(3, VOCAB, (1, seq))
+            mask = torch.ones_like(ids)
+            with torch.compiler.set_stance("default" if n == 0 else "fail_on_recompile"):
+                got = run(ids, mask)
+            torch.testing.assert_close(got, model(ids, attention_mask=mask).last_hidden_state, rtol=0, atol=0)
+
+
 @pytest.mark.gpu
 def test_cuda_graph_decode_replay():
     """W4A16 + squash attention on CUDA (bf16), one decode step captured and replayed: the replayed

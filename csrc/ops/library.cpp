@@ -58,7 +58,7 @@ TORCH_LIBRARY(squash, m) {
 
   // ---- attention, FlashAttention layout [batch, seq, heads, head_dim] ----
   m.def("attention(Tensor q, Tensor k, Tensor v, float? softmax_scale=None, bool causal=False) -> (Tensor out, Tensor lse)");
-  m.def("attention_varlen(Tensor q, Tensor k, Tensor v, Tensor cu_seqlens_q, Tensor cu_seqlens_k, int max_seqlen_q, int max_seqlen_k, float? softmax_scale=None, bool causal=False) -> (Tensor out, Tensor lse)");
+  m.def("attention_varlen(Tensor q, Tensor k, Tensor v, Tensor cu_seqlens_q, Tensor cu_seqlens_k, SymInt max_seqlen_q, SymInt max_seqlen_k, float? softmax_scale=None, bool causal=False) -> (Tensor out, Tensor lse)");
   m.def("attention_decode(Tensor q, Tensor k_cache, Tensor v_cache, Tensor cache_seqlens, float? softmax_scale=None, bool causal=True) -> (Tensor out, Tensor lse)");
 }
 
