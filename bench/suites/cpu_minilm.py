@@ -13,12 +13,15 @@ attention mask, L2 normalised). Impls:
     one: every block linear W8A8 with per-token activations, gamma migration and smoothing folded
     into the norms and value projections, the FFN down-projection inputs rotated in 16-blocks,
     fused norm -> int8, calibrated on eval/data/calibration.txt) run by PackedEncoder (real
-    tokens only, attention through attention_varlen);
-  - squash:packed_fp32: the float model under PackedEncoder (how much of squash's speed is the
-    packing alone);
-  - squash:w8a8_padded: the squash W8A8 model on padded batches (the int8 path alone).
-The peers run the padded batches, as they do by default. torch.compile is left out: inductor
-recompiles per batch shape, each taking minutes on 2 cores.
+    tokens only, attention through attention_varlen) with compile=True (its layers under
+    torch.compile(dynamic=True): one graph for every token count, compiled in the accuracy pass
+    before timing);
+  - squash:eager: the same without compile;
+  - squash:packed_fp32: the float model under PackedEncoder, eager (how much of squash's speed is
+    the packing alone);
+  - squash:w8a8_padded: the squash W8A8 model on padded batches, eager (the int8 path alone);
+  - compiled: torch.compile(dynamic=True) (inductor) of the float model (SDPA), padded batches.
+The peers run the padded batches, as they do by default.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ def run(ctx: Context) -> None:
 def build_impls(ctx: Context, tok, model: nn.Module, recommended: str, variants) -> dict:
     """impl -> a function (list of HF batch dicts) -> embeddings [n, 384]; what fails to build is
     logged as a SKIP (e.g. ONNX Runtime not installed)."""
-    impls = {"torch_fp32": _hf(model)}
+    impls = {"torch_fp32": _hf(model), "compiled": _hf(torch.compile(copy.deepcopy(model), dynamic=True))}
     try:
         dyn = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)
         impls["torch_dynamic_int8"] = _hf(dyn)
@@ -77,7 +80,8 @@ def build_impls(ctx: Context, tok, model: nn.Module, recommended: str, variants)
         calib = calibration_batches(tok, read_sentences("calibration.txt"))
         {v.name: v for v in variants}[recommended].quantize(w8a8, calib)
         impls["squash:w8a8_padded"] = _hf(w8a8)
-        impls["squash"] = _hf(PackedEncoder(copy.deepcopy(w8a8)))
+        impls["squash"] = _hf(PackedEncoder(copy.deepcopy(w8a8), compile=True))
+        impls["squash:eager"] = _hf(PackedEncoder(copy.deepcopy(w8a8)))
         impls["squash:packed_fp32"] = _hf(PackedEncoder(copy.deepcopy(model)))
     return impls
 

@@ -341,13 +341,20 @@ def _packed_sdpa(q: Tensor, k: Tensor, v: Tensor, cu_q: Tensor, cu_k: Tensor, sc
     return out.unsqueeze(0)
 
 
+@torch.compiler.assume_constant_result
+def _cpu_vector_path() -> bool:
+    """Whether the CPU kernels run a vectorized path: a process-wide setting, which a compiled
+    graph takes as the constant it saw (a native call would break the graph at every layer)."""
+    return cpu.active_isa() != "scalar"
+
+
 def _packed(q: Tensor, k: Tensor, v: Tensor, kwargs: dict, scale, causal: bool) -> Tensor:
     """Sequences packed back to back in one row (batch 1), delimited by transformers' packed-
     sequence kwargs ``cu_seq_lens_q/k`` and ``max_length_q/k`` (FlashAttention-2's convention;
     what ``PackedEncoder`` passes): attention_varlen on them, nothing padded."""
     if q.shape[0] != 1:
         raise _Unsupported(f"packed sequences (cu_seq_lens_q) in a batch of {q.shape[0]} rows (expected 1)")
-    if q.device.type == "cpu" and not (q.shape[-1] % 8 == 0 and cpu.active_isa() != "scalar"):
+    if q.device.type == "cpu" and not (q.shape[-1] % 8 == 0 and _cpu_vector_path()):
         return _packed_sdpa(q, k, v, kwargs["cu_seq_lens_q"], kwargs["cu_seq_lens_k"], scale, causal)
     _kernel("attention_varlen", q)
     out = ops.attention_varlen(q[0], k[0], v[0], kwargs["cu_seq_lens_q"], kwargs["cu_seq_lens_k"],
