@@ -358,9 +358,15 @@ def _packed(q: Tensor, k: Tensor, v: Tensor, kwargs: dict, scale, causal: bool) 
         return _packed_sdpa(q, k, v, kwargs["cu_seq_lens_q"], kwargs["cu_seq_lens_k"], scale, causal)
     _kernel("attention_varlen", q)
     out = ops.attention_varlen(q[0], k[0], v[0], kwargs["cu_seq_lens_q"], kwargs["cu_seq_lens_k"],
-                               int(kwargs["max_length_q"]), int(kwargs["max_length_k"]),
+                               _length(kwargs["max_length_q"]), _length(kwargs["max_length_k"]),
                                softmax_scale=scale, causal=causal)
     return out.unsqueeze(0)
+
+
+def _length(v) -> int:
+    """A max_length kwarg as an int; a symbolic one (torch.compile / torch.export with a dynamic
+    length) stays symbolic, where int() would make the traced graph hold this call's value."""
+    return v if isinstance(v, (int, torch.SymInt)) else int(v)
 
 
 def _make_attention(name: str, fallback: str) -> Callable:

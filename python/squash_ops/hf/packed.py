@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers.modeling_outputs import BaseModelOutput
 
+from .aot import compile_packed_layers
 from .attention import register
 
 __all__ = ["PackedEncoder"]
@@ -54,14 +55,22 @@ class PackedEncoder(nn.Module):
     token_type_ids)`` returns ``BaseModelOutput(last_hidden_state [B, S, H])`` computed on the
     real tokens only. The model's attention implementation is switched to squash attention
     (``model.set_attn_implementation("squash")``), which the packed layers need. ``compile``:
-    the layers run under ``torch.compile(dynamic=True, backend=backend)`` (module docstring)."""
+    True runs the layers under ``torch.compile(dynamic=True, backend=backend)`` (module
+    docstring); "aot" compiles them here, ahead of time, with torch.export + AOTInductor
+    (``aot.py``: no Python per call, the fastest at batch 1)."""
 
-    def __init__(self, model: nn.Module, compile: bool = False, backend: str = "inductor"):
+    def __init__(self, model: nn.Module, compile: bool | str = False, backend: str = "inductor"):
         super().__init__()
         self.embeddings, self.encoder = _encoder_parts(model)
         model.set_attn_implementation(ATTN)
         self.model = model
-        self._layers = torch.compile(self._run_layers, dynamic=True, backend=backend) if compile else self._run_layers
+        if compile == "aot":
+            hidden, dtype = model.config.hidden_size, self.embeddings.word_embeddings.weight.dtype
+            self._layers = compile_packed_layers(self.encoder, hidden, dtype)
+        elif compile in (True, False):
+            self._layers = torch.compile(self._run_layers, dynamic=True, backend=backend) if compile else self._run_layers
+        else:
+            raise ValueError(f"PackedEncoder: compile must be False, True or \"aot\", got {compile!r}")
 
     def _run_layers(self, packed: Tensor, cu: Tensor, longest: int) -> Tensor:
         return self.encoder(packed, attention_mask=None, cu_seq_lens_q=cu, cu_seq_lens_k=cu,
@@ -86,6 +95,6 @@ class PackedEncoder(nn.Module):
         cu = F.pad(lens.cumsum(0, dtype=torch.int32), (1, 0))
         longest = int(lens.max()) if B else 0
         packed = emb.reshape(B * S, H).index_select(0, rows).unsqueeze(0)
-        hidden = self._layers(packed, cu, longest)
+        hidden = self._layers(packed, cu, longest) if packed.shape[1] else self._run_layers(packed, cu, longest)
         out = hidden.new_zeros(B * S, H).index_copy_(0, rows, hidden[0])
         return BaseModelOutput(last_hidden_state=out.reshape(B, S, H))
