@@ -5,19 +5,20 @@
 // The AVX2 kernel spends 5 vector ops decoding 16 weights of one k and 2 FMAs using them, so it is
 // bound by its own instruction count (15 GB/s of int4 weights on one Zen 5 core against ~30 GB/s
 // that the core streams). Here int4 codes are decoded four k at a time (decode_quad: 16 columns x
-// 4 k = 64 weights in 4 ops: one vpermb puts each byte in the low half of a word in the order the
-// dot products read, a vpternlogd and a shift + or make each nibble q the bf16 of 128 + q) and
-// multiplied with vdpbf16ps against a broadcast of the bf16 x[k .. k+3]: 32 multiply-adds per
-// instruction, products exact in float32 (bf16 x bf16), sums in float32 as in the other paths.
-// One row, one thread, weights hot in cache: 48-59 GB/s of int4, against 44-47 for the decode
-// before it (widen + three vpermw, two of them table lookups) and 25-27 for the k-pair decode
-// (bench/results/2026-12-03_cpu-woq-vbmi_probe.log, 2026-12-02_cpu-woq-quads_probe.log). The
-// k-pair decode stays for int8 and for a per-channel int4 K that is not a multiple of 4. Same
-// group-sum form as woq_avx2.cpp: per group t += s * sum_k x q - z s * sum_k x, so only the codes
-// enter the dot products (here q + 128 and z + 128: the offset cancels in the group sum; the
-// float32 sums carry terms ~17x larger, a relative error of ~1e-5 of the output against bf16's
-// 4e-3). int8 codes become bf16 pairs through float32 (widen, convert, keep the top halves:
-// exact for |q| <= 128), the per-channel scale applied to the whole sum.
+// 4 k = 64 weights in 4 ops: one masked vpermb puts each byte in the low half of a word in the
+// order the dot products read, then a shift and two vpermw table lookups, where bf16 holds 0..15
+// exactly) and multiplied with vdpbf16ps against a broadcast of the bf16 x[k .. k+3]: 32
+// multiply-adds per instruction, products exact in float32 (bf16 x bf16), sums in float32 as in
+// the other paths. One row, one thread, weights hot in cache: 41-46 GB/s of int4 with the widen
+// + vpermw reorder before the vpermb (bench/results/2026-12-02_cpu-woq-quads_probe.log), 25-27
+// for the k-pair decode; the vpermb: bench/results/2026-12-03_cpu-woq-vbmi_probe.log. (An
+// OR into bf16 128 + q instead of the table lookups measured a little faster, but its float32
+// sums carry terms ~17x larger and lost the float32 summation bounds of tests/test_sensitivity.py
+// and test_quant_prepacked.py: not kept.) The k-pair decode stays for int8 and for a per-channel
+// int4 K that is not a multiple of 4. Same group-sum form as woq_avx2.cpp: per group
+// t += s * sum_k x q - z s * sum_k x, so only the codes enter the dot products. int8 codes become
+// bf16 pairs through float32 (widen, convert, keep the top halves: exact for |q| <= 128), the
+// per-channel scale applied to the whole sum.
 // vdpbf16ps treats bf16 subnormal inputs as 0 (DAZ): an activation below 1.2e-38 contributes 0.
 #include <immintrin.h>
 
@@ -46,30 +47,22 @@ struct Int4Bf16 {
   const uint8_t* z;    // [G, 16] or nullptr (zero point 8)
   const float* xsum;   // [rows, G]
   int64_t group, groups;
+  __m512i lut;         // word i -> bf16 bits of i & 15, i < 32
   __m128i interleave;  // bytes of k and k + 1 alternated
-  __m512i quad_order;  // byte 2(4j + t) <- byte 8t + j (byte j of k + t); odd bytes zeroed
 
-  // A code q (0..15) in the low 7 mantissa bits of bf16 0x4300 (128) is the bf16 of 128 + q,
-  // exactly: one OR instead of a table lookup. The sums carry 128 * sum_k x, which group_end
-  // takes back with the zero point (z + 128).
-  static __m512i nibble_to_bf16(__m512i words) {  // (words & 15) | 0x4300 in one vpternlogd
-    return _mm512_ternarylogic_epi32(words, _mm512_set1_epi16(15), _mm512_set1_epi16(0x4300), 0xEA);
-  }
-
-  // Dword lane c of the result: (q[k, c], q[k + 1, c]) as bf16 of 128 + q, c < 16.
+  // Dword lane c of the result: (q[k, c], q[k + 1, c]) as bf16, c < 16.
   __m512bh decode_pair(int64_t k) const {
     const __m128i b = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + k * 8)), interleave);
     const __m256i wd = _mm256_cvtepu8_epi16(b);  // word 2j: byte j of k, word 2j + 1: byte j of k + 1
-    const __m256i hi = _mm256_srli_epi16(wd, 4);  // columns 8..15
-    return (__m512bh)nibble_to_bf16(_mm512_inserti64x4(_mm512_castsi256_si512(wd), hi, 1));
+    const __m256i hi = _mm256_srli_epi16(wd, 4);  // columns 8..15; the low nibbles (0..7) need no mask
+    return (__m512bh)_mm512_permutexvar_epi16(_mm512_inserti64x4(_mm512_castsi256_si512(wd), hi, 1), lut);
   }
   __m512 group_end(int64_t g, int r, __m512 a, __m512 t) const {
     const __m512 sv = _mm512_loadu_ps(s + g * kWoqPanel);
-    __m512 zv = _mm512_set1_ps(8.f + 128.f);
+    __m512 zv = _mm512_set1_ps(8.f);
     if (z) {  // a zero point above 15 (edited after prepacking) is NaN: its output channel shows it
       zv = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(z + g * kWoqPanel))));
-      zv = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(zv, _mm512_set1_ps(15.f), _CMP_GT_OQ),
-                                _mm512_add_ps(zv, _mm512_set1_ps(128.f)),
+      zv = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(zv, _mm512_set1_ps(15.f), _CMP_GT_OQ), zv,
                                 _mm512_set1_ps(std::numeric_limits<float>::quiet_NaN()));
     }
     const __m512 xs = _mm512_set1_ps(-xsum[r * groups + g]);
@@ -79,14 +72,18 @@ struct Int4Bf16 {
   // tile_quads' decode: k .. k + 3 of the panel (32 bytes, 64 weights) as two bf16
   // vectors, cols 0..7 (`lo`) and 8..15 (`hi`); dword 2c holds (q[k, c], q[k + 1, c]) and dword
   // 2c + 1 holds (q[k + 2, c], q[k + 3, c]), so one 64-bit broadcast of x[k .. k + 3] multiplies
-  // both. 4 ops for 64 weights, one of them a cross-lane permute.
+  // both. 4 ops for 64 weights (one masked vpermb widens and orders the bytes) where decode_pair
+  // takes 6 for 32.
   void decode_quad(int64_t k, __m512bh& lo, __m512bh& hi) const {
     const __m512i wd = _mm512_maskz_permutexvar_epi8(
         0x5555555555555555ull, quad_order,
         _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + k * 8))));
-    lo = (__m512bh)nibble_to_bf16(wd);
-    hi = (__m512bh)_mm512_or_si512(_mm512_srli_epi16(wd, 4), _mm512_set1_epi16(0x4300));  // words <= 255
+    // vpermw reads the low 5 bits of each index: lut32 repeats the 16 entries, so the low
+    // nibble needs no mask and the high one just the shift.
+    lo = (__m512bh)_mm512_permutexvar_epi16(wd, lut);
+    hi = (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(wd, 4), lut);
   }
+  __m512i quad_order;  // byte 2(4j + t) <- byte 8t + j (byte j of k + t); odd bytes zeroed
 };
 
 struct Int8Bf16 {
@@ -269,9 +266,15 @@ void w4a16_avx512_bf16(const WoqInt4Weight& w, const WoqProblem& pr, int64_t p0,
   const int64_t groups = w.k / w.group;
   std::vector<float> xsum(pr.m * groups);
   int4_group_sums(w, pr, xsum.data());
-  alignas(64) uint16_t quad_order[32];
-  for (int i = 0; i < 32; ++i) quad_order[i] = static_cast<uint16_t>(8 * (i % 4) + i / 4);  // the even bytes
-  Int4Bf16 d{nullptr, nullptr, nullptr, nullptr, w.group, groups,
+  alignas(64) uint16_t lut[32], quad_order[32];
+  for (int i = 0; i < 32; ++i) {
+    const float f = static_cast<float>(i & 15);
+    uint32_t bits;
+    std::memcpy(&bits, &f, 4);
+    lut[i] = static_cast<uint16_t>(bits >> 16);  // exact: i & 15 has at most 4 significant bits
+    quad_order[i] = static_cast<uint16_t>(8 * (i % 4) + i / 4);  // the even bytes
+  }
+  Int4Bf16 d{nullptr, nullptr, nullptr, nullptr, w.group, groups, _mm512_load_si512(lut),
              _mm_setr_epi8(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15), _mm512_load_si512(quad_order)};
   run(d, pr, w.n, w.k, w.k * 8, p0, p1, [&](int64_t p, int64_t m) {
     d.w = w.packed + p * w.k * 8;
