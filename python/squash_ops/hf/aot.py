@@ -11,6 +11,7 @@ The compile takes 10-15 s for MiniLM on 2 cores, once, when the encoder is built
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import torch
@@ -39,9 +40,11 @@ def compile_packed_layers(encoder: nn.Module, hidden: int, dtype: torch.dtype) -
     example = (torch.randn(1, 12, hidden, dtype=dtype), torch.tensor([0, 5, 12], dtype=torch.int32), torch.empty(7))
     shapes = ({1: dim("tokens", min=1, max=1 << 20)}, {0: dim("bounds", min=2, max=1 << 20)},
               {0: dim("longest", min=1, max=1 << 20)})
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # torch 2.13's own pytree code warns about its own deprecated LeafSpec check while packaging.
+        warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
         program = torch.export.export(_Layers(encoder), example, dynamic_shapes=shapes, strict=False)
-    run = torch._inductor.aoti_load_package(torch._inductor.aoti_compile_and_package(program))
+        run = torch._inductor.aoti_load_package(torch._inductor.aoti_compile_and_package(program))
 
     def layers(packed: Tensor, cu: Tensor, longest: int) -> Tensor:
         return run(packed, cu, torch.empty(longest))
